@@ -1,0 +1,28 @@
+//! salve's rule runtime.
+//!
+//! A rule is a Rhai file. Its top level evaluates to a *declaration* map (name, selectors,
+//! parameters, action), and it defines `fn condition(p)`, which the engine calls with the
+//! rule's parameters whenever an event that the selectors match arrives. The engine registers
+//! the host functions (`count`, `mean`, ...) that read windowed state; this crate only knows
+//! how to load, sandbox and call rules.
+#![forbid(unsafe_code)]
+
+mod declaration;
+mod duration;
+mod rule_set;
+mod sandbox;
+
+pub use declaration::{Declaration, DeclarationError, Selector};
+pub use duration::{duration_ms, parse_duration_ms, DurationError};
+pub use rule_set::{LoadError, LoadErrors, Rule, RuleSet};
+pub use sandbox::{EvalError, Limits, Runtime};
+
+/// Rhai's dynamic value and map types, re-exported so that hosts need no direct dependency.
+pub use rhai::{Dynamic, Engine as RhaiEngine, EvalAltResult, Map, NativeCallContext, Position};
+
+/// The rule files that ship with salve, embedded so the binary runs from any directory.
+pub const SHIPPED_RULES: &[(&str, &str)] =
+    &[("crash_loop.rhai", include_str!("../pack/crash_loop.rhai"))];
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+//! Loading a directory of rule files into an immutable, validated [`RuleSet`].
+//!
+//! Loading is all or nothing: every file is compiled and checked, and any problem is reported
+//! with file:line:column. A caller that already runs a rule set keeps it when loading fails.
+
+use crate::declaration::{to_json, Declaration};
+use crate::sandbox::{EvalError, Runtime};
+use rhai::{Dynamic, AST};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One loaded rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// What the file declares.
+    pub decl: Declaration,
+    /// The file it came from, as shown in errors.
+    pub file: String,
+    ast: AST,
+    params: Dynamic,
+    params_json: serde_json::Value,
+}
+
+impl Rule {
+    /// The rule's parameters as JSON, for decision logs.
+    pub fn params_json(&self) -> &serde_json::Value {
+        &self.params_json
+    }
+}
+
+/// A problem with one rule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// The file at fault.
+    pub file: String,
+    /// 1-based line; 0 when the problem is the file as a whole.
+    pub line: usize,
+    /// 1-based column; 0 when unknown.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// Every problem found while loading a rule set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct LoadErrors(pub Vec<LoadError>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A validated set of rules, in file-name order.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// Loads every `*.rhai` file in `dir` (not recursive), in file-name order.
+    pub fn load_dir(runtime: &Runtime, dir: &Path) -> Result<Self, LoadErrors> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            LoadErrors(vec![LoadError {
+                file: dir.display().to_string(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the rules directory: {e}"),
+            }])
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "rhai"))
+            .collect();
+        paths.sort();
+        let mut sources = Vec::with_capacity(paths.len());
+        let mut errors = Vec::new();
+        for path in paths {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => sources.push((path.display().to_string(), text)),
+                Err(e) => errors.push(LoadError {
+                    file: path.display().to_string(),
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read: {e}"),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(LoadErrors(errors));
+        }
+        Self::load_sources(runtime, sources)
+    }
+
+    /// Loads rules from `(file name, source)` pairs.
+    pub fn load_sources(
+        runtime: &Runtime,
+        sources: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, LoadErrors> {
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut errors = Vec::new();
+        for (file, source) in sources {
+            match load_one(runtime, &file, &source) {
+                Ok(rule) => {
+                    if let Some(first) = rules.iter().find(|r| r.decl.name == rule.decl.name) {
+                        errors.push(LoadError {
+                            line: find_key_line(&source, "name"),
+                            column: 0,
+                            message: format!(
+                                "rule name `{}` is already used by {}",
+                                rule.decl.name, first.file
+                            ),
+                            file,
+                        });
+                    } else {
+                        rules.push(rule);
+                    }
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self { rules })
+        } else {
+            Err(LoadErrors(errors))
+        }
+    }
+
+    /// The rules, indexed as the engine refers to them.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Evaluates rule `index`'s condition. Host functions see whatever frame the caller set up.
+    pub fn condition(&self, runtime: &Runtime, index: usize) -> Result<bool, EvalError> {
+        let rule = &self.rules[index];
+        runtime.call_bool(
+            &rule.decl.name,
+            &rule.file,
+            &rule.ast,
+            "condition",
+            rule.params.clone(),
+        )
+    }
+}
+
+fn load_one(runtime: &Runtime, file: &str, source: &str) -> Result<Rule, LoadError> {
+    let engine = runtime.engine();
+    let mut ast = engine.compile(source).map_err(|e| {
+        let pos = e.position();
+        LoadError {
+            file: file.to_owned(),
+            line: pos.line().unwrap_or(0),
+            column: pos.position().unwrap_or(0),
+            message: e.err_type().to_string(),
+        }
+    })?;
+    ast.set_source(file);
+    let has_condition = ast
+        .iter_functions()
+        .any(|f| f.name == "condition" && f.params.len() == 1);
+    if !has_condition {
+        return Err(LoadError {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+            message: "the rule defines no `fn condition(p)`: it must return true when the entity is failing".into(),
+        });
+    }
+    let value = engine.eval_ast::<Dynamic>(&ast).map_err(|e| {
+        let pos = e.position();
+        LoadError {
+            file: file.to_owned(),
+            line: pos.line().unwrap_or(0),
+            column: pos.position().unwrap_or(0),
+            message: format!("evaluating the declaration: {}", e.unwrap_inner()),
+        }
+    })?;
+    let decl = Declaration::from_dynamic(value).map_err(|e| LoadError {
+        file: file.to_owned(),
+        line: e.key.as_deref().map_or(0, |key| find_key_line(source, key)),
+        column: 0,
+        message: e.message,
+    })?;
+    let params_json = to_json(&Dynamic::from_map(decl.params.clone()));
+    let params = Dynamic::from_map(decl.params.clone()).into_shared();
+    // The top level ran once above; per-event calls run only the functions.
+    let ast = ast.clone_functions_only();
+    Ok(Rule {
+        decl,
+        file: file.to_owned(),
+        ast,
+        params,
+        params_json,
+    })
+}
+
+/// The first line that looks like `key:` in the source, so a bad declaration key can be pointed at.
+fn find_key_line(source: &str, key: &str) -> usize {
+    let pattern = format!("{key}:");
+    source
+        .lines()
+        .position(|line| line.trim_start().starts_with(&pattern))
+        .map_or(0, |i| i + 1)
+}

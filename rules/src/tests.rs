@@ -1,0 +1,181 @@
+use super::*;
+
+fn runtime() -> Runtime {
+    Runtime::new(Limits::default(), |engine| {
+        engine.register_fn("count", |_series: &str, _window: rhai::Dynamic| 3_i64);
+    })
+}
+
+fn load(source: &str) -> Result<RuleSet, LoadErrors> {
+    RuleSet::load_sources(&runtime(), [("test.rhai".to_owned(), source.to_owned())])
+}
+
+const VALID: &str = r#"
+fn condition(p) { count("process_exit", p.window) >= p.exits }
+#{ name: "r", select: [#{ kind: "event", name: "process_exit" }], params: #{ exits: 3, window: 60 }, action: "restart" }
+"#;
+
+#[test]
+fn shipped_rules_load_and_declare_what_they_say() {
+    let rt = runtime();
+    let set = RuleSet::load_sources(
+        &rt,
+        SHIPPED_RULES
+            .iter()
+            .map(|(f, s)| ((*f).to_owned(), (*s).to_owned())),
+    )
+    .expect("shipped rules load");
+    let crash = &set.rules()[0];
+    assert_eq!(crash.decl.name, "crash_loop");
+    assert_eq!(crash.decl.action, "restart");
+    assert_eq!(crash.decl.ack_timeout_ms, Some(30_000));
+    assert_eq!(crash.decl.select[0].name.as_deref(), Some("process_exit"));
+    assert!(set.condition(&rt, 0).expect("evaluates"));
+}
+
+#[test]
+fn a_valid_rule_evaluates_with_its_params() {
+    let rt = runtime();
+    let set = RuleSet::load_sources(&rt, [("a.rhai".to_owned(), VALID.to_owned())]).expect("loads");
+    assert!(set.condition(&rt, 0).expect("evaluates"));
+    let strict = VALID.replace("exits: 3", "exits: 4");
+    let set = RuleSet::load_sources(&rt, [("a.rhai".to_owned(), strict)]).expect("loads");
+    assert!(!set.condition(&rt, 0).expect("evaluates"));
+}
+
+#[test]
+fn a_syntax_error_names_file_line_and_column() {
+    let err = load("fn condition(p) {\n  count(\"x\", 60) >= \n}\n#{}").expect_err("rejected");
+    let first = &err.0[0];
+    assert_eq!(first.file, "test.rhai");
+    assert_eq!(first.line, 3, "{first}");
+    assert!(first.column > 0, "{first}");
+    assert!(err.to_string().starts_with("test.rhai:3:"), "{err}");
+}
+
+#[test]
+fn an_unknown_declaration_key_points_at_its_line() {
+    let source = VALID.replace("action: \"restart\"", "\n  acton: \"restart\"");
+    let err = load(&source).expect_err("rejected");
+    assert!(err.0[0].message.contains("unknown key `acton`"), "{err}");
+    assert_eq!(err.0[0].line, 4, "{err}");
+}
+
+#[test]
+fn a_rule_without_condition_is_rejected() {
+    let err =
+        load("#{ name: \"r\", select: [#{ name: \"x\" }], action: \"a\" }").expect_err("rejected");
+    assert!(err.0[0].message.contains("fn condition"), "{err}");
+}
+
+#[test]
+fn missing_required_keys_are_named() {
+    for (key, source) in [
+        (
+            "name",
+            "fn condition(p) { true } #{ select: [#{ name: \"x\" }], action: \"a\" }",
+        ),
+        (
+            "select",
+            "fn condition(p) { true } #{ name: \"r\", action: \"a\" }",
+        ),
+        (
+            "action",
+            "fn condition(p) { true } #{ name: \"r\", select: [#{ name: \"x\" }] }",
+        ),
+    ] {
+        let err = load(source).expect_err("rejected");
+        assert!(
+            err.0[0].message.contains(&format!("`{key}`")),
+            "{key}: {err}"
+        );
+    }
+}
+
+#[test]
+fn duplicate_rule_names_are_rejected() {
+    let err = RuleSet::load_sources(
+        &runtime(),
+        [
+            ("a.rhai".to_owned(), VALID.to_owned()),
+            ("b.rhai".to_owned(), VALID.to_owned()),
+        ],
+    )
+    .expect_err("rejected");
+    assert_eq!(err.0[0].file, "b.rhai");
+    assert!(err.0[0].message.contains("already used by a.rhai"), "{err}");
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_by_the_budget() {
+    let rt = runtime();
+    let source = "fn condition(p) { loop { } } #{ name: \"spin\", select: [#{ name: \"x\" }], action: \"a\" }";
+    let set =
+        RuleSet::load_sources(&rt, [("spin.rhai".to_owned(), source.to_owned())]).expect("loads");
+    let err = set.condition(&rt, 0).expect_err("stopped");
+    assert!(matches!(err, EvalError::BudgetExceeded { .. }), "{err}");
+}
+
+#[test]
+fn an_infinite_loop_in_the_declaration_is_a_load_error() {
+    let err = load("fn condition(p) { true } loop {} #{}").expect_err("rejected");
+    assert!(err.0[0].message.contains("Too many operations"), "{err}");
+}
+
+#[test]
+fn the_sandbox_has_no_eval_and_no_import() {
+    for source in [
+        "fn condition(p) { eval(\"true\") } #{ name: \"r\", select: [#{ name: \"x\" }], action: \"a\" }",
+        "import \"os\" as os; fn condition(p) { true } #{ name: \"r\", select: [#{ name: \"x\" }], action: \"a\" }",
+    ] {
+        assert!(load(source).is_err(), "{source}");
+    }
+}
+
+#[test]
+fn oversized_strings_are_stopped() {
+    let rt = runtime();
+    let source = "fn condition(p) { let s = \"x\"; loop { s += s; } } #{ name: \"big\", select: [#{ name: \"x\" }], action: \"a\" }";
+    let set =
+        RuleSet::load_sources(&rt, [("big.rhai".to_owned(), source.to_owned())]).expect("loads");
+    let err = set.condition(&rt, 0).expect_err("stopped");
+    assert!(err.to_string().contains("big.rhai"), "{err}");
+}
+
+#[test]
+fn a_runtime_error_names_the_rule_file_and_line() {
+    let rt = runtime();
+    let source = "fn condition(p) {\n  p.missing > 1\n}\n#{ name: \"r\", select: [#{ name: \"x\" }], action: \"a\" }";
+    let set =
+        RuleSet::load_sources(&rt, [("r.rhai".to_owned(), source.to_owned())]).expect("loads");
+    match set.condition(&rt, 0).expect_err("fails") {
+        EvalError::Script { file, line, .. } => {
+            assert_eq!(file, "r.rhai");
+            assert_eq!(line, 2);
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn a_non_bool_condition_is_an_error() {
+    let rt = runtime();
+    let source =
+        "fn condition(p) { 1 } #{ name: \"r\", select: [#{ name: \"x\" }], action: \"a\" }";
+    let set =
+        RuleSet::load_sources(&rt, [("r.rhai".to_owned(), source.to_owned())]).expect("loads");
+    assert!(matches!(
+        set.condition(&rt, 0),
+        Err(EvalError::NotABool { .. })
+    ));
+}
+
+#[test]
+fn durations_read_seconds_and_units() {
+    assert_eq!(parse_duration_ms("60s"), Ok(60_000));
+    assert_eq!(parse_duration_ms("500ms"), Ok(500));
+    assert_eq!(parse_duration_ms("2m"), Ok(120_000));
+    assert!(parse_duration_ms("soon").is_err());
+    assert_eq!(duration_ms(&rhai::Dynamic::from(60_i64)), Ok(60_000));
+    assert!(duration_ms(&rhai::Dynamic::from(-1_i64)).is_err());
+}
