@@ -1,0 +1,82 @@
+//! The engine's configuration: the `[engine]` table of `salve.toml`.
+
+use salve_rules::Limits;
+use serde::{Deserialize, Deserializer};
+
+/// Tunables of the decision pipeline. Durations are written as `"1s"`, `"15m"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Events larger than this go to the dead-letter topic.
+    pub max_event_bytes: usize,
+    /// Bucket width of the sliding windows.
+    #[serde(rename = "resolution", deserialize_with = "duration")]
+    pub resolution_ms: i64,
+    /// The longest window a rule may ask for; older data is dropped.
+    #[serde(rename = "max_window", deserialize_with = "duration")]
+    pub max_window_ms: i64,
+    /// How long to wait for an actuator's ack when a rule sets no `ack_timeout`.
+    #[serde(rename = "ack_timeout", deserialize_with = "duration")]
+    pub ack_timeout_ms: i64,
+    /// Sandbox limits for every rule call.
+    pub limits: Limits,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 1024 * 1024,
+            resolution_ms: 1_000,
+            max_window_ms: 15 * 60 * 1_000,
+            ack_timeout_ms: 30_000,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A configuration value that breaks an invariant serde cannot check.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("engine.{key}: {expected}")]
+pub struct InvalidEngineConfig {
+    /// The key at fault.
+    pub key: &'static str,
+    /// What was expected.
+    pub expected: &'static str,
+}
+
+impl EngineConfig {
+    /// Checks the relations between keys.
+    pub fn validate(&self) -> Result<(), InvalidEngineConfig> {
+        if self.resolution_ms <= 0 {
+            return Err(InvalidEngineConfig {
+                key: "resolution",
+                expected: "a positive duration such as \"1s\"",
+            });
+        }
+        if self.max_window_ms < self.resolution_ms {
+            return Err(InvalidEngineConfig {
+                key: "max_window",
+                expected: "a duration at least as long as engine.resolution",
+            });
+        }
+        if self.ack_timeout_ms <= 0 {
+            return Err(InvalidEngineConfig {
+                key: "ack_timeout",
+                expected: "a positive duration such as \"30s\"",
+            });
+        }
+        if self.max_event_bytes == 0 {
+            return Err(InvalidEngineConfig {
+                key: "max_event_bytes",
+                expected: "a positive number of bytes",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reads `"500ms"`, `"60s"`, `"15m"` as milliseconds.
+pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    salve_rules::parse_duration_ms(&text).map_err(serde::de::Error::custom)
+}

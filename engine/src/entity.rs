@@ -1,0 +1,78 @@
+//! Everything salve keeps about one entity: its labels, its series and its open incidents.
+
+use crate::incident::Incident;
+use crate::telemetry::Labels;
+use crate::window::SeriesWindow;
+use std::sync::Arc;
+
+/// One entity's state. It lives in its partition's map and moves with the partition.
+#[derive(Debug, Default)]
+pub struct EntityState {
+    labels: Vec<(Box<str>, Box<str>)>,
+    series: Vec<SeriesWindow>,
+    /// Open incidents, at most one per rule.
+    pub incidents: Vec<Incident>,
+    /// Event time of the latest event.
+    pub last_seen_ms: i64,
+}
+
+impl EntityState {
+    /// The series called `name`, if the entity has reported it.
+    pub fn series(&self, name: &str) -> Option<&SeriesWindow> {
+        self.series.iter().find(|s| s.name() == name)
+    }
+
+    /// The series called `name`, created on first sight with an interned name.
+    pub fn series_mut(
+        &mut self,
+        name: &str,
+        intern: impl FnOnce(&str) -> Arc<str>,
+    ) -> &mut SeriesWindow {
+        let index = match self.series.iter().position(|s| s.name() == name) {
+            Some(index) => index,
+            None => {
+                self.series.push(SeriesWindow::new(intern(name)));
+                self.series.len() - 1
+            }
+        };
+        &mut self.series[index]
+    }
+
+    /// All series.
+    pub fn all_series_mut(&mut self) -> impl Iterator<Item = &mut SeriesWindow> {
+        self.series.iter_mut()
+    }
+
+    /// A label's value.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| &**v)
+    }
+
+    /// Replaces the labels when the event carries different ones; most events repeat them.
+    pub fn update_labels(&mut self, labels: &Labels<'_>) {
+        if labels.0.is_empty() {
+            return;
+        }
+        let same = labels.0.len() == self.labels.len()
+            && labels
+                .0
+                .iter()
+                .zip(&self.labels)
+                .all(|((k, v), (k2, v2))| k.as_ref() == &**k2 && v.as_ref() == &**v2);
+        if !same {
+            self.labels = labels
+                .0
+                .iter()
+                .map(|(k, v)| (Box::from(k.as_ref()), Box::from(v.as_ref())))
+                .collect();
+        }
+    }
+
+    /// The entity's labels.
+    pub fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.labels.iter().map(|(k, v)| (&**k, &**v))
+    }
+}

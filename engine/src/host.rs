@@ -1,0 +1,157 @@
+//! The host functions rules call to read windowed state, and the frame they read it from.
+//!
+//! Before calling a rule, the engine moves the entity's state into the shared [`Frame`] (a swap,
+//! no copy) and moves it back afterwards. Host functions read the frame and record every value
+//! they return as evidence, so each verdict carries the numbers it rested on.
+
+use crate::entity::EntityState;
+use crate::wire::Evidence;
+use salve_rules::{duration_ms, Dynamic, EvalAltResult, RhaiEngine};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// What host functions can see during one rule call.
+#[derive(Debug, Default)]
+pub struct Frame {
+    /// The window end: the partition's event time.
+    pub now_ms: i64,
+    /// The longest window a rule may ask for.
+    pub max_window_ms: i64,
+    /// The entity under evaluation, moved in for the call.
+    pub entity: EntityState,
+    /// Values returned so far in this call.
+    pub evidence: Vec<Evidence>,
+}
+
+/// The frame shared between the engine and the registered host functions.
+pub type SharedFrame = Rc<RefCell<Frame>>;
+
+type HostResult<T> = Result<T, Box<EvalAltResult>>;
+
+fn window_arg(frame: &Frame, window: &Dynamic) -> HostResult<i64> {
+    let ms = duration_ms(window).map_err(|e| e.to_string())?;
+    if ms <= 0 {
+        return Err("a window must be longer than zero".into());
+    }
+    if ms > frame.max_window_ms {
+        return Err(format!(
+            "a window of {ms} ms exceeds engine.max_window ({} ms)",
+            frame.max_window_ms
+        )
+        .into());
+    }
+    Ok(ms)
+}
+
+fn note(frame: &mut Frame, function: &str, series: &str, window_ms: Option<i64>, value: f64) {
+    frame.evidence.push(Evidence {
+        function: function.to_owned(),
+        series: series.to_owned(),
+        window_ms,
+        value: value.is_finite().then_some(value),
+    });
+}
+
+/// Registers a windowed aggregate `name(series, window) -> f64`.
+fn register_windowed(
+    engine: &mut RhaiEngine,
+    frame: &SharedFrame,
+    name: &'static str,
+    pick: fn(&crate::window::Aggregate, i64) -> f64,
+) {
+    let frame = Rc::clone(frame);
+    engine.register_fn(
+        name,
+        move |series: &str, window: Dynamic| -> HostResult<f64> {
+            let mut frame = frame.borrow_mut();
+            let window_ms = window_arg(&frame, &window)?;
+            let value = frame.entity.series(series).map_or(f64::NAN, |s| {
+                pick(&s.aggregate(frame.now_ms, window_ms), window_ms)
+            });
+            note(&mut frame, name, series, Some(window_ms), value);
+            Ok(value)
+        },
+    );
+}
+
+/// Registers every host function on a rule engine.
+pub fn register(engine: &mut RhaiEngine, frame: &SharedFrame) {
+    {
+        let frame = Rc::clone(frame);
+        engine.register_fn(
+            "count",
+            move |series: &str, window: Dynamic| -> HostResult<i64> {
+                let mut frame = frame.borrow_mut();
+                let window_ms = window_arg(&frame, &window)?;
+                let count = frame
+                    .entity
+                    .series(series)
+                    .map_or(0, |s| s.aggregate(frame.now_ms, window_ms).count);
+                note(&mut frame, "count", series, Some(window_ms), count as f64);
+                Ok(i64::try_from(count).unwrap_or(i64::MAX))
+            },
+        );
+    }
+    register_windowed(engine, frame, "sum", |a, _| a.sum);
+    register_windowed(engine, frame, "mean", |a, _| a.mean());
+    register_windowed(engine, frame, "min", |a, _| a.min);
+    register_windowed(engine, frame, "max", |a, _| a.max);
+    register_windowed(engine, frame, "rate", |a, window_ms| {
+        a.count as f64 * 1000.0 / window_ms as f64
+    });
+    {
+        let frame = Rc::clone(frame);
+        engine.register_fn("last", move |series: &str| -> f64 {
+            let mut frame = frame.borrow_mut();
+            let value = frame
+                .entity
+                .series(series)
+                .and_then(|s| s.last())
+                .map_or(f64::NAN, |(_, v)| v);
+            note(&mut frame, "last", series, None, value);
+            value
+        });
+    }
+    {
+        let frame = Rc::clone(frame);
+        engine.register_fn("since_last", move |series: &str| -> f64 {
+            let mut frame = frame.borrow_mut();
+            let now = frame.now_ms;
+            let value = frame
+                .entity
+                .series(series)
+                .and_then(|s| s.last())
+                .map_or(f64::INFINITY, |(ts, _)| (now - ts) as f64 / 1000.0);
+            note(&mut frame, "since_last", series, None, value);
+            value
+        });
+    }
+    {
+        let frame = Rc::clone(frame);
+        engine.register_fn("consecutive_fails", move |series: &str| -> i64 {
+            let mut frame = frame.borrow_mut();
+            let value = frame
+                .entity
+                .series(series)
+                .map_or(0, |s| s.consecutive_fails());
+            note(
+                &mut frame,
+                "consecutive_fails",
+                series,
+                None,
+                f64::from(value),
+            );
+            i64::from(value)
+        });
+    }
+    {
+        let frame = Rc::clone(frame);
+        engine.register_fn("label", move |key: &str| -> Dynamic {
+            let frame = frame.borrow();
+            frame
+                .entity
+                .label(key)
+                .map_or(Dynamic::UNIT, |v| Dynamic::from(v.to_owned()))
+        });
+    }
+}

@@ -1,0 +1,38 @@
+//! An incident: one rule failing on one entity, and the remediation attempts it leads to.
+
+use crate::wire::IncidentState;
+use std::sync::Arc;
+
+/// An open incident. Closed incidents live on only in the decision log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incident {
+    /// Deterministic id, see [`incident_id`].
+    pub id: String,
+    /// The rule that opened it.
+    pub rule: Arc<str>,
+    /// Event time at which the rule first failed.
+    pub opened_at_ms: i64,
+    /// Where it stands.
+    pub state: IncidentState,
+    /// The current attempt, from 1.
+    pub attempt: u32,
+    /// The current attempt's command id.
+    pub command_id: String,
+    /// When the current attempt's command was issued.
+    pub issued_at_ms: i64,
+    /// When the current attempt times out without an ack.
+    pub ack_deadline_ms: i64,
+}
+
+/// The incident id: the rule, the entity, and the event time at which the rule failed.
+///
+/// It is derived only from the events, so re-processing the same events after a restart
+/// yields the same id, and so the same command ids: actuators can dedup on them.
+pub fn incident_id(rule: &str, entity: &str, opened_at_ms: i64) -> String {
+    format!("{rule}/{entity}@{opened_at_ms}")
+}
+
+/// The command id of an attempt: the incident id and the attempt number.
+pub fn command_id(incident: &str, attempt: u32) -> String {
+    format!("{incident}#{attempt}")
+}

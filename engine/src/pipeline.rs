@@ -1,0 +1,549 @@
+//! The decision pipeline: event in, verdicts, commands and transitions out.
+//!
+//! The [`Engine`] is synchronous and deterministic. It never reads a clock or does I/O: its
+//! drivers (the Kafka runner, `salve replay`) hand it events, acks and the current time, and
+//! publish what it returns. State is kept per partition, so a partition's state can be dropped
+//! when the partition is revoked and rebuilt wherever it is assigned next.
+
+use crate::config::EngineConfig;
+use crate::entity::EntityState;
+use crate::host::{self, Frame, SharedFrame};
+use crate::incident::{command_id, incident_id, Incident};
+use crate::router::Router;
+use crate::stats::Stats;
+use crate::telemetry::{decode, DecodeError, Kind, TelemetryEvent};
+use crate::wire::{
+    Ack, AckDecodeError, AckStatus, Command, Decision, DecisionKind, IncidentState, Output,
+    Verdict, WIRE_VERSION,
+};
+use hashbrown::HashMap;
+use salve_rules::{EvalError, LoadErrors, RuleSet, Runtime};
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Identifies a source partition: the index of the telemetry topic in the config, and the
+/// Kafka partition number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct PartitionId {
+    /// Index into the configured telemetry topics.
+    pub topic: u16,
+    /// The Kafka partition.
+    pub partition: i32,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct AckDeadline {
+    at_ms: i64,
+    command_id: String,
+}
+
+/// The state of one source partition.
+#[derive(Debug, Default)]
+struct PartitionState {
+    entities: HashMap<Box<str>, EntityState>,
+    /// The largest event time seen: the end of every window evaluated here.
+    watermark_ms: i64,
+    deadlines: BinaryHeap<Reverse<AckDeadline>>,
+    /// Open attempts by command id, for matching acks.
+    open_commands: HashMap<String, Box<str>>,
+}
+
+/// The decision pipeline for the partitions this process owns.
+pub struct Engine {
+    config: EngineConfig,
+    runtime: Runtime,
+    rules: RuleSet,
+    rule_names: Vec<Arc<str>>,
+    router: Router,
+    frame: SharedFrame,
+    partitions: HashMap<PartitionId, PartitionState>,
+    series_names: HashSet<Arc<str>>,
+    matched: Vec<usize>,
+    stats: Stats,
+}
+
+impl Engine {
+    /// Builds an engine; `load` produces the initial rule set with the engine's sandbox.
+    pub fn new(
+        config: EngineConfig,
+        load: impl FnOnce(&Runtime) -> Result<RuleSet, LoadErrors>,
+    ) -> Result<Self, LoadErrors> {
+        let frame: SharedFrame = Rc::new(RefCell::new(Frame {
+            max_window_ms: config.max_window_ms,
+            ..Frame::default()
+        }));
+        let runtime = Runtime::new(config.limits.clone(), |engine| {
+            host::register(engine, &frame)
+        });
+        let rules = load(&runtime)?;
+        let mut engine = Self {
+            config,
+            runtime,
+            rules: RuleSet::default(),
+            rule_names: Vec::new(),
+            router: Router::default(),
+            frame,
+            partitions: HashMap::new(),
+            series_names: HashSet::new(),
+            matched: Vec::new(),
+            stats: Stats::default(),
+        };
+        engine.install(rules);
+        Ok(engine)
+    }
+
+    fn install(&mut self, rules: RuleSet) {
+        self.router = Router::new(&rules);
+        self.rule_names = rules
+            .rules()
+            .iter()
+            .map(|r| Arc::from(r.decl.name.as_str()))
+            .collect();
+        self.rules = rules;
+    }
+
+    /// The sandbox, for loading a replacement rule set.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Decodes and processes one telemetry message. On a decode error nothing changes but the
+    /// error counter; the caller dead-letters the message.
+    ///
+    /// `record_ts_ms` is the Kafka record timestamp, used when the event carries no `ts`.
+    pub fn on_message(
+        &mut self,
+        partition: PartitionId,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        record_ts_ms: Option<i64>,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), DecodeError> {
+        self.stats.events_in += 1;
+        let mut event = match decode(payload, key, self.config.max_event_bytes) {
+            Ok(event) => event,
+            Err(error) => {
+                self.stats.decode_errors += 1;
+                return Err(error);
+            }
+        };
+        if event.ts_ms.is_none() {
+            event.ts_ms = Some(record_ts_ms.unwrap_or(now_ms));
+        }
+        self.on_event(partition, &event, now_ms, out);
+        Ok(())
+    }
+
+    /// Processes one decoded event.
+    pub fn on_event(
+        &mut self,
+        partition: PartitionId,
+        event: &TelemetryEvent<'_>,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) {
+        let resolution = self.config.resolution_ms;
+        let retention = self.config.max_window_ms;
+        let state = self.partitions.entry(partition).or_default();
+        let ts = event.ts_ms.unwrap_or(now_ms);
+        state.watermark_ms = state.watermark_ms.max(ts);
+        let watermark = state.watermark_ms;
+
+        let entity_key = event.entity.as_ref();
+        if !state.entities.contains_key(entity_key) {
+            state
+                .entities
+                .insert(Box::from(entity_key), EntityState::default());
+        }
+        let Some(entity) = state.entities.get_mut(entity_key) else {
+            return;
+        };
+        entity.update_labels(&event.labels);
+        entity.last_seen_ms = entity.last_seen_ms.max(ts);
+        let names = &mut self.series_names;
+        let series = entity.series_mut(&event.name, |name| intern(names, name));
+        series.record(ts, event.value.unwrap_or(1.0), resolution);
+        if event.kind == Kind::Health {
+            series.record_health(event.value == Some(1.0));
+        }
+        series.expire(watermark, retention);
+
+        self.router.matching(event, &mut self.matched);
+        if self.matched.is_empty() {
+            return;
+        }
+        let matched = std::mem::take(&mut self.matched);
+        for &rule in &matched {
+            self.evaluate(partition, rule, entity_key, watermark, now_ms, out);
+        }
+        self.matched = matched;
+    }
+
+    fn evaluate(
+        &mut self,
+        partition: PartitionId,
+        rule_index: usize,
+        entity_key: &str,
+        watermark: i64,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) {
+        let rule_name = Arc::clone(&self.rule_names[rule_index]);
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        let Some(entity) = state.entities.get_mut(entity_key) else {
+            return;
+        };
+        // One remediation in flight per rule and entity: a failure that persists joins it.
+        if entity.incidents.iter().any(|i| i.rule == rule_name) {
+            return;
+        }
+        let (result, evidence) = {
+            let mut frame = self.frame.borrow_mut();
+            frame.now_ms = watermark;
+            frame.evidence.clear();
+            std::mem::swap(&mut frame.entity, entity);
+            drop(frame);
+            let result = self.rules.condition(&self.runtime, rule_index);
+            let mut frame = self.frame.borrow_mut();
+            std::mem::swap(&mut frame.entity, entity);
+            (result, std::mem::take(&mut frame.evidence))
+        };
+        self.stats.rule_evaluations += 1;
+        match result {
+            Ok(false) => {}
+            Ok(true) => {
+                self.stats.verdicts_failure += 1;
+                let rule = &self.rules.rules()[rule_index];
+                let incident = incident_id(&rule.decl.name, entity_key, watermark);
+                let mut verdict = Decision::new(
+                    DecisionKind::Verdict,
+                    now_ms,
+                    &rule.decl.name,
+                    entity_key,
+                    format!("condition of {} holds", rule.decl.name),
+                );
+                verdict.verdict = Some(Verdict::Failure);
+                verdict.incident = Some(incident.clone());
+                let reason = describe_evidence(&evidence, &rule.decl.description);
+                verdict.evidence = evidence;
+                out.push(Output::Decision(verdict));
+                let mut opened = transition(
+                    now_ms,
+                    &rule.decl.name,
+                    entity_key,
+                    &incident,
+                    None,
+                    IncidentState::Failing,
+                    "rule failed".into(),
+                );
+                opened.attempt = Some(1);
+                out.push(Output::Decision(opened));
+
+                let timeout = rule
+                    .decl
+                    .ack_timeout_ms
+                    .unwrap_or(self.config.ack_timeout_ms);
+                let id = command_id(&incident, 1);
+                let command = Command {
+                    v: WIRE_VERSION,
+                    id: id.clone(),
+                    incident: incident.clone(),
+                    entity: entity_key.to_owned(),
+                    action: rule.decl.action.clone(),
+                    params: rule.decl.action_params.clone(),
+                    rule: rule.decl.name.clone(),
+                    reason,
+                    attempt: 1,
+                    issued_at: now_ms,
+                    expires_at: now_ms.saturating_add(timeout),
+                };
+                let mut issued = transition(
+                    now_ms,
+                    &rule.decl.name,
+                    entity_key,
+                    &incident,
+                    Some(IncidentState::Failing),
+                    IncidentState::Remediating,
+                    format!("{} issued", command.action),
+                );
+                issued.attempt = Some(1);
+                issued.command_id = Some(id.clone());
+                out.push(Output::Command(command));
+                out.push(Output::Decision(issued));
+                self.stats.commands += 1;
+
+                entity.incidents.push(Incident {
+                    id: incident,
+                    rule: rule_name,
+                    opened_at_ms: watermark,
+                    state: IncidentState::Remediating,
+                    attempt: 1,
+                    command_id: id.clone(),
+                    issued_at_ms: now_ms,
+                    ack_deadline_ms: now_ms.saturating_add(timeout),
+                });
+                state.deadlines.push(Reverse(AckDeadline {
+                    at_ms: now_ms.saturating_add(timeout),
+                    command_id: id.clone(),
+                }));
+                state.open_commands.insert(id, Box::from(entity_key));
+            }
+            Err(error) => self.rule_failed(&error),
+        }
+    }
+
+    fn rule_failed(&mut self, error: &EvalError) {
+        self.stats.rule_errors += 1;
+        let count = if matches!(error, EvalError::BudgetExceeded { .. }) {
+            self.stats.rule_budget_stops += 1;
+            self.stats.rule_budget_stops
+        } else {
+            self.stats.rule_errors
+        };
+        // A broken rule fails on every event it sees; log the 1st, 2nd, 4th, 8th... time.
+        if count.is_power_of_two() {
+            tracing::warn!(occurrences = count, "{error}");
+        }
+    }
+
+    /// Decodes and applies one ack message.
+    pub fn on_ack_message(
+        &mut self,
+        payload: &[u8],
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), AckDecodeError> {
+        match Ack::decode(payload) {
+            Ok(ack) => {
+                self.on_ack(&ack, now_ms, out);
+                Ok(())
+            }
+            Err(error) => {
+                self.stats.ack_decode_errors += 1;
+                Err(error)
+            }
+        }
+    }
+
+    /// Applies an actuator's ack to the attempt it names.
+    pub fn on_ack(&mut self, ack: &Ack, now_ms: i64, out: &mut Vec<Output>) {
+        let found = self.partitions.iter_mut().find_map(|(_, state)| {
+            state
+                .open_commands
+                .get(&ack.command_id)
+                .cloned()
+                .map(|e| (state, e))
+        });
+        let Some((state, entity_key)) = found else {
+            self.stats.acks_unmatched += 1;
+            tracing::debug!(command_id = %ack.command_id, "ack matches no open attempt here");
+            return;
+        };
+        let Some(entity) = state.entities.get_mut(&entity_key) else {
+            self.stats.acks_unmatched += 1;
+            return;
+        };
+        let Some(position) = entity
+            .incidents
+            .iter()
+            .position(|i| i.command_id == ack.command_id)
+        else {
+            self.stats.acks_unmatched += 1;
+            return;
+        };
+        self.stats.acks += 1;
+        let incident = &entity.incidents[position];
+        let detail = ack.detail.as_deref().unwrap_or("");
+        let mut record = Decision::new(
+            DecisionKind::Ack,
+            now_ms,
+            &incident.rule,
+            &entity_key,
+            if detail.is_empty() {
+                format!("actuator reported {:?}", ack.status).to_lowercase()
+            } else {
+                format!("actuator reported {:?}: {detail}", ack.status).to_lowercase()
+            },
+        );
+        record.incident = Some(incident.id.clone());
+        record.attempt = Some(incident.attempt);
+        record.command_id = Some(ack.command_id.clone());
+        record.ack_status = Some(ack.status);
+        record.actuator = ack.actuator.clone();
+        out.push(Output::Decision(record));
+        let (to, reason) = match ack.status {
+            AckStatus::Received => return,
+            AckStatus::Succeeded => {
+                self.stats.attempts_succeeded += 1;
+                (
+                    IncidentState::Resolved,
+                    "the actuator reported success".to_owned(),
+                )
+            }
+            AckStatus::Failed | AckStatus::Rejected => {
+                self.stats.attempts_failed += 1;
+                let verb = if ack.status == AckStatus::Failed {
+                    "failed"
+                } else {
+                    "rejected"
+                };
+                (
+                    IncidentState::Failed,
+                    format!("the actuator {verb} the command: {detail}"),
+                )
+            }
+        };
+        let incident = entity.incidents.remove(position);
+        state.open_commands.remove(&ack.command_id);
+        let mut closed = transition(
+            now_ms,
+            &incident.rule,
+            &entity_key,
+            &incident.id,
+            Some(incident.state),
+            to,
+            reason,
+        );
+        closed.attempt = Some(incident.attempt);
+        closed.command_id = Some(incident.command_id);
+        out.push(Output::Decision(closed));
+    }
+
+    /// Fires every deadline at or before `now_ms`.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
+        for state in self.partitions.values_mut() {
+            while state
+                .deadlines
+                .peek()
+                .is_some_and(|Reverse(d)| d.at_ms <= now_ms)
+            {
+                let Some(Reverse(deadline)) = state.deadlines.pop() else {
+                    break;
+                };
+                let Some(entity_key) = state.open_commands.remove(&deadline.command_id) else {
+                    continue;
+                };
+                let Some(entity) = state.entities.get_mut(&entity_key) else {
+                    continue;
+                };
+                let Some(position) = entity
+                    .incidents
+                    .iter()
+                    .position(|i| i.command_id == deadline.command_id)
+                else {
+                    continue;
+                };
+                let incident = entity.incidents.remove(position);
+                self.stats.attempts_timed_out += 1;
+                let mut closed = transition(
+                    now_ms,
+                    &incident.rule,
+                    &entity_key,
+                    &incident.id,
+                    Some(incident.state),
+                    IncidentState::Failed,
+                    format!(
+                        "no final ack within {} ms of issuing the command",
+                        incident.ack_deadline_ms - incident.issued_at_ms
+                    ),
+                );
+                closed.attempt = Some(incident.attempt);
+                closed.command_id = Some(incident.command_id);
+                out.push(Output::Decision(closed));
+            }
+        }
+    }
+
+    /// The earliest pending deadline, so a driver can sleep until it.
+    pub fn next_deadline(&self) -> Option<i64> {
+        self.partitions
+            .values()
+            .filter_map(|s| s.deadlines.peek().map(|Reverse(d)| d.at_ms))
+            .min()
+    }
+
+    /// Forgets a partition's state, when the partition is revoked.
+    pub fn revoke(&mut self, partition: PartitionId) {
+        self.partitions.remove(&partition);
+    }
+
+    /// Entities held, across partitions.
+    pub fn entity_count(&self) -> usize {
+        self.partitions.values().map(|s| s.entities.len()).sum()
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("rules", &self.rule_names)
+            .field("partitions", &self.partitions.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(existing) = names.get(name) {
+        return Arc::clone(existing);
+    }
+    let interned: Arc<str> = Arc::from(name);
+    names.insert(Arc::clone(&interned));
+    interned
+}
+
+fn transition(
+    ts: i64,
+    rule: &str,
+    entity: &str,
+    incident: &str,
+    from: Option<IncidentState>,
+    to: IncidentState,
+    reason: String,
+) -> Decision {
+    let mut record = Decision::new(DecisionKind::Transition, ts, rule, entity, reason);
+    record.incident = Some(incident.to_owned());
+    record.from = from;
+    record.to = Some(to);
+    record
+}
+
+/// "count(process_exit, 60s) = 3": the evidence as one line for the command's `reason`.
+fn describe_evidence(evidence: &[crate::wire::Evidence], fallback: &str) -> String {
+    if evidence.is_empty() {
+        return fallback.to_owned();
+    }
+    evidence
+        .iter()
+        .map(|e| {
+            let value = e.value.map_or("no data".to_owned(), |v| format!("{v}"));
+            match e.window_ms {
+                Some(w) => format!(
+                    "{}({}, {}s) = {}",
+                    e.function,
+                    e.series,
+                    w as f64 / 1000.0,
+                    value
+                ),
+                None => format!("{}({}) = {}", e.function, e.series, value),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,34 @@
+//! Counters the engine keeps about its own work. Drivers print them; metrics export them.
+
+use serde::Serialize;
+
+/// Running totals since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Telemetry messages seen, valid or not.
+    pub events_in: u64,
+    /// Messages that failed to decode (and were dead-lettered by the driver).
+    pub decode_errors: u64,
+    /// Rule calls.
+    pub rule_evaluations: u64,
+    /// Rule calls that raised an error.
+    pub rule_errors: u64,
+    /// Rule calls stopped by the operation budget.
+    pub rule_budget_stops: u64,
+    /// Failure verdicts.
+    pub verdicts_failure: u64,
+    /// Commands issued.
+    pub commands: u64,
+    /// Acks matched to an open attempt.
+    pub acks: u64,
+    /// Acks that matched no open attempt here (unknown, late, or another process's).
+    pub acks_unmatched: u64,
+    /// Acks that could not be decoded.
+    pub ack_decode_errors: u64,
+    /// Attempts whose actuator reported success.
+    pub attempts_succeeded: u64,
+    /// Attempts that failed: failed or rejected ack.
+    pub attempts_failed: u64,
+    /// Attempts that got no final ack before the deadline.
+    pub attempts_timed_out: u64,
+}

@@ -1,0 +1,365 @@
+//! The telemetry event: its wire form and its strict, allocation-light decoder.
+//!
+//! The happy path deserializes into borrowed strings in one pass. Only when that fails does the
+//! decoder parse again, into a generic value, to name the field at fault: bad input is rare, and
+//! its reason must be clear.
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// The telemetry wire-format version this build reads.
+pub const TELEMETRY_VERSION: u64 = 1;
+
+/// What an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A numeric sample: `value` is required.
+    Metric,
+    /// A health check: `status` is required.
+    Health,
+    /// Something happened, e.g. `process_exit`; `value` is optional.
+    Event,
+}
+
+impl Kind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Metric => "metric",
+            Kind::Health => "health",
+            Kind::Event => "event",
+        }
+    }
+}
+
+/// A health check's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Healthy.
+    Pass,
+    /// Unhealthy.
+    Fail,
+}
+
+/// Labels in wire order, borrowed from the input where possible.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Labels<'a>(pub Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl Labels<'_> {
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
+/// A string that borrows from the input unless it holds escapes (serde's `Cow` alone never borrows).
+#[derive(Deserialize)]
+struct BorrowedStr<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Labels<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LabelsVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for LabelsVisitor<'a> {
+            type Value = Labels<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of strings to strings")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut labels = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some((BorrowedStr(key), BorrowedStr(value))) = map.next_entry()? {
+                    labels.push((key, value));
+                }
+                Ok(Labels(labels))
+            }
+        }
+        deserializer.deserialize_map(LabelsVisitor(std::marker::PhantomData))
+    }
+}
+
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    v: Option<u64>,
+    #[serde(borrow)]
+    entity: Option<BorrowedStr<'a>>,
+    #[serde(borrow, default)]
+    ts: Option<&'a RawValue>,
+    kind: Option<Kind>,
+    #[serde(borrow)]
+    name: Option<BorrowedStr<'a>>,
+    value: Option<f64>,
+    status: Option<HealthStatus>,
+    #[serde(borrow)]
+    labels: Option<Labels<'a>>,
+    #[serde(borrow, default)]
+    attrs: Option<&'a RawValue>,
+}
+
+/// A decoded telemetry event that borrows from the message it came from.
+#[derive(Debug, Clone)]
+pub struct TelemetryEvent<'a> {
+    /// The entity it is about, e.g. `checkout/pod-1`.
+    pub entity: Cow<'a, str>,
+    /// Event time, ms since the epoch; `None` when the producer gave none.
+    pub ts_ms: Option<i64>,
+    /// What it reports.
+    pub kind: Kind,
+    /// The series name, e.g. `latency_ms`.
+    pub name: Cow<'a, str>,
+    /// The sample for metrics; optional for events; 1 or 0 for health pass or fail.
+    pub value: Option<f64>,
+    /// The health outcome, for health checks.
+    pub status: Option<HealthStatus>,
+    /// Labels such as `service`, `cluster`, `role`, `zone`.
+    pub labels: Labels<'a>,
+    /// Free JSON, kept as raw text.
+    pub attrs: Option<&'a RawValue>,
+}
+
+/// Why a message is not a valid telemetry event. The reason travels to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// Larger than the configured limit.
+    #[error("message is {size} bytes, over the limit of {limit} bytes (limits.max_event_bytes)")]
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not UTF-8 JSON, or not an object.
+    #[error("not a JSON object: {0}")]
+    NotJson(String),
+    /// A required field is absent.
+    #[error("missing required field `{0}`")]
+    Missing(&'static str),
+    /// A field has the wrong type or value.
+    #[error("field `{field}`: {problem}")]
+    Invalid {
+        /// The field at fault.
+        field: &'static str,
+        /// What was expected.
+        problem: String,
+    },
+    /// The Kafka key names another entity than the payload.
+    #[error("the message key {key:?} differs from the field entity {entity:?}")]
+    KeyMismatch {
+        /// The key.
+        key: String,
+        /// The payload's entity.
+        entity: String,
+    },
+}
+
+impl DecodeError {
+    /// A short, stable code for metrics and the dead-letter header.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::NotJson(_) => "not_json",
+            DecodeError::Missing(_) => "missing_field",
+            DecodeError::Invalid { .. } => "invalid_field",
+            DecodeError::KeyMismatch { .. } => "key_mismatch",
+        }
+    }
+}
+
+/// Decodes one message. `key`, when present, must equal the `entity` field.
+pub fn decode<'a>(
+    bytes: &'a [u8],
+    key: Option<&[u8]>,
+    max_bytes: usize,
+) -> Result<TelemetryEvent<'a>, DecodeError> {
+    if bytes.len() > max_bytes {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            limit: max_bytes,
+        });
+    }
+    let raw: RawEvent<'a> = match serde_json::from_slice(bytes) {
+        Ok(raw) => raw,
+        Err(_) => return Err(explain(bytes)),
+    };
+    let event = validate(raw)?;
+    if let Some(key) = key {
+        if key != event.entity.as_bytes() {
+            return Err(DecodeError::KeyMismatch {
+                key: String::from_utf8_lossy(key).into_owned(),
+                entity: event.entity.into_owned(),
+            });
+        }
+    }
+    Ok(event)
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> DecodeError {
+    DecodeError::Invalid {
+        field,
+        problem: problem.into(),
+    }
+}
+
+fn validate(raw: RawEvent<'_>) -> Result<TelemetryEvent<'_>, DecodeError> {
+    if let Some(v) = raw.v {
+        if v != TELEMETRY_VERSION {
+            return Err(invalid(
+                "v",
+                format!(
+                    "version {v} is not supported; this build reads version {TELEMETRY_VERSION}"
+                ),
+            ));
+        }
+    }
+    let entity = raw.entity.ok_or(DecodeError::Missing("entity"))?.0;
+    if entity.is_empty() {
+        return Err(invalid("entity", "must not be empty"));
+    }
+    let kind = raw.kind.ok_or(DecodeError::Missing("kind"))?;
+    let name = raw.name.ok_or(DecodeError::Missing("name"))?.0;
+    if name.is_empty() {
+        return Err(invalid("name", "must not be empty"));
+    }
+    let ts_ms = match raw.ts {
+        None => None,
+        Some(raw_ts) => Some(parse_ts(raw_ts.get()).ok_or_else(|| {
+            invalid(
+                "ts",
+                format!(
+                    "{} is neither ms since the epoch nor an RFC 3339 timestamp",
+                    raw_ts.get()
+                ),
+            )
+        })?),
+    };
+    let (value, status) = match kind {
+        Kind::Metric => {
+            let value = raw.value.ok_or(DecodeError::Missing("value"))?;
+            (Some(value), raw.status)
+        }
+        Kind::Health => {
+            let status = raw.status.ok_or(DecodeError::Missing("status"))?;
+            let value = match status {
+                HealthStatus::Pass => 1.0,
+                HealthStatus::Fail => 0.0,
+            };
+            (Some(value), Some(status))
+        }
+        Kind::Event => (raw.value, raw.status),
+    };
+    if value.is_some_and(|v| !v.is_finite()) {
+        return Err(invalid("value", "must be a finite number"));
+    }
+    Ok(TelemetryEvent {
+        entity,
+        ts_ms,
+        kind,
+        name,
+        value,
+        status,
+        labels: raw.labels.unwrap_or_default(),
+        attrs: raw.attrs,
+    })
+}
+
+/// Reads the raw JSON of `ts`: an integer of ms, or a quoted RFC 3339 string; `null` is absent.
+fn parse_ts(json: &str) -> Option<i64> {
+    if let Some(quoted) = json.strip_prefix('"').and_then(|j| j.strip_suffix('"')) {
+        return parse_rfc3339_ms(quoted);
+    }
+    json.parse::<i64>().ok()
+}
+
+/// Parses RFC 3339, e.g. `2026-11-24T10:00:00.250Z`, into ms since the epoch.
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let parsed =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// The slow path: says which field broke the fast decoder.
+fn explain(bytes: &[u8]) -> DecodeError {
+    let value: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(value) => value,
+        Err(e) => return DecodeError::NotJson(e.to_string()),
+    };
+    let Some(object) = value.as_object() else {
+        return DecodeError::NotJson(format!("expected an object, got {}", type_name(&value)));
+    };
+    let expect = |field: &'static str, ok: bool, expected: &str| -> Result<(), DecodeError> {
+        match object.get(field) {
+            Some(found) if !found.is_null() && !ok => Err(invalid(
+                field,
+                format!("expected {expected}, got {}", type_name(found)),
+            )),
+            _ => Ok(()),
+        }
+    };
+    let field = |name: &str| object.get(name).filter(|v| !v.is_null());
+    let checks = [
+        expect(
+            "v",
+            field("v").is_none_or(|v| v.is_u64()),
+            "an unsigned integer",
+        ),
+        expect(
+            "entity",
+            field("entity").is_none_or(|v| v.is_string()),
+            "a string",
+        ),
+        expect(
+            "ts",
+            field("ts").is_none_or(|v| v.is_i64() || v.is_string()),
+            "ms since the epoch (an integer) or an RFC 3339 string",
+        ),
+        expect(
+            "kind",
+            field("kind").is_none_or(|v| matches!(v.as_str(), Some("metric" | "health" | "event"))),
+            "one of \"metric\", \"health\", \"event\"",
+        ),
+        expect(
+            "name",
+            field("name").is_none_or(|v| v.is_string()),
+            "a string",
+        ),
+        expect(
+            "value",
+            field("value").is_none_or(|v| v.is_number()),
+            "a number",
+        ),
+        expect(
+            "status",
+            field("status").is_none_or(|v| matches!(v.as_str(), Some("pass" | "fail"))),
+            "\"pass\" or \"fail\"",
+        ),
+        expect(
+            "labels",
+            field("labels").is_none_or(|v| {
+                v.as_object()
+                    .is_some_and(|m| m.values().all(|x| x.is_string()))
+            }),
+            "a map of strings to strings",
+        ),
+    ];
+    if let Some(Err(error)) = checks.into_iter().find(Result::is_err) {
+        return error;
+    }
+    DecodeError::NotJson("the event does not match the telemetry schema".into())
+}
+
+fn type_name(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,428 @@
+use crate::telemetry::{decode, DecodeError, Kind};
+use crate::window::SeriesWindow;
+use crate::wire::{AckStatus, DecisionKind, IncidentState, Output};
+use crate::{Ack, Engine, EngineConfig, PartitionId};
+use salve_rules::{RuleSet, SHIPPED_RULES};
+use std::borrow::Cow;
+
+const MB: usize = 1024 * 1024;
+
+#[test]
+fn decodes_a_full_event_borrowing_its_strings() {
+    let bytes = br#"{"v":1,"entity":"checkout/pod-1","ts":1700000000000,"kind":"metric","name":"latency_ms","value":12.5,"labels":{"service":"checkout","zone":"a"},"attrs":{"x":[1,2]}}"#;
+    let event = decode(bytes, Some(b"checkout/pod-1"), MB).expect("valid");
+    assert!(matches!(event.entity, Cow::Borrowed("checkout/pod-1")));
+    assert_eq!(event.ts_ms, Some(1_700_000_000_000));
+    assert_eq!(event.kind, Kind::Metric);
+    assert_eq!(event.value, Some(12.5));
+    assert_eq!(event.labels.get("service"), Some("checkout"));
+    assert!(matches!(event.labels.0[0].1, Cow::Borrowed(_)));
+    assert_eq!(event.attrs.map(|a| a.get()), Some(r#"{"x":[1,2]}"#));
+}
+
+#[test]
+fn decodes_rfc3339_and_health() {
+    let bytes = br#"{"entity":"db-1","ts":"2023-11-14T22:13:20.250Z","kind":"health","name":"liveness","status":"fail"}"#;
+    let event = decode(bytes, None, MB).expect("valid");
+    assert_eq!(event.ts_ms, Some(1_700_000_000_250));
+    assert_eq!(event.value, Some(0.0));
+}
+
+#[test]
+fn rejects_bad_input_with_a_reason_that_names_the_problem() {
+    let cases: &[(&[u8], &str, &str)] = &[
+        (b"\x00\xff garbage", "not_json", "not a JSON object"),
+        (br#"{"entity":"a","kind":"ev"#, "not_json", "EOF"),
+        (br#"[1,2]"#, "not_json", "expected an object"),
+        (
+            br#"{"kind":"event","name":"x"}"#,
+            "missing_field",
+            "`entity`",
+        ),
+        (br#"{"entity":"a","name":"x"}"#, "missing_field", "`kind`"),
+        (
+            br#"{"entity":"a","kind":"metric","name":"x"}"#,
+            "missing_field",
+            "`value`",
+        ),
+        (
+            br#"{"entity":"a","kind":"health","name":"x"}"#,
+            "missing_field",
+            "`status`",
+        ),
+        (
+            br#"{"entity":7,"kind":"event","name":"x"}"#,
+            "invalid_field",
+            "`entity`: expected a string, got a number",
+        ),
+        (
+            br#"{"entity":"a","kind":"metric","name":"x","value":"12"}"#,
+            "invalid_field",
+            "`value`",
+        ),
+        (
+            br#"{"entity":"a","kind":"sometimes","name":"x"}"#,
+            "invalid_field",
+            "`kind`",
+        ),
+        (
+            br#"{"entity":"a","kind":"event","name":"x","labels":{"k":1}}"#,
+            "invalid_field",
+            "`labels`",
+        ),
+        (
+            br#"{"entity":"a","kind":"event","name":"x","ts":"yesterday"}"#,
+            "invalid_field",
+            "`ts`",
+        ),
+        (
+            br#"{"v":2,"entity":"a","kind":"event","name":"x"}"#,
+            "invalid_field",
+            "version 2",
+        ),
+        (
+            br#"{"entity":"","kind":"event","name":"x"}"#,
+            "invalid_field",
+            "`entity`",
+        ),
+    ];
+    for (bytes, code, needle) in cases {
+        let error = decode(bytes, None, MB).expect_err("invalid");
+        assert_eq!(error.code(), *code, "{error}");
+        assert!(
+            error.to_string().contains(needle),
+            "{error} should mention {needle}"
+        );
+    }
+}
+
+#[test]
+fn rejects_oversized_messages_before_parsing() {
+    let big = vec![b' '; 2048];
+    let error = decode(&big, None, 1024).expect_err("too large");
+    assert_eq!(
+        error,
+        DecodeError::TooLarge {
+            size: 2048,
+            limit: 1024
+        }
+    );
+}
+
+#[test]
+fn rejects_a_key_that_names_another_entity() {
+    let bytes = br#"{"entity":"a","kind":"event","name":"x"}"#;
+    let error = decode(bytes, Some(b"b"), MB).expect_err("mismatch");
+    assert_eq!(error.code(), "key_mismatch");
+}
+
+#[test]
+fn decoding_never_panics_on_arbitrary_bytes() {
+    // A cheap, deterministic stand-in for the fuzz target: mutate a valid event byte by byte.
+    let base = br#"{"entity":"a/b","ts":"2023-11-14T22:13:20Z","kind":"metric","name":"x","value":1.5,"labels":{"k":"v"}}"#;
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..20_000 {
+        let mut bytes = base.to_vec();
+        for _ in 0..3 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let at = (seed % bytes.len() as u64) as usize;
+            bytes[at] = (seed >> 32) as u8;
+        }
+        let cut = (seed >> 40) as usize % (bytes.len() + 1);
+        let _ = decode(&bytes[..cut], None, MB);
+        let _ = decode(&bytes, None, MB);
+    }
+}
+
+#[test]
+fn windows_cover_the_half_open_interval_ending_now() {
+    let mut w = SeriesWindow::new("x".into());
+    for ts in [0, 30_000, 60_000] {
+        w.record(ts, 1.0, 1_000);
+    }
+    assert_eq!(
+        w.aggregate(60_000, 60_000).count,
+        2,
+        "the sample at now-W is outside"
+    );
+    assert_eq!(
+        w.aggregate(59_999, 60_000).count,
+        2,
+        "the sample after now is outside"
+    );
+    assert_eq!(w.aggregate(60_000, 60_001).count, 3);
+}
+
+#[test]
+fn windows_aggregate_out_of_order_samples_like_sorted_ones() {
+    let samples = [
+        (5_000, 3.0),
+        (1_000, 1.0),
+        (3_000, 7.0),
+        (1_500, 2.0),
+        (9_000, 4.0),
+    ];
+    let mut shuffled = SeriesWindow::new("x".into());
+    for (ts, v) in samples {
+        shuffled.record(ts, v, 1_000);
+    }
+    let mut sorted_samples = samples;
+    sorted_samples.sort_by_key(|(ts, _)| *ts);
+    let mut sorted = SeriesWindow::new("x".into());
+    for (ts, v) in sorted_samples {
+        sorted.record(ts, v, 1_000);
+    }
+    for window in [1_000, 4_000, 10_000] {
+        assert_eq!(
+            shuffled.aggregate(9_000, window),
+            sorted.aggregate(9_000, window)
+        );
+    }
+    let all = sorted.aggregate(9_000, 10_000);
+    assert_eq!((all.count, all.sum, all.min, all.max), (5, 17.0, 1.0, 7.0));
+    assert_eq!(shuffled.last(), Some((9_000, 4.0)));
+}
+
+#[test]
+fn windows_expire_old_buckets() {
+    let mut w = SeriesWindow::new("x".into());
+    w.record(0, 1.0, 1_000);
+    w.record(100_000, 1.0, 1_000);
+    w.expire(100_000, 60_000);
+    assert_eq!(w.aggregate(100_000, 1_000_000).count, 1);
+}
+
+fn engine_with(extra: &[(&str, &str)]) -> Engine {
+    let sources: Vec<(String, String)> = SHIPPED_RULES
+        .iter()
+        .chain(extra)
+        .map(|(f, s)| ((*f).to_owned(), (*s).to_owned()))
+        .collect();
+    Engine::new(EngineConfig::default(), |rt| {
+        RuleSet::load_sources(rt, sources)
+    })
+    .expect("rules load")
+}
+
+fn exit(entity: &str, ts: i64) -> String {
+    format!(r#"{{"entity":"{entity}","ts":{ts},"kind":"event","name":"process_exit"}}"#)
+}
+
+fn feed(engine: &mut Engine, events: &[String]) -> Vec<Output> {
+    let mut out = Vec::new();
+    for event in events {
+        engine
+            .on_message(
+                PartitionId::default(),
+                None,
+                event.as_bytes(),
+                None,
+                0,
+                &mut out,
+            )
+            .expect("valid");
+    }
+    out
+}
+
+fn commands(out: &[Output]) -> Vec<&crate::Command> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Command(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn three_exits_within_a_minute_issue_one_restart_with_evidence() {
+    let mut engine = engine_with(&[]);
+    let out = feed(
+        &mut engine,
+        &[
+            exit("checkout/pod-1", 1_000),
+            exit("checkout/pod-1", 20_000),
+            exit("checkout/pod-1", 40_000),
+            exit("checkout/pod-1", 45_000),
+        ],
+    );
+    let cmds = commands(&out);
+    assert_eq!(cmds.len(), 1, "the 4th exit joins the open incident");
+    let cmd = cmds[0];
+    assert_eq!(cmd.action, "restart");
+    assert_eq!(cmd.entity, "checkout/pod-1");
+    assert_eq!(cmd.id, "crash_loop/checkout/pod-1@40000#1");
+    assert_eq!(cmd.expires_at - cmd.issued_at, 30_000);
+    assert!(
+        cmd.reason.contains("count(process_exit, 60s) = 3"),
+        "{}",
+        cmd.reason
+    );
+    let verdict = out.iter().find_map(|o| match o {
+        Output::Decision(d) if d.kind == DecisionKind::Verdict => Some(d),
+        _ => None,
+    });
+    let verdict = verdict.expect("a verdict");
+    assert_eq!(verdict.evidence[0].value, Some(3.0));
+}
+
+#[test]
+fn exits_spread_over_more_than_a_minute_issue_nothing() {
+    let mut engine = engine_with(&[]);
+    let out = feed(
+        &mut engine,
+        &[
+            exit("a", 0),
+            exit("a", 30_000),
+            exit("a", 60_000),
+            exit("b", 60_000),
+        ],
+    );
+    assert!(commands(&out).is_empty());
+    assert_eq!(engine.stats().rule_evaluations, 4);
+}
+
+#[test]
+fn the_same_events_give_the_same_command_id() {
+    let events = [exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)];
+    let first = commands(&feed(&mut engine_with(&[]), &events))[0]
+        .id
+        .clone();
+    let second = commands(&feed(&mut engine_with(&[]), &events))[0]
+        .id
+        .clone();
+    assert_eq!(first, second);
+}
+
+fn ack(command_id: &str, status: AckStatus) -> Ack {
+    Ack {
+        v: None,
+        command_id: command_id.into(),
+        status,
+        detail: Some("done".into()),
+        ts: None,
+        actuator: Some("test".into()),
+    }
+}
+
+fn last_transition(out: &[Output]) -> Option<IncidentState> {
+    out.iter().rev().find_map(|o| match o {
+        Output::Decision(d) if d.kind == DecisionKind::Transition => d.to,
+        _ => None,
+    })
+}
+
+#[test]
+fn acks_resolve_or_fail_the_attempt() {
+    for (status, expected) in [
+        (AckStatus::Succeeded, IncidentState::Resolved),
+        (AckStatus::Failed, IncidentState::Failed),
+        (AckStatus::Rejected, IncidentState::Failed),
+    ] {
+        let mut engine = engine_with(&[]);
+        let out = feed(
+            &mut engine,
+            &[exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)],
+        );
+        let id = commands(&out)[0].id.clone();
+        let mut out = Vec::new();
+        engine.on_ack(&ack(&id, AckStatus::Received), 5, &mut out);
+        assert_eq!(last_transition(&out), None, "received changes no state");
+        engine.on_ack(&ack(&id, status), 10, &mut out);
+        assert_eq!(last_transition(&out), Some(expected));
+        engine.on_ack(&ack(&id, status), 11, &mut out);
+        assert_eq!(
+            engine.stats().acks_unmatched,
+            1,
+            "a second final ack matches nothing"
+        );
+        engine.tick(1_000_000, &mut out);
+        assert_eq!(
+            engine.stats().attempts_timed_out,
+            0,
+            "a closed attempt cannot time out"
+        );
+    }
+}
+
+#[test]
+fn no_ack_before_the_deadline_fails_the_attempt() {
+    let mut engine = engine_with(&[]);
+    let mut out = Vec::new();
+    for ts in [1_000, 2_000, 3_000] {
+        engine
+            .on_message(
+                PartitionId::default(),
+                None,
+                exit("a", ts).as_bytes(),
+                None,
+                100,
+                &mut out,
+            )
+            .expect("valid");
+    }
+    assert_eq!(engine.next_deadline(), Some(30_100));
+    let mut out = Vec::new();
+    engine.tick(30_099, &mut out);
+    assert!(out.is_empty());
+    engine.tick(30_100, &mut out);
+    assert_eq!(last_transition(&out), Some(IncidentState::Failed));
+    assert_eq!(engine.stats().attempts_timed_out, 1);
+    let again = feed(&mut engine, &[exit("a", 4_000)]);
+    assert_eq!(
+        commands(&again).len(),
+        1,
+        "a closed incident no longer holds back new ones"
+    );
+}
+
+#[test]
+fn a_runaway_rule_is_stopped_and_the_others_still_act() {
+    let spin = "fn condition(p) { loop {} } #{ name: \"spin\", select: [#{ kind: \"event\" }], action: \"none\" }";
+    let mut engine = engine_with(&[("spin.rhai", spin)]);
+    let out = feed(
+        &mut engine,
+        &[exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)],
+    );
+    assert_eq!(commands(&out).len(), 1);
+    assert_eq!(engine.stats().rule_budget_stops, 3);
+}
+
+#[test]
+fn selectors_keep_rules_away_from_events_they_do_not_name() {
+    let mut engine = engine_with(&[]);
+    let other = r#"{"entity":"a","kind":"metric","name":"cpu","value":0.5}"#.to_owned();
+    feed(&mut engine, &[other.clone(), other]);
+    assert_eq!(engine.stats().rule_evaluations, 0);
+}
+
+#[test]
+fn label_selectors_must_match() {
+    let only_primary = "fn condition(p) { true } #{ name: \"p\", select: [#{ name: \"liveness\", labels: #{ role: \"primary\" } }], action: \"promote\" }";
+    let mut engine = engine_with(&[("p.rhai", only_primary)]);
+    let replica = r#"{"entity":"db-2","kind":"health","name":"liveness","status":"fail","labels":{"role":"replica"}}"#;
+    let primary = r#"{"entity":"db-1","kind":"health","name":"liveness","status":"fail","labels":{"role":"primary"}}"#;
+    let out = feed(&mut engine, &[replica.to_owned(), primary.to_owned()]);
+    let cmds = commands(&out);
+    assert_eq!(cmds.len(), 1);
+    assert_eq!(cmds[0].entity, "db-1");
+}
+
+#[test]
+fn engine_config_names_the_bad_key() {
+    let error = toml_like_config("resolution = \"soon\"");
+    assert!(error.contains("invalid duration"), "{error}");
+    let error = toml_like_config("resolutoin = \"1s\"");
+    assert!(error.contains("resolutoin"), "{error}");
+}
+
+fn toml_like_config(text: &str) -> String {
+    // serde_json stands in for TOML here: the keys and checks are the same.
+    let (key, value) = text.split_once(" = ").expect("key = value");
+    let json = format!("{{\"{key}\": {value}}}");
+    serde_json::from_str::<EngineConfig>(&json)
+        .expect_err("invalid")
+        .to_string()
+}

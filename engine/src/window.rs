@@ -1,0 +1,163 @@
+//! Sliding event-time windows for one series of one entity.
+//!
+//! Samples are folded into buckets of `resolution` (1 s by default), so the memory a series
+//! costs is bounded by the number of buckets it has data in, not by the event rate. A window
+//! of length W evaluated at time `now` covers the buckets that start in (now - W, now].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    start: i64,
+    count: u32,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+/// Aggregates over one window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Aggregate {
+    /// Samples in the window.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// The smallest; NaN when empty.
+    pub min: f64,
+    /// The largest; NaN when empty.
+    pub max: f64,
+}
+
+impl Aggregate {
+    /// Sum over count; NaN when empty.
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            f64::NAN
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+}
+
+/// One series' recent history.
+#[derive(Debug, Clone)]
+pub struct SeriesWindow {
+    name: Arc<str>,
+    buckets: VecDeque<Bucket>,
+    last_value: f64,
+    last_ts: i64,
+    consecutive_fails: u32,
+    consecutive_passes: u32,
+}
+
+impl SeriesWindow {
+    /// An empty series.
+    pub fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            buckets: VecDeque::new(),
+            last_value: f64::NAN,
+            last_ts: i64::MIN,
+            consecutive_fails: 0,
+            consecutive_passes: 0,
+        }
+    }
+
+    /// The series name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Folds one sample in. Samples may arrive out of order; each lands in its own bucket.
+    pub fn record(&mut self, ts: i64, value: f64, resolution_ms: i64) {
+        let start = ts - ts.rem_euclid(resolution_ms);
+        let fresh = Bucket {
+            start,
+            count: 1,
+            sum: value,
+            min: value,
+            max: value,
+        };
+        match self.buckets.back_mut() {
+            None => self.buckets.push_back(fresh),
+            Some(last) if last.start == start => fold(last, value),
+            Some(last) if last.start < start => self.buckets.push_back(fresh),
+            Some(_) => match self.buckets.binary_search_by_key(&start, |b| b.start) {
+                Ok(i) => fold(&mut self.buckets[i], value),
+                Err(i) => self.buckets.insert(i, fresh),
+            },
+        }
+        if ts >= self.last_ts {
+            self.last_ts = ts;
+            self.last_value = value;
+        }
+    }
+
+    /// Counts a health check's outcome into the consecutive-run counters.
+    pub fn record_health(&mut self, pass: bool) {
+        if pass {
+            self.consecutive_passes = self.consecutive_passes.saturating_add(1);
+            self.consecutive_fails = 0;
+        } else {
+            self.consecutive_fails = self.consecutive_fails.saturating_add(1);
+            self.consecutive_passes = 0;
+        }
+    }
+
+    /// Drops buckets that no window up to `retention_ms` before `now` can reach.
+    pub fn expire(&mut self, now: i64, retention_ms: i64) {
+        while self
+            .buckets
+            .front()
+            .is_some_and(|b| b.start <= now - retention_ms)
+        {
+            self.buckets.pop_front();
+        }
+    }
+
+    /// Aggregates the buckets that start within (now - window, now].
+    pub fn aggregate(&self, now: i64, window_ms: i64) -> Aggregate {
+        let mut agg = Aggregate {
+            count: 0,
+            sum: 0.0,
+            min: f64::NAN,
+            max: f64::NAN,
+        };
+        for bucket in self.buckets.iter().rev() {
+            if bucket.start > now {
+                continue;
+            }
+            if bucket.start <= now - window_ms {
+                break;
+            }
+            agg.count += u64::from(bucket.count);
+            agg.sum += bucket.sum;
+            agg.min = agg.min.min(bucket.min);
+            agg.max = agg.max.max(bucket.max);
+        }
+        agg
+    }
+
+    /// The most recent sample by event time, and when it was taken.
+    pub fn last(&self) -> Option<(i64, f64)> {
+        (self.last_ts != i64::MIN).then_some((self.last_ts, self.last_value))
+    }
+
+    /// Consecutive failing health checks up to the latest.
+    pub fn consecutive_fails(&self) -> u32 {
+        self.consecutive_fails
+    }
+
+    /// Consecutive passing health checks up to the latest.
+    pub fn consecutive_passes(&self) -> u32 {
+        self.consecutive_passes
+    }
+}
+
+fn fold(bucket: &mut Bucket, value: f64) {
+    bucket.count = bucket.count.saturating_add(1);
+    bucket.sum += value;
+    bucket.min = bucket.min.min(value);
+    bucket.max = bucket.max.max(value);
+}

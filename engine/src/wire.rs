@@ -1,0 +1,229 @@
+//! What salve writes and reads besides telemetry: commands, acks and the decision log.
+//! `docs/wire-format.md` documents each; every record carries a version field `v`.
+
+use serde::{Deserialize, Serialize};
+
+/// The version of the command, ack and decision formats this build writes.
+pub const WIRE_VERSION: u32 = 1;
+
+/// A remediation request, published on an actuator topic, keyed by entity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// Format version.
+    pub v: u32,
+    /// Idempotency key: the same for the same incident and attempt, across restarts.
+    pub id: String,
+    /// The incident this attempt belongs to.
+    pub incident: String,
+    /// The entity to act on.
+    pub entity: String,
+    /// What to do, e.g. `restart`.
+    pub action: String,
+    /// Action parameters from the rule.
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// The rule that asked for it.
+    pub rule: String,
+    /// Why, for humans.
+    pub reason: String,
+    /// 1 for the first attempt of an incident.
+    pub attempt: u32,
+    /// When salve issued it, ms since the epoch.
+    pub issued_at: i64,
+    /// After this, an actuator must not act on it, ms since the epoch.
+    pub expires_at: i64,
+}
+
+/// An actuator's report on a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    /// The actuator has the command; the outcome follows.
+    Received,
+    /// The action completed.
+    Succeeded,
+    /// The action ran and failed.
+    Failed,
+    /// The actuator refused it (expired, unknown action, ...).
+    Rejected,
+}
+
+/// An acknowledgement, on the acks topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Format version; absent means 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<u32>,
+    /// The command's `id`.
+    pub command_id: String,
+    /// The outcome.
+    pub status: AckStatus,
+    /// Free text, e.g. the action's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// When the actuator sent it, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<i64>,
+    /// Which actuator sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actuator: Option<String>,
+}
+
+/// Why an ack could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid ack: {0}")]
+pub struct AckDecodeError(pub String);
+
+impl Ack {
+    /// Decodes an ack message.
+    pub fn decode(bytes: &[u8]) -> Result<Self, AckDecodeError> {
+        let ack: Ack = serde_json::from_slice(bytes).map_err(|e| AckDecodeError(e.to_string()))?;
+        if ack.v.is_some_and(|v| v != WIRE_VERSION) {
+            return Err(AckDecodeError(format!(
+                "field `v`: version {:?} is not supported; this build reads version {WIRE_VERSION}",
+                ack.v
+            )));
+        }
+        if ack.command_id.is_empty() {
+            return Err(AckDecodeError(
+                "field `command_id` must not be empty".into(),
+            ));
+        }
+        Ok(ack)
+    }
+}
+
+/// The states an incident moves through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    /// The rule's condition holds; no action yet.
+    Failing,
+    /// A command is out; salve waits for the actuator's ack.
+    Remediating,
+    /// The actuator reported success.
+    Resolved,
+    /// The attempt failed: a failed or rejected ack, or none before the deadline.
+    Failed,
+}
+
+/// A rule's judgement of an entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The condition holds: act.
+    Failure,
+}
+
+/// What kind of decision-log record this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    /// A rule judged an entity.
+    Verdict,
+    /// An incident changed state.
+    Transition,
+    /// An actuator acknowledged a command.
+    Ack,
+}
+
+/// One window value a decision rested on, e.g. `count("process_exit", 60s) = 3`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The host function, e.g. `count`.
+    #[serde(rename = "fn")]
+    pub function: String,
+    /// The series it read.
+    pub series: String,
+    /// The window, when the function takes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_ms: Option<i64>,
+    /// What it returned; `null` when there was no data.
+    pub value: Option<f64>,
+}
+
+/// A record in the decision log: a verdict, an incident transition, or an ack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Format version.
+    pub v: u32,
+    /// When salve decided, ms since the epoch.
+    pub ts: i64,
+    /// What kind of record.
+    pub kind: DecisionKind,
+    /// The rule.
+    pub rule: String,
+    /// The entity.
+    pub entity: String,
+    /// The incident, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<String>,
+    /// For verdicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// For transitions: the state left (absent when the incident opens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<IncidentState>,
+    /// For transitions: the state entered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<IncidentState>,
+    /// The attempt concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// The command concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// For acks: what the actuator said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_status: Option<AckStatus>,
+    /// For acks: which actuator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actuator: Option<String>,
+    /// Why, for humans.
+    pub reason: String,
+    /// The window values behind a verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Evidence>,
+}
+
+impl Decision {
+    /// A record with the common fields set and the rest empty.
+    pub fn new(kind: DecisionKind, ts: i64, rule: &str, entity: &str, reason: String) -> Self {
+        Self {
+            v: WIRE_VERSION,
+            ts,
+            kind,
+            rule: rule.to_owned(),
+            entity: entity.to_owned(),
+            incident: None,
+            verdict: None,
+            from: None,
+            to: None,
+            attempt: None,
+            command_id: None,
+            ack_status: None,
+            actuator: None,
+            reason,
+            evidence: Vec::new(),
+        }
+    }
+}
+
+/// What the engine asks its driver to publish.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Output {
+    /// To the actuator topic for `command.action`, keyed by entity.
+    Command(Command),
+    /// To the decisions topic, keyed by entity.
+    Decision(Decision),
+}
+
+impl Output {
+    /// The Kafka key: the entity.
+    pub fn key(&self) -> &str {
+        match self {
+            Output::Command(c) => &c.entity,
+            Output::Decision(d) => &d.entity,
+        }
+    }
+}
