@@ -1,0 +1,275 @@
+//! The `salve` command line.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use salve::config::{Config, LogFormat};
+use salve::replay::{replay, Actuator, SimulatedOutcome};
+use salve_connectors::file_source::read_lines;
+use salve_connectors::Shutdown;
+use salve_engine::Engine;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "salve",
+    version,
+    about = "A self-healing engine: telemetry on Kafka in, verified remediations out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine on Kafka (an embedded broker when no brokers are configured).
+    Run {
+        /// A TOML config file; every key has a default.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run the engine over a JSON-lines file of events, with event time as the clock.
+    Replay {
+        /// A directory of .rhai rules (default: the shipped rules, or the config's rules.dir).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// A TOML config file, for the [engine] settings.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// How the simulated actuator answers: succeeded, failed, rejected, or none.
+        #[arg(long, default_value = "none")]
+        ack: SimulatedOutcome,
+        /// Per-action answers as JSON, e.g. '{"restart":"succeeded"}'; overrides --ack.
+        #[arg(long)]
+        ack_map: Option<String>,
+        /// Event time from a command to its simulated ack, e.g. 2s.
+        #[arg(long, default_value = "1s")]
+        ack_delay: String,
+        /// The events file.
+        events: PathBuf,
+    },
+    /// Check rule files and report every problem with file:line:column.
+    Check {
+        /// The rules directory.
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::Replay {
+            rules,
+            config,
+            ack,
+            ack_map,
+            ack_delay,
+            events,
+        } => replay_command(rules, config, ack, ack_map, &ack_delay, &events),
+        Command::Check { dir } => check(&dir),
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(path, std::env::vars()).map_err(|error| {
+        eprintln!("salve: config: {error}");
+        ExitCode::from(2)
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn run(config_path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(config_path.as_deref()) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    let shutdown = Arc::new(Shutdown::default());
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("salve: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let worker_shutdown = Arc::clone(&shutdown);
+    let worker = std::thread::Builder::new()
+        .name("salve-engine".into())
+        .spawn(move || {
+            salve::run::run(&config, &worker_shutdown, |ready| {
+                println!("{}", salve::run::banner(&config, ready));
+                let _ = std::io::stdout().flush();
+            })
+        });
+    let worker = match worker {
+        Ok(worker) => worker,
+        Err(error) => {
+            eprintln!("salve: cannot start the engine thread: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let signal_shutdown = Arc::clone(&shutdown);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received: stopping, flushing and committing");
+            signal_shutdown.graceful();
+        });
+        while !worker.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    match worker.join() {
+        Ok(Ok(report)) => {
+            tracing::info!(
+                events = report.engine.events_in,
+                commands = report.engine.commands,
+                dead_lettered = report.dead_lettered,
+                commits = report.commits,
+                "salve stopped"
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(error)) => {
+            eprintln!("salve: {error}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("salve: the engine thread panicked");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn replay_command(
+    rules: Option<PathBuf>,
+    config_path: Option<PathBuf>,
+    ack: SimulatedOutcome,
+    ack_map: Option<String>,
+    ack_delay: &str,
+    events: &std::path::Path,
+) -> ExitCode {
+    let config = match load_config(config_path.as_deref()) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    let delay_ms = match salve_rules::parse_duration_ms(ack_delay) {
+        Ok(ms) => ms,
+        Err(error) => {
+            eprintln!("salve: --ack-delay: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let by_action = match ack_map.as_deref().map(Actuator::parse_map).transpose() {
+        Ok(map) => map.unwrap_or_default(),
+        Err(error) => {
+            eprintln!("salve: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let lines =
+        match std::fs::File::open(events).and_then(|f| read_lines(std::io::BufReader::new(f))) {
+            Ok(lines) => lines,
+            Err(error) => {
+                eprintln!("salve: cannot read {}: {error}", events.display());
+                return ExitCode::from(2);
+            }
+        };
+    let rules_dir = rules.or(config.rules.dir.clone());
+    let mut engine = match Engine::new(config.engine.clone(), |rt| {
+        salve::load_rules(rt, rules_dir.as_deref())
+    }) {
+        Ok(engine) => engine,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    let actuator = Actuator {
+        default: ack,
+        by_action,
+        delay_ms,
+    };
+    let stdout = std::io::stdout();
+    let mut stdout = stdout.lock();
+    let mut failed = None;
+    replay(
+        &mut engine,
+        &lines,
+        actuator,
+        config.engine.max_event_bytes,
+        &mut |line| {
+            if failed.is_none() {
+                if let Err(error) = serde_json::to_writer(&mut stdout, &line)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| stdout.write_all(b"\n"))
+                {
+                    failed = Some(error);
+                }
+            }
+        },
+    );
+    if let Some(error) = failed {
+        eprintln!("salve: writing output: {error}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn check(dir: &std::path::Path) -> ExitCode {
+    let config = Config::default();
+    match Engine::new(config.engine, |rt| salve::load_rules(rt, Some(dir))) {
+        Ok(engine) => {
+            for rule in engine.rules().rules() {
+                println!("ok  {}  {}", rule.file, rule.decl.name);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(1)
+        }
+    }
+}

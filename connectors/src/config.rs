@@ -1,0 +1,159 @@
+//! The `[kafka]` and `[topics]` tables of `salve.toml`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// How salve talks to Kafka.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port,...`. Empty starts the embedded broker (for trying salve out and tests).
+    pub brokers: String,
+    /// The consumer group that salve processes share; partitions are spread among them.
+    pub group_id: String,
+    /// How often processed offsets are committed, after their outputs are flushed.
+    #[serde(
+        rename = "commit_interval",
+        deserialize_with = "salve_engine::config::duration"
+    )]
+    pub commit_interval_ms: i64,
+    /// Extra librdkafka consumer properties, e.g. `"security.protocol" = "ssl"`.
+    pub consumer: BTreeMap<String, String>,
+    /// Extra librdkafka producer properties.
+    pub producer: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            group_id: "salve".into(),
+            commit_interval_ms: 1_000,
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
+/// The topics salve reads and writes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Telemetry topics, consumed in the group.
+    pub telemetry: Vec<String>,
+    /// The default actuator topic for commands.
+    pub commands: String,
+    /// Per-action actuator topics, e.g. `restart = "salve.commands.restart"`.
+    pub actuators: BTreeMap<String, String>,
+    /// Actuators' acknowledgements.
+    pub acks: String,
+    /// The decision log.
+    pub decisions: String,
+    /// Messages that could not be read, with the reason in headers.
+    pub dead_letter: String,
+    /// Dead-lettered payloads larger than this keep only their head; a header gives the size.
+    pub dead_letter_max_bytes: usize,
+    /// Create missing topics at start.
+    pub create: bool,
+    /// Partitions for created topics.
+    pub partitions: i32,
+    /// Replication factor for created topics.
+    pub replication: i32,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            telemetry: vec!["salve.telemetry".into()],
+            commands: "salve.commands".into(),
+            actuators: BTreeMap::new(),
+            acks: "salve.acks".into(),
+            decisions: "salve.decisions".into(),
+            dead_letter: "salve.deadletter".into(),
+            dead_letter_max_bytes: 1_000_000,
+            create: true,
+            partitions: 4,
+            replication: 1,
+        }
+    }
+}
+
+/// A configuration value that breaks an invariant serde cannot check.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{key}: {expected}")]
+pub struct InvalidConfig {
+    /// The key at fault, e.g. `topics.telemetry`.
+    pub key: &'static str,
+    /// What was expected.
+    pub expected: &'static str,
+}
+
+impl TopicsConfig {
+    /// The topic for a command's action.
+    pub fn for_action(&self, action: &str) -> &str {
+        self.actuators.get(action).unwrap_or(&self.commands)
+    }
+
+    /// Every topic salve touches, for creation.
+    pub fn all(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = self.telemetry.iter().map(String::as_str).collect();
+        all.extend([
+            self.commands.as_str(),
+            self.acks.as_str(),
+            self.decisions.as_str(),
+            self.dead_letter.as_str(),
+        ]);
+        all.extend(self.actuators.values().map(String::as_str));
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.telemetry.is_empty() || self.telemetry.iter().any(String::is_empty) {
+            return Err(InvalidConfig {
+                key: "topics.telemetry",
+                expected: "a non-empty list of topic names",
+            });
+        }
+        if self.telemetry.len() > usize::from(u16::MAX) {
+            return Err(InvalidConfig {
+                key: "topics.telemetry",
+                expected: "at most 65535 topics",
+            });
+        }
+        if self.partitions < 1 {
+            return Err(InvalidConfig {
+                key: "topics.partitions",
+                expected: "at least 1",
+            });
+        }
+        if self.replication < 1 {
+            return Err(InvalidConfig {
+                key: "topics.replication",
+                expected: "at least 1",
+            });
+        }
+        Ok(())
+    }
+}
+
+impl KafkaConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.group_id.is_empty() {
+            return Err(InvalidConfig {
+                key: "kafka.group_id",
+                expected: "a non-empty consumer group name",
+            });
+        }
+        if self.commit_interval_ms <= 0 {
+            return Err(InvalidConfig {
+                key: "kafka.commit_interval",
+                expected: "a positive duration such as \"1s\"",
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,14 @@
+//! salve's connectors: the Kafka source and sinks that drive the engine, the embedded broker,
+//! and the JSON-lines file source that `salve replay` reads.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dead_letter;
+pub mod embedded;
+pub mod file_source;
+pub mod runner;
+pub mod topics;
+
+pub use config::{KafkaConfig, TopicsConfig};
+pub use embedded::EmbeddedBroker;
+pub use runner::{run, RunError, RunReport, Shutdown};

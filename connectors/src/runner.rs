@@ -1,0 +1,546 @@
+//! The Kafka runner: consume telemetry in a group, drive the engine, publish its outputs, and
+//! commit offsets only once everything they caused has been acknowledged by the broker.
+//!
+//! The loop is single-threaded: one engine, owned by the thread that runs it. Offsets are
+//! committed every `kafka.commit_interval`, on shutdown, and for revoked partitions just
+//! before a rebalance takes them away. Each commit first flushes the producer, and a delivery
+//! failure stops the runner without committing, so the events are processed again after a
+//! restart (at-least-once). Commands keep their ids across that, so actuators can dedup.
+//!
+//! Acks are read by a second consumer outside the group that follows every partition of the
+//! acks topic, so an ack reaches the process that owns the incident whatever key the actuator
+//! used. Acks are few; reading them all costs little.
+
+use crate::config::{KafkaConfig, TopicsConfig};
+use crate::dead_letter::{self, Source};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use salve_engine::{Engine, Output, PartitionId, Stats};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const RUNNING: u8 = 0;
+const GRACEFUL: u8 = 1;
+const ABORT: u8 = 2;
+
+/// Asks a running [`run`] to stop.
+#[derive(Debug, Default)]
+pub struct Shutdown(AtomicU8);
+
+impl Shutdown {
+    /// Stop consuming, flush, commit, return.
+    pub fn graceful(&self) {
+        let _ = self
+            .0
+            .compare_exchange(RUNNING, GRACEFUL, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Stop at once without committing, as a crash would. For tests of redelivery.
+    pub fn abort(&self) {
+        self.0.store(ABORT, Ordering::SeqCst);
+    }
+
+    fn state(&self) -> u8 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Why the runner stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A client could not be created or configured.
+    #[error("kafka client: {0}")]
+    Client(#[from] KafkaError),
+    /// The broker did not take an output; offsets were not committed.
+    #[error("{failures} output message(s) could not be delivered, so offsets were not committed (first error: {first})")]
+    Delivery {
+        /// How many.
+        failures: u64,
+        /// The first error.
+        first: String,
+    },
+    /// The acks topic has no partitions.
+    #[error("the acks topic {0} does not exist or has no partitions")]
+    NoAcksTopic(String),
+}
+
+/// What a run did, returned when it stops.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// The engine's counters.
+    pub engine: Stats,
+    /// Messages sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Commands and decisions published.
+    pub published: u64,
+    /// Offset commits made.
+    pub commits: u64,
+}
+
+#[derive(Default)]
+struct DeliveryState {
+    failures: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+struct DeliveryContext(Arc<DeliveryState>);
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, message)) = result {
+            self.0.failures.fetch_add(1, Ordering::SeqCst);
+            let mut first = self
+                .0
+                .first_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            first.get_or_insert_with(|| format!("{error} (topic {})", message.topic()));
+        }
+    }
+}
+
+type OutputProducer = ThreadedProducer<DeliveryContext>;
+
+/// Offsets processed but not yet committed, by (telemetry topic index, partition).
+type Pending = HashMap<(u16, i32), i64>;
+
+struct GroupContext {
+    producer: Arc<OutputProducer>,
+    delivery: Arc<DeliveryState>,
+    telemetry: Vec<String>,
+    pending: Arc<Mutex<Pending>>,
+    revoked: Mutex<Vec<PartitionId>>,
+    commits: AtomicU64,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(list) = rebalance else {
+            return;
+        };
+        let mut revoked = Vec::new();
+        for element in list.elements() {
+            if let Some(topic) = self.telemetry.iter().position(|t| t == element.topic()) {
+                revoked.push(PartitionId {
+                    topic: topic as u16,
+                    partition: element.partition(),
+                });
+            }
+        }
+        // Hand the revoked partitions over with their work committed, so the next owner
+        // does not process them again.
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let offsets: Pending = revoked
+            .iter()
+            .filter_map(|p| {
+                pending
+                    .remove(&(p.topic, p.partition))
+                    .map(|o| ((p.topic, p.partition), o))
+            })
+            .collect();
+        drop(pending);
+        if !offsets.is_empty() {
+            match commit(consumer, &self.producer, &self.delivery, &self.telemetry, &offsets) {
+                Ok(()) => {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) => tracing::warn!(
+                    "could not commit revoked partitions; the next owner processes them again: {error}"
+                ),
+            }
+        }
+        self.revoked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(revoked);
+    }
+}
+
+fn commit<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    producer: &OutputProducer,
+    delivery: &DeliveryState,
+    telemetry: &[String],
+    offsets: &Pending,
+) -> Result<(), RunError> {
+    producer.flush(Duration::from_secs(60))?;
+    let failures = delivery.failures.load(Ordering::SeqCst);
+    if failures > 0 {
+        let first = delivery
+            .first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_default();
+        return Err(RunError::Delivery { failures, first });
+    }
+    let mut list = TopicPartitionList::with_capacity(offsets.len());
+    for (&(topic, partition), &next) in offsets {
+        list.add_partition_offset(
+            &telemetry[usize::from(topic)],
+            partition,
+            Offset::Offset(next),
+        )?;
+    }
+    consumer.commit(&list, CommitMode::Sync)?;
+    Ok(())
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn client_config(
+    bootstrap: &str,
+    extra: &std::collections::BTreeMap<String, String>,
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (key, value) in extra {
+        config.set(key, value);
+    }
+    config
+}
+
+struct Publisher<'a> {
+    producer: &'a OutputProducer,
+    topics: &'a TopicsConfig,
+    buffer: Vec<u8>,
+    published: u64,
+    dead_lettered: u64,
+}
+
+impl Publisher<'_> {
+    fn send(&self, record: BaseRecord<'_, str, [u8]>) -> Result<(), RunError> {
+        let mut record = record;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // The background thread drains the queue; wait for room rather than drop.
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+    }
+
+    fn outputs(&mut self, outputs: &mut Vec<Output>) -> Result<(), RunError> {
+        for output in outputs.drain(..) {
+            self.buffer.clear();
+            let (topic, written) = match &output {
+                Output::Command(command) => (
+                    self.topics.for_action(&command.action),
+                    serde_json::to_writer(&mut self.buffer, command),
+                ),
+                Output::Decision(decision) => (
+                    self.topics.decisions.as_str(),
+                    serde_json::to_writer(&mut self.buffer, decision),
+                ),
+            };
+            if let Err(error) = written {
+                tracing::error!("cannot serialize an output, skipping it: {error}");
+                continue;
+            }
+            let buffer = std::mem::take(&mut self.buffer);
+            let sent = self.send(BaseRecord::to(topic).key(output.key()).payload(&buffer[..]));
+            self.buffer = buffer;
+            sent?;
+            self.published += 1;
+        }
+        Ok(())
+    }
+
+    fn dead_letter(
+        &mut self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        code: &str,
+        reason: &str,
+        source: Source<'_>,
+    ) -> Result<(), RunError> {
+        let (headers, kept): (OwnedHeaders, &[u8]) = dead_letter::record(
+            payload,
+            code,
+            reason,
+            source,
+            self.topics.dead_letter_max_bytes,
+        );
+        let key = key.map(String::from_utf8_lossy);
+        let mut record = BaseRecord::to(&self.topics.dead_letter)
+            .payload(kept)
+            .headers(headers);
+        if let Some(key) = key.as_deref() {
+            record = record.key(key);
+        }
+        self.send(record)?;
+        self.dead_lettered += 1;
+        Ok(())
+    }
+}
+
+/// Runs the engine against Kafka until `shutdown` asks it to stop. Blocks the calling thread,
+/// which must be the thread that built `engine`. `on_ready` runs once the clients are up.
+pub fn run(
+    engine: &mut Engine,
+    bootstrap: &str,
+    kafka: &KafkaConfig,
+    topics: &TopicsConfig,
+    shutdown: &Shutdown,
+    on_ready: impl FnOnce(),
+) -> Result<RunReport, RunError> {
+    let delivery = Arc::new(DeliveryState::default());
+    let mut producer_config = client_config(bootstrap, &BTreeMapDefaults::producer(topics));
+    for (key, value) in &kafka.producer {
+        producer_config.set(key, value);
+    }
+    let producer: Arc<OutputProducer> =
+        Arc::new(producer_config.create_with_context(DeliveryContext(Arc::clone(&delivery)))?);
+
+    let pending = Arc::new(Mutex::new(Pending::new()));
+    let context = GroupContext {
+        producer: Arc::clone(&producer),
+        delivery: Arc::clone(&delivery),
+        telemetry: topics.telemetry.clone(),
+        pending: Arc::clone(&pending),
+        revoked: Mutex::new(Vec::new()),
+        commits: AtomicU64::new(0),
+    };
+    let mut consumer_config = client_config(bootstrap, &BTreeMapDefaults::consumer());
+    consumer_config.set("group.id", &kafka.group_id);
+    for (key, value) in &kafka.consumer {
+        consumer_config.set(key, value);
+    }
+    let consumer: BaseConsumer<GroupContext> = consumer_config.create_with_context(context)?;
+    let telemetry: Vec<&str> = topics.telemetry.iter().map(String::as_str).collect();
+    consumer.subscribe(&telemetry)?;
+
+    let acks = ack_follower(bootstrap, kafka, &topics.acks)?;
+    on_ready();
+
+    let mut publisher = Publisher {
+        producer: &producer,
+        topics,
+        buffer: Vec::with_capacity(1024),
+        published: 0,
+        dead_lettered: 0,
+    };
+    let mut out = Vec::new();
+    let commit_interval =
+        Duration::from_millis(u64::try_from(kafka.commit_interval_ms).unwrap_or(1_000));
+    let mut last_commit = Instant::now();
+    let mut last_housekeeping = Instant::now();
+    let mut commits = 0_u64;
+
+    loop {
+        match shutdown.state() {
+            RUNNING => {}
+            ABORT => {
+                return Ok(report(engine, &publisher, commits, &consumer));
+            }
+            _ => break,
+        }
+        let now = wall_ms();
+        match consumer.poll(Duration::from_millis(20)) {
+            Some(Ok(message)) => {
+                let topic = topics
+                    .telemetry
+                    .iter()
+                    .position(|t| t == message.topic())
+                    .unwrap_or(0) as u16;
+                let partition = PartitionId {
+                    topic,
+                    partition: message.partition(),
+                };
+                let payload = message.payload().unwrap_or_default();
+                let record_ts = message.timestamp().to_millis();
+                if let Err(error) =
+                    engine.on_message(partition, message.key(), payload, record_ts, now, &mut out)
+                {
+                    let source = Source {
+                        topic: message.topic(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                    };
+                    publisher.dead_letter(
+                        message.key(),
+                        payload,
+                        error.code(),
+                        &error.to_string(),
+                        source,
+                    )?;
+                }
+                publisher.outputs(&mut out)?;
+                pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert((topic, message.partition()), message.offset() + 1);
+            }
+            Some(Err(error)) => tracing::warn!("consumer: {error}"),
+            None => {}
+        }
+
+        if last_housekeeping.elapsed() >= Duration::from_millis(5) {
+            last_housekeeping = Instant::now();
+            for partition in consumer
+                .context()
+                .revoked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .drain(..)
+            {
+                engine.revoke(partition);
+            }
+            while let Some(result) = acks.poll(Duration::ZERO) {
+                let message = match result {
+                    Ok(message) => message,
+                    Err(error) => {
+                        tracing::warn!("acks consumer: {error}");
+                        break;
+                    }
+                };
+                let payload = message.payload().unwrap_or_default();
+                if let Err(error) = engine.on_ack_message(payload, now, &mut out) {
+                    let source = Source {
+                        topic: message.topic(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                    };
+                    publisher.dead_letter(
+                        message.key(),
+                        payload,
+                        "invalid_ack",
+                        &error.to_string(),
+                        source,
+                    )?;
+                }
+            }
+            engine.tick(now, &mut out);
+            publisher.outputs(&mut out)?;
+        }
+
+        if last_commit.elapsed() >= commit_interval {
+            last_commit = Instant::now();
+            commits += commit_pending(&consumer, &producer, &delivery, topics, &pending)?;
+        }
+    }
+    commits += commit_pending(&consumer, &producer, &delivery, topics, &pending)?;
+    Ok(report(engine, &publisher, commits, &consumer))
+}
+
+fn commit_pending(
+    consumer: &BaseConsumer<GroupContext>,
+    producer: &OutputProducer,
+    delivery: &DeliveryState,
+    topics: &TopicsConfig,
+    pending: &Mutex<Pending>,
+) -> Result<u64, RunError> {
+    let offsets = std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner));
+    if offsets.is_empty() {
+        // Still surface delivery failures of outputs caused by acks and deadlines.
+        producer.flush(Duration::from_secs(60))?;
+        return match delivery.failures.load(Ordering::SeqCst) {
+            0 => Ok(0),
+            failures => Err(RunError::Delivery {
+                failures,
+                first: delivery
+                    .first_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .unwrap_or_default(),
+            }),
+        };
+    }
+    commit(consumer, producer, delivery, &topics.telemetry, &offsets)?;
+    Ok(1)
+}
+
+fn report(
+    engine: &Engine,
+    publisher: &Publisher<'_>,
+    commits: u64,
+    consumer: &BaseConsumer<GroupContext>,
+) -> RunReport {
+    RunReport {
+        engine: engine.stats().clone(),
+        dead_lettered: publisher.dead_lettered,
+        published: publisher.published,
+        commits: commits + consumer.context().commits.load(Ordering::Relaxed),
+    }
+}
+
+/// A consumer outside the group that follows every partition of the acks topic from its end.
+fn ack_follower(
+    bootstrap: &str,
+    kafka: &KafkaConfig,
+    acks_topic: &str,
+) -> Result<BaseConsumer, RunError> {
+    let mut config = client_config(bootstrap, &BTreeMapDefaults::consumer());
+    for (key, value) in &kafka.consumer {
+        config.set(key, value);
+    }
+    config.remove("group.id");
+    let consumer: BaseConsumer = config.create()?;
+    let metadata = consumer.fetch_metadata(Some(acks_topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == acks_topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(RunError::NoAcksTopic(acks_topic.to_owned()));
+    }
+    let mut list = TopicPartitionList::new();
+    for partition in partitions {
+        list.add_partition_offset(acks_topic, partition, Offset::End)?;
+    }
+    consumer.assign(&list)?;
+    Ok(consumer)
+}
+
+/// librdkafka settings salve relies on; `[kafka.consumer]` and `[kafka.producer]` override them.
+struct BTreeMapDefaults;
+
+impl BTreeMapDefaults {
+    fn consumer() -> std::collections::BTreeMap<String, String> {
+        [
+            // Offsets are committed by the runner, after outputs are flushed.
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            // The default of 1 s idles the consumer whenever processing outpaces fetching.
+            ("fetch.queue.backoff.ms", "10"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    fn producer(topics: &TopicsConfig) -> std::collections::BTreeMap<String, String> {
+        let max_message = (topics.dead_letter_max_bytes + 64 * 1024).max(1_048_576);
+        [
+            ("acks", "all".to_owned()),
+            ("linger.ms", "1".to_owned()),
+            ("message.max.bytes", max_message.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}

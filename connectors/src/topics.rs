@@ -1,0 +1,63 @@
+//! Creating salve's topics on an external broker.
+
+use crate::config::TopicsConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+use std::time::Duration;
+
+/// A topic could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// The admin client could not be built or reached the broker.
+    #[error("cannot reach the broker to create topics: {0}")]
+    Client(#[from] KafkaError),
+    /// The broker refused one topic.
+    #[error("cannot create topic {topic}: {code}")]
+    Refused {
+        /// The topic.
+        topic: String,
+        /// What the broker said.
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Creates every configured topic that does not exist yet.
+pub fn ensure_topics(
+    bootstrap: &str,
+    client: &std::collections::BTreeMap<String, String>,
+    topics: &TopicsConfig,
+) -> Result<(), TopicError> {
+    let mut config = ClientConfig::new();
+    for (key, value) in client {
+        config.set(key, value);
+    }
+    config.set("bootstrap.servers", bootstrap);
+    let admin: AdminClient<DefaultClientContext> = config.create()?;
+    let names = topics.all();
+    let new_topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                topics.partitions,
+                TopicReplication::Fixed(topics.replication),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| TopicError::Client(KafkaError::AdminOpCreation(e.to_string())))?;
+    let results = runtime.block_on(admin.create_topics(&new_topics, &options))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(TopicError::Refused { topic, code }),
+        }
+    }
+    Ok(())
+}
