@@ -114,6 +114,8 @@ type OutputProducer = ThreadedProducer<DeliveryContext>;
 type Pending = HashMap<(u16, i32), i64>;
 
 struct GroupContext {
+    /// Set on [`Shutdown::abort`]: a crash commits nothing, not even on the way out.
+    abandoned: std::sync::atomic::AtomicBool,
     producer: Arc<OutputProducer>,
     delivery: Arc<DeliveryState>,
     telemetry: Vec<String>,
@@ -129,6 +131,9 @@ impl ConsumerContext for GroupContext {
         let Rebalance::Revoke(list) = rebalance else {
             return;
         };
+        if self.abandoned.load(Ordering::SeqCst) {
+            return;
+        }
         let mut revoked = Vec::new();
         for element in list.elements() {
             if let Some(topic) = self.telemetry.iter().position(|t| t == element.topic()) {
@@ -313,6 +318,7 @@ pub fn run(
 
     let pending = Arc::new(Mutex::new(Pending::new()));
     let context = GroupContext {
+        abandoned: std::sync::atomic::AtomicBool::new(false),
         producer: Arc::clone(&producer),
         delivery: Arc::clone(&delivery),
         telemetry: topics.telemetry.clone(),
@@ -350,6 +356,7 @@ pub fn run(
         match shutdown.state() {
             RUNNING => {}
             ABORT => {
+                consumer.context().abandoned.store(true, Ordering::SeqCst);
                 return Ok(report(engine, &publisher, commits, &consumer));
             }
             _ => break,
@@ -494,7 +501,9 @@ fn ack_follower(
     for (key, value) in &kafka.consumer {
         config.set(key, value);
     }
-    config.remove("group.id");
+    // librdkafka needs a group id even to assign() partitions by hand. This consumer never
+    // subscribes or commits, so it never joins that group or shares anything through it.
+    config.set("group.id", format!("{}.ack-follower", kafka.group_id));
     let consumer: BaseConsumer = config.create()?;
     let metadata = consumer.fetch_metadata(Some(acks_topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = metadata

@@ -1,0 +1,271 @@
+//! The closed loop through a real broker over TCP: telemetry in, a command out, an ack in, the
+//! outcome in the decision log; redelivery after a crash; dead letters; a runaway rule.
+
+mod support;
+
+use salve_connectors::dead_letter::headers;
+use std::time::Duration;
+use support::{exit_event, matching, now_ms, RunningSalve, TestBroker};
+
+fn commands_for(records: &[support::Record], entity: &str) -> Vec<serde_json::Value> {
+    matching(records, |v| {
+        v["entity"] == entity && v["action"] == "restart"
+    })
+}
+
+#[test]
+fn three_exits_yield_one_restart_and_an_ack_resolves_the_incident() {
+    let broker = TestBroker::new("loop");
+    let salve = RunningSalve::start(broker.config());
+    let t = now_ms();
+    for i in 0..3 {
+        broker.produce(
+            &broker.topics.telemetry[0],
+            Some("checkout/pod-1"),
+            exit_event("checkout/pod-1", t + i * 1_000).as_bytes(),
+        );
+    }
+    let records = broker.read_until(&broker.topics.commands, |r| !r.is_empty());
+    let commands = commands_for(&records, "checkout/pod-1");
+    assert_eq!(commands.len(), 1, "{commands:?}");
+    let command = &commands[0];
+    assert_eq!(command["v"], 1);
+    assert_eq!(command["rule"], "crash_loop");
+    assert_eq!(records[0].key.as_deref(), Some("checkout/pod-1"));
+    let id = command["id"].as_str().expect("id").to_owned();
+
+    let ack = serde_json::json!({"command_id": id, "status": "succeeded", "detail": "pod deleted", "actuator": "test"});
+    broker.produce(
+        &broker.topics.acks,
+        Some("checkout/pod-1"),
+        ack.to_string().as_bytes(),
+    );
+    let decisions = broker.read_until(&broker.topics.decisions, |r| {
+        !matching(r, |v| v["to"] == "resolved").is_empty()
+    });
+    let resolved = matching(&decisions, |v| v["to"] == "resolved");
+    assert_eq!(resolved.len(), 1, "{decisions:?}");
+    assert_eq!(resolved[0]["command_id"], id.as_str());
+    assert!(!matching(&decisions, |v| v["kind"] == "verdict"
+        && v["evidence"][0]["value"] == 3.0)
+    .is_empty());
+
+    // Nothing more follows: still exactly one command once everything has settled.
+    let report = salve.stop();
+    assert_eq!(report.engine.commands, 1);
+    let records = broker.read_for(&broker.topics.commands, Duration::from_secs(2), |_| false);
+    assert_eq!(commands_for(&records, "checkout/pod-1").len(), 1);
+}
+
+#[test]
+fn a_restart_before_the_commit_redelivers_and_resends_the_same_command_id() {
+    let broker = TestBroker::new("redeliver");
+    let mut config = broker.config();
+    // Never commit on the interval: only the graceful stop at the end commits.
+    config.kafka.commit_interval_ms = 3_600_000;
+    let salve = RunningSalve::start(config.clone());
+    let t = now_ms();
+    for i in 0..3 {
+        broker.produce(
+            &broker.topics.telemetry[0],
+            Some("checkout/pod-1"),
+            exit_event("checkout/pod-1", t + i * 1_000).as_bytes(),
+        );
+    }
+    broker.read_until(&broker.topics.commands, |r| !r.is_empty());
+    let crashed = salve.kill();
+    assert_eq!(crashed.commits, 0, "a crash commits nothing");
+
+    let salve = RunningSalve::start(config.clone());
+    let records = broker.read_until(&broker.topics.commands, |r| r.len() >= 2);
+    let commands = commands_for(&records, "checkout/pod-1");
+    assert_eq!(
+        commands.len(),
+        2,
+        "the events were delivered again: {commands:?}"
+    );
+    assert_eq!(
+        commands[0]["id"], commands[1]["id"],
+        "and the command kept its id"
+    );
+    let report = salve.stop();
+    assert!(report.commits >= 1, "a graceful stop commits");
+
+    // After the commit, a third run has nothing left to redo.
+    let salve = RunningSalve::start(config);
+    let records = broker.read_for(&broker.topics.commands, Duration::from_secs(3), |_| false);
+    let report = salve.stop();
+    assert_eq!(
+        report.engine.events_in, 0,
+        "committed events are not delivered again"
+    );
+    assert_eq!(commands_for(&records, "checkout/pod-1").len(), 2);
+}
+
+#[test]
+fn bad_input_goes_to_the_dead_letter_topic_and_salve_keeps_running() {
+    let broker = TestBroker::new("dlq");
+    let salve = RunningSalve::start(broker.config());
+    let telemetry = &broker.topics.telemetry[0];
+    // 10 MB where the broker can hold it. librdkafka's mock cluster keeps only ~5 MiB per
+    // partition (hard-coded) and evicts the whole partition past that, so there the message is
+    // 4 MiB: still four times salve's default limit of 1 MiB.
+    let huge_size = if broker.is_external() {
+        10 * 1024 * 1024
+    } else {
+        4 * 1024 * 1024
+    };
+    let huge = {
+        let mut big =
+            br#"{"entity":"checkout/pod-1","kind":"event","name":"process_exit","attrs":""#
+                .to_vec();
+        big.resize(huge_size, b'x');
+        big.extend_from_slice(b"\"}");
+        big
+    };
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("not_json", b"\x00\x9f\x92\x96 garbage \xff".to_vec()),
+        (
+            "not_json",
+            br#"{"entity":"checkout/pod-1","kind":"ev"#.to_vec(),
+        ),
+        ("too_large", huge),
+        (
+            "missing_field",
+            br#"{"kind":"event","name":"process_exit"}"#.to_vec(),
+        ),
+    ];
+    for (_, payload) in &bad {
+        broker.produce(telemetry, None, payload);
+    }
+    let t = now_ms();
+    for i in 0..3 {
+        broker.produce(
+            telemetry,
+            Some("checkout/pod-2"),
+            exit_event("checkout/pod-2", t + i).as_bytes(),
+        );
+    }
+    let commands = broker.read_until(&broker.topics.commands, |r| !r.is_empty());
+    assert_eq!(
+        commands_for(&commands, "checkout/pod-2").len(),
+        1,
+        "salve kept running after bad input"
+    );
+
+    let dead = broker.read_until(&broker.topics.dead_letter, |r| r.len() >= bad.len());
+    assert_eq!(
+        dead.len(),
+        bad.len(),
+        "every bad message is dead-lettered once"
+    );
+    let mut codes: Vec<&str> = dead
+        .iter()
+        .map(|r| r.header(headers::CODE).expect("code header"))
+        .collect();
+    let mut expected: Vec<&str> = bad.iter().map(|(code, _)| *code).collect();
+    codes.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(codes, expected);
+    for record in &dead {
+        assert!(!record
+            .header(headers::REASON)
+            .unwrap_or_default()
+            .is_empty());
+        assert_eq!(record.header(headers::TOPIC), Some(telemetry.as_str()));
+        assert!(record.header(headers::OFFSET).is_some());
+        let original = bad
+            .iter()
+            .find(|(code, _)| Some(*code) == record.header(headers::CODE))
+            .map(|(_, p)| p);
+        match record.header(headers::ORIGINAL_SIZE) {
+            // The oversized message keeps its head, and says how large it was.
+            Some(size) => {
+                assert_eq!(size, (huge_size + 2).to_string());
+                assert_eq!(record.payload.len(), broker.topics.dead_letter_max_bytes);
+            }
+            None => {
+                assert!(
+                    bad.iter().any(|(_, p)| *p == record.payload),
+                    "original bytes kept: {original:?}"
+                );
+            }
+        }
+    }
+    let report = salve.stop();
+    assert_eq!(report.dead_lettered, 4);
+    assert_eq!(report.engine.decode_errors, 4);
+}
+
+#[test]
+fn a_rule_stuck_in_a_loop_is_stopped_and_the_other_rules_still_act() {
+    let broker = TestBroker::new("budget");
+    let rules = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        rules.path().join("crash_loop.rhai"),
+        salve_rules::SHIPPED_RULES[0].1,
+    )
+    .expect("write");
+    std::fs::write(
+        rules.path().join("spin.rhai"),
+        "fn condition(p) { loop { } }\n#{ name: \"spin\", select: [#{ kind: \"event\" }], action: \"none\" }\n",
+    )
+    .expect("write");
+    let mut config = broker.config();
+    config.rules.dir = Some(rules.path().to_owned());
+    let salve = RunningSalve::start(config);
+    let t = now_ms();
+    for i in 0..3 {
+        broker.produce(
+            &broker.topics.telemetry[0],
+            Some("checkout/pod-3"),
+            exit_event("checkout/pod-3", t + i).as_bytes(),
+        );
+    }
+    let records = broker.read_until(&broker.topics.commands, |r| !r.is_empty());
+    assert_eq!(commands_for(&records, "checkout/pod-3").len(), 1);
+    let report = salve.stop();
+    assert_eq!(
+        report.engine.rule_budget_stops, 3,
+        "spin was stopped on each of the 3 events"
+    );
+}
+
+#[test]
+fn a_missing_ack_fails_the_attempt_and_a_bad_ack_is_dead_lettered() {
+    let broker = TestBroker::new("timeout");
+    let rules = tempfile::tempdir().expect("tempdir");
+    let quick = salve_rules::SHIPPED_RULES[0]
+        .1
+        .replace("ack_timeout: \"30s\"", "ack_timeout: \"1s\"");
+    assert!(quick.contains("\"1s\""));
+    std::fs::write(rules.path().join("crash_loop.rhai"), quick).expect("write");
+    let mut config = broker.config();
+    config.rules.dir = Some(rules.path().to_owned());
+    let salve = RunningSalve::start(config);
+    broker.produce(&broker.topics.acks, None, b"{\"status\":\"succeeded\"}");
+    let t = now_ms();
+    for i in 0..3 {
+        broker.produce(
+            &broker.topics.telemetry[0],
+            Some("checkout/pod-4"),
+            exit_event("checkout/pod-4", t + i).as_bytes(),
+        );
+    }
+    let decisions = broker.read_until(&broker.topics.decisions, |r| {
+        !matching(r, |v| v["to"] == "failed").is_empty()
+    });
+    let failed = matching(&decisions, |v| v["to"] == "failed");
+    assert_eq!(failed.len(), 1, "{decisions:?}");
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no final ack"),
+        "{failed:?}"
+    );
+    let dead = broker.read_until(&broker.topics.dead_letter, |r| !r.is_empty());
+    assert_eq!(dead[0].header(headers::CODE), Some("invalid_ack"));
+    let report = salve.stop();
+    assert_eq!(report.engine.attempts_timed_out, 1);
+}

@@ -1,0 +1,275 @@
+//! Shared harness for tests that talk to a real broker over TCP: librdkafka's mock cluster by
+//! default, or the broker named by `SALVE_TEST_BROKERS` (e.g. a Tansu started by
+//! `scripts/test.sh`). Every test uses its own topics and consumer group, so tests can share
+//! one external broker and run in parallel.
+#![allow(dead_code)]
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use salve::Config;
+use salve_connectors::{EmbeddedBroker, RunReport, Shutdown, TopicsConfig};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a test waits for something that should happen within a second or two.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A broker for one test, with topics of its own.
+pub struct TestBroker {
+    pub bootstrap: String,
+    pub topics: TopicsConfig,
+    pub group: String,
+    embedded: Option<EmbeddedBroker>,
+}
+
+impl TestBroker {
+    /// A mock cluster, or the external broker in `SALVE_TEST_BROKERS`, with fresh topic names.
+    pub fn new(name: &str) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("{name}-{}-{n}", std::process::id());
+        let topics = TopicsConfig {
+            telemetry: vec![format!("{prefix}.telemetry")],
+            commands: format!("{prefix}.commands"),
+            acks: format!("{prefix}.acks"),
+            decisions: format!("{prefix}.decisions"),
+            dead_letter: format!("{prefix}.deadletter"),
+            partitions: 2,
+            ..TopicsConfig::default()
+        };
+        match std::env::var("SALVE_TEST_BROKERS")
+            .ok()
+            .filter(|b| !b.is_empty())
+        {
+            Some(bootstrap) => {
+                salve_connectors::topics::ensure_topics(&bootstrap, &Default::default(), &topics)
+                    .expect("topics can be created on SALVE_TEST_BROKERS");
+                Self {
+                    bootstrap,
+                    topics,
+                    group: prefix,
+                    embedded: None,
+                }
+            }
+            None => {
+                let embedded = EmbeddedBroker::start(&topics).expect("mock cluster starts");
+                Self {
+                    bootstrap: embedded.bootstrap_servers(),
+                    topics,
+                    group: prefix,
+                    embedded: Some(embedded),
+                }
+            }
+        }
+    }
+
+    /// True when the test runs against an external broker.
+    pub fn is_external(&self) -> bool {
+        self.embedded.is_none()
+    }
+
+    /// A salve config pointing at this broker and these topics.
+    pub fn config(&self) -> Config {
+        let mut config = Config::default();
+        config.kafka.brokers = self.bootstrap.clone();
+        config.kafka.group_id = self.group.clone();
+        config.kafka.commit_interval_ms = 200;
+        config.topics = self.topics.clone();
+        // Topics exist already; the mock cluster made them, or ensure_topics did.
+        config.topics.create = false;
+        config
+    }
+
+    pub fn producer(&self) -> BaseProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("message.max.bytes", "16000000")
+            .set("linger.ms", "0")
+            .create()
+            .expect("producer")
+    }
+
+    /// Produces `payload` with `key` to `topic` and waits for the broker to take it.
+    pub fn produce(&self, topic: &str, key: Option<&str>, payload: &[u8]) {
+        let producer = self.producer();
+        let mut record = BaseRecord::<str, [u8]>::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+
+    /// Reads `topic` from the beginning until `done` holds or patience runs out.
+    pub fn read_until(&self, topic: &str, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
+        self.read_for(topic, PATIENCE, done)
+    }
+
+    /// Reads `topic` from the beginning for up to `wait`, stopping early when `done` holds.
+    pub fn read_for(
+        &self,
+        topic: &str,
+        wait: Duration,
+        done: impl Fn(&[Record]) -> bool,
+    ) -> Vec<Record> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("enable.auto.commit", "false")
+            // librdkafka needs a group id to assign(); this reader never joins or commits.
+            .set("group.id", format!("{}.reader", self.group))
+            .set("fetch.message.max.bytes", "16000000")
+            .create()
+            .expect("consumer");
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut list = TopicPartitionList::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                list.add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .expect("partition");
+            }
+        }
+        consumer.assign(&list).expect("assign");
+        let start = Instant::now();
+        let mut records = Vec::new();
+        while start.elapsed() < wait && !done(&records) {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                let headers = message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    h.value
+                                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                                        .unwrap_or_default(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                records.push(Record {
+                    key: message
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned()),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+        }
+        records
+    }
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).expect("JSON payload")
+    }
+
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// salve running on a thread of the test process.
+pub struct RunningSalve {
+    pub shutdown: Arc<Shutdown>,
+    handle: Option<JoinHandle<Result<RunReport, String>>>,
+}
+
+impl RunningSalve {
+    /// Starts salve with `config` and waits until it is connected.
+    pub fn start(config: Config) -> Self {
+        let shutdown = Arc::new(Shutdown::default());
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let worker_shutdown = Arc::clone(&shutdown);
+        let handle = std::thread::spawn(move || {
+            salve::run::run(&config, &worker_shutdown, |_| {
+                let _ = ready_tx.send(());
+            })
+            .map_err(|e| e.to_string())
+        });
+        if ready_rx.recv_timeout(PATIENCE).is_err() {
+            let result = handle.join();
+            panic!("salve did not become ready: {result:?}");
+        }
+        Self {
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    /// Graceful stop: flush, commit, return the report.
+    pub fn stop(mut self) -> RunReport {
+        self.shutdown.graceful();
+        self.join()
+    }
+
+    /// Stop as a crash would: nothing more is committed.
+    pub fn kill(mut self) -> RunReport {
+        self.shutdown.abort();
+        self.join()
+    }
+
+    fn join(&mut self) -> RunReport {
+        let handle = self.handle.take().expect("running");
+        handle
+            .join()
+            .expect("salve thread")
+            .expect("salve ran without error")
+    }
+}
+
+impl Drop for RunningSalve {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.shutdown.abort();
+            let _ = handle.join();
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn exit_event(entity: &str, ts: i64) -> String {
+    format!(
+        r#"{{"v":1,"entity":"{entity}","ts":{ts},"kind":"event","name":"process_exit","labels":{{"service":"checkout"}}}}"#
+    )
+}
+
+/// Records that parse as JSON and satisfy `pred`.
+pub fn matching(
+    records: &[Record],
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    records
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).ok())
+        .filter(|v| pred(v))
+        .collect()
+}
