@@ -104,10 +104,13 @@ impl Config {
             None => String::new(),
         };
         let file = path.map_or("defaults".to_owned(), |p| p.display().to_string());
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        // Check the file on its own first: only parsing from text keeps line numbers.
+        let invalid_file = |e: toml::de::Error| ConfigError::Invalid {
             origin: file.clone(),
             message: e.to_string(),
-        })?;
+        };
+        toml::from_str::<Config>(&text).map_err(invalid_file)?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(invalid_file)?;
         let mut applied = Vec::new();
         for (var, value) in env {
             let Some(path) = var.strip_prefix(ENV_PREFIX) else {

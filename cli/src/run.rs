@@ -32,6 +32,15 @@ pub fn run(
     } else {
         None
     };
+    let mut kafka = config.kafka.clone();
+    if embedded.is_some() {
+        // One process owns the embedded broker, so group members come and go only on restarts;
+        // a short session lets a restart rejoin in seconds rather than the default 45.
+        kafka
+            .consumer
+            .entry("session.timeout.ms".into())
+            .or_insert_with(|| "6000".into());
+    }
     let bootstrap = match &embedded {
         Some(broker) => broker.bootstrap_servers(),
         None => config.kafka.brokers.clone(),
@@ -56,7 +65,7 @@ pub fn run(
     let report = salve_connectors::run(
         &mut engine,
         &bootstrap,
-        &config.kafka,
+        &kafka,
         &config.topics,
         shutdown,
         || on_ready(&ready),

@@ -1,1 +1,139 @@
+use crate::config::{Config, ConfigError, LogFormat};
+use std::io::Write;
 
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(text.as_bytes()).expect("write");
+    file
+}
+
+#[test]
+fn no_file_and_no_env_gives_the_documented_defaults() {
+    let config = Config::load(None, env(&[])).expect("defaults");
+    assert_eq!(config, Config::default());
+    assert!(
+        config.kafka.brokers.is_empty(),
+        "no brokers means the embedded broker"
+    );
+    assert_eq!(config.topics.telemetry, vec!["salve.telemetry"]);
+    assert_eq!(config.engine.ack_timeout_ms, 30_000);
+}
+
+#[test]
+fn a_file_sets_keys_and_durations() {
+    let f = file("[kafka]\nbrokers = \"k1:9092\"\ncommit_interval = \"250ms\"\n[engine]\nmax_window = \"5m\"\n[topics.actuators]\nrestart = \"salve.commands.restart\"\n[log]\nformat = \"json\"\n");
+    let config = Config::load(Some(f.path()), env(&[])).expect("valid");
+    assert_eq!(config.kafka.brokers, "k1:9092");
+    assert_eq!(config.kafka.commit_interval_ms, 250);
+    assert_eq!(config.engine.max_window_ms, 300_000);
+    assert_eq!(
+        config.topics.for_action("restart"),
+        "salve.commands.restart"
+    );
+    assert_eq!(config.topics.for_action("replace"), "salve.commands");
+    assert_eq!(config.log.format, LogFormat::Json);
+}
+
+#[test]
+fn an_unknown_key_is_an_error_that_names_it() {
+    let f = file("[engine]\nack_timeuot = \"5s\"\n");
+    let error = Config::load(Some(f.path()), env(&[]))
+        .expect_err("unknown key")
+        .to_string();
+    assert!(error.contains("ack_timeuot"), "{error}");
+    assert!(error.contains("line 2"), "{error}");
+    let f = file("[kafak]\nbrokers = \"x\"\n");
+    let error = Config::load(Some(f.path()), env(&[]))
+        .expect_err("unknown table")
+        .to_string();
+    assert!(error.contains("kafak"), "{error}");
+}
+
+#[test]
+fn a_bad_value_names_the_key_and_what_was_expected() {
+    let f = file("[engine]\nresolution = \"often\"\n");
+    let error = Config::load(Some(f.path()), env(&[]))
+        .expect_err("bad duration")
+        .to_string();
+    assert!(
+        error.contains("resolution") && error.contains("invalid duration"),
+        "{error}"
+    );
+    let f = file("[topics]\npartitions = 0\n");
+    let error = Config::load(Some(f.path()), env(&[]))
+        .expect_err("bad count")
+        .to_string();
+    assert!(error.contains("topics.partitions: at least 1"), "{error}");
+}
+
+#[test]
+fn environment_overrides_win_over_the_file() {
+    let f = file("[kafka]\nbrokers = \"from-file:9092\"\n");
+    let config = Config::load(
+        Some(f.path()),
+        env(&[
+            ("SALVE_KAFKA__BROKERS", "from-env:9092"),
+            ("SALVE_ENGINE__MAX_EVENT_BYTES", "2048"),
+            ("SALVE_TOPICS__TELEMETRY", "[\"a\", \"b\"]"),
+            ("SALVE_KAFKA__CONSUMER__SESSION.TIMEOUT.MS", "6000"),
+            ("SALVE_TEST_BROKERS", "not configuration"),
+            ("HOME", "/root"),
+        ]),
+    )
+    .expect("valid");
+    assert_eq!(config.kafka.brokers, "from-env:9092");
+    assert_eq!(config.engine.max_event_bytes, 2048);
+    assert_eq!(config.topics.telemetry, vec!["a", "b"]);
+    assert_eq!(
+        config
+            .kafka
+            .consumer
+            .get("session.timeout.ms")
+            .map(String::as_str),
+        Some("6000")
+    );
+}
+
+#[test]
+fn an_unknown_environment_override_is_named() {
+    let error = Config::load(None, env(&[("SALVE_ENGINE__RESOLUTOIN", "1s")]))
+        .expect_err("unknown")
+        .to_string();
+    assert!(
+        error.contains("resolutoin") && error.contains("SALVE_ENGINE__RESOLUTOIN"),
+        "{error}"
+    );
+    assert!(matches!(
+        Config::load(None, env(&[("SALVE___X", "1")])),
+        Err(ConfigError::BadVariable { .. })
+    ));
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let error = Config::load(
+        Some(std::path::Path::new("/nonexistent/salve.toml")),
+        env(&[]),
+    )
+    .expect_err("missing")
+    .to_string();
+    assert!(error.contains("/nonexistent/salve.toml"), "{error}");
+}
+
+#[test]
+fn the_example_config_in_deploy_is_valid_and_states_the_defaults() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/salve.toml");
+    let config = Config::load(Some(&path), env(&[])).expect("deploy/salve.toml loads");
+    assert_eq!(
+        config,
+        Config::default(),
+        "deploy/salve.toml must show the defaults"
+    );
+}

@@ -18,8 +18,10 @@ pub struct KafkaConfig {
     )]
     pub commit_interval_ms: i64,
     /// Extra librdkafka consumer properties, e.g. `"security.protocol" = "ssl"`.
+    #[serde(deserialize_with = "properties")]
     pub consumer: BTreeMap<String, String>,
     /// Extra librdkafka producer properties.
+    #[serde(deserialize_with = "properties")]
     pub producer: BTreeMap<String, String>,
 }
 
@@ -33,6 +35,33 @@ impl Default for KafkaConfig {
             producer: BTreeMap::new(),
         }
     }
+}
+
+/// librdkafka properties are strings, but `linger.ms = 5` should not need quotes.
+fn properties<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let map = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
+    Ok(map
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                Scalar::Text(text) => text,
+                Scalar::Integer(i) => i.to_string(),
+                Scalar::Float(f) => f.to_string(),
+                Scalar::Bool(b) => b.to_string(),
+            };
+            (key, text)
+        })
+        .collect())
 }
 
 /// The topics salve reads and writes.

@@ -81,6 +81,12 @@ impl TestBroker {
         config.kafka.brokers = self.bootstrap.clone();
         config.kafka.group_id = self.group.clone();
         config.kafka.commit_interval_ms = 200;
+        // A restarted member rejoins within the mock coordinator's rebalance delay, which is
+        // the session timeout less a second.
+        config
+            .kafka
+            .consumer
+            .insert("session.timeout.ms".into(), "6000".into());
         config.topics = self.topics.clone();
         // Topics exist already; the mock cluster made them, or ensure_topics did.
         config.topics.create = false;

@@ -1,0 +1,221 @@
+//! The `salve` binary as a user runs it.
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn salve() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_salve"))
+}
+
+#[test]
+fn run_starts_an_embedded_broker_acts_and_stops_cleanly_on_sigterm() {
+    let mut child = salve()
+        .arg("run")
+        .env("SALVE_KAFKA__COMMIT_INTERVAL", "100ms")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("salve starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut banner = Vec::new();
+    let bootstrap = loop {
+        let line = lines.next().expect("banner line").expect("utf-8");
+        banner.push(line.clone());
+        if let Some(address) = line.trim().strip_prefix("bootstrap") {
+            break address.trim().to_owned();
+        }
+    };
+    for line in lines.by_ref().take(7) {
+        banner.push(line.expect("utf-8"));
+    }
+    let banner = banner.join("\n");
+    for needle in [
+        "embedded broker",
+        "salve.telemetry",
+        "salve.commands",
+        "salve.acks",
+        "salve.decisions",
+        "salve.deadletter",
+        "crash_loop",
+    ] {
+        assert!(banner.contains(needle), "banner lacks {needle}:\n{banner}");
+    }
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("producer");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    for i in 0..3 {
+        let event = format!(
+            r#"{{"entity":"web/pod-7","ts":{},"kind":"event","name":"process_exit"}}"#,
+            now + i
+        );
+        producer
+            .send(
+                BaseRecord::to("salve.telemetry")
+                    .key("web/pod-7")
+                    .payload(&event),
+            )
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        // librdkafka needs a group id to assign(); this reader never joins or commits.
+        .set("group.id", "cli-test")
+        .create()
+        .expect("consumer");
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for partition in 0..4 {
+        partitions
+            .add_partition_offset("salve.commands", partition, rdkafka::Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&partitions).expect("assign");
+    let start = Instant::now();
+    let mut command = None;
+    while command.is_none() && start.elapsed() < Duration::from_secs(60) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            command = message
+                .payload()
+                .map(|p| String::from_utf8_lossy(p).into_owned());
+        }
+    }
+    let command = command.expect("a command arrives");
+    assert!(
+        command.contains("\"action\":\"restart\"") && command.contains("web/pod-7"),
+        "{command}"
+    );
+
+    // The embedded broker goes away with salve; close our clients while it is still there.
+    drop(consumer);
+    drop(producer);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let status = child.wait().expect("salve exits");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(status.success(), "exit {status:?}; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("salve stopped") && stderr.contains("commands=1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_rejects_an_unknown_config_key_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("salve.toml");
+    std::fs::write(&path, "[kafka]\nbrokres = \"localhost:9092\"\n").expect("write");
+    let output = salve()
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("brokres") && stderr.contains("salve.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_reports_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("good.rhai"),
+        salve_rules::SHIPPED_RULES[0].1,
+    )
+    .expect("write");
+    let output = salve().arg("check").arg(dir.path()).output().expect("runs");
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("crash_loop"));
+
+    std::fs::write(
+        dir.path().join("broken.rhai"),
+        "fn condition(p) {\n    count(\"x\", 60) >=\n}\n#{}\n",
+    )
+    .expect("write");
+    let output = salve().arg("check").arg(dir.path()).output().expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("broken.rhai:3:"), "{stderr}");
+}
+
+#[test]
+fn replay_prints_typed_json_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let lines: String = [1_000, 2_000, 3_000]
+        .iter()
+        .map(|ts| {
+            format!(
+                "{{\"entity\":\"a\",\"ts\":{ts},\"kind\":\"event\",\"name\":\"process_exit\"}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&events, lines + "oops\n").expect("write");
+    let output = salve()
+        .args([
+            "replay",
+            "--ack-map",
+            r#"{"restart":"succeeded"}"#,
+            "--ack-delay",
+            "2s",
+        ])
+        .arg(&events)
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let types: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("JSON line")["type"]
+                .as_str()
+                .expect("type")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "decision",
+            "decision",
+            "command",
+            "decision",
+            "dead_letter",
+            "ack",
+            "decision",
+            "decision"
+        ]
+    );
+
+    let output = salve()
+        .args(["replay", "--ack", "sometimes"])
+        .arg(&events)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("sometimes"));
+}
