@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond the Rust toolchain, skipping what is already there:
+#   kcat, python3-kafka  (Debian packages: independent Kafka clients for the interop test)
+#   tansu                (a standalone Kafka-protocol broker, from crates.io; ~10 min to build)
+set -euo pipefail
+
+TANSU_VERSION="0.6.0"
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "install-test-deps: need root (or sudo) to run: $*" >&2; exit 1; fi
+}
+
+missing=()
+command -v kcat >/dev/null || missing+=(kcat)
+/usr/bin/python3 -c 'import kafka' 2>/dev/null || missing+=(python3-kafka)
+if [ ${#missing[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null; then
+    echo "install-test-deps: please install ${missing[*]} (no apt-get here)" >&2; exit 1
+  fi
+  echo "install-test-deps: apt-get install ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v tansu >/dev/null || ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  echo "install-test-deps: cargo install tansu $TANSU_VERSION (about 10 minutes on 2 cores)"
+  cargo install --locked tansu --version "$TANSU_VERSION" --features dynostore
+fi

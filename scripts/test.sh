@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, golden replay, CLI, and integration tests against two brokers,
+# librdkafka's mock cluster (in-process) and a standalone Tansu broker over TCP.
+# Installs what it needs first (see install-test-deps.sh). Extra arguments go to cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+scripts/install-test-deps.sh
+
+tansu_log=$(mktemp)
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+tansu broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+  --storage-engine memory://tansu/ >"$tansu_log" 2>&1 &
+tansu_pid=$!
+trap 'kill $tansu_pid 2>/dev/null || true; rm -f "$tansu_log"' EXIT
+for _ in $(seq 1 100); do
+  grep -q "ready" "$tansu_log" && break
+  kill -0 $tansu_pid 2>/dev/null || { cat "$tansu_log" >&2; echo "tansu did not start" >&2; exit 1; }
+  sleep 0.1
+done
+
+export SALVE_REQUIRE_INTEROP=1
+
+echo "== the whole workspace, integration tests on librdkafka's mock cluster"
+cargo test --workspace "$@"
+
+echo "== integration tests on Tansu at 127.0.0.1:$port"
+SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test -p salve-tests --test broker --test interop "$@"
