@@ -90,6 +90,9 @@ pub enum ConfigError {
 /// The prefix of environment overrides; `__` separates tables from keys.
 pub const ENV_PREFIX: &str = "SALVE_";
 
+/// The top-level tables, for catching `SALVE_KAFKA_BROKERS` written for `SALVE_KAFKA__BROKERS`.
+const TABLES: &[&str] = &["kafka", "topics", "engine", "rules", "log"];
+
 impl Config {
     /// Reads `path` (if any), applies `SALVE_TABLE__KEY` overrides from `env`, and checks it all.
     pub fn load(
@@ -117,8 +120,16 @@ impl Config {
                 continue;
             };
             // Only SALVE_TABLE__KEY names configuration; other SALVE_ variables belong to
-            // tools around salve (e.g. SALVE_TEST_BROKERS).
+            // tools around salve (e.g. SALVE_TEST_BROKERS). A single underscore after a table
+            // name is a typo that would otherwise be ignored in silence.
             if !path.contains("__") {
+                let lower = path.to_lowercase();
+                if TABLES
+                    .iter()
+                    .any(|table| lower.starts_with(&format!("{table}_")))
+                {
+                    return Err(ConfigError::BadVariable { var });
+                }
                 continue;
             }
             let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();

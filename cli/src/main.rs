@@ -132,8 +132,13 @@ fn run(config_path: Option<PathBuf>) -> ExitCode {
         let signal_shutdown = Arc::clone(&shutdown);
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("signal received: stopping, flushing and committing");
+            tracing::info!(
+                "signal received: stopping, flushing and committing (again to abort at once)"
+            );
             signal_shutdown.graceful();
+            wait_for_signal().await;
+            tracing::warn!("second signal: aborting without committing");
+            signal_shutdown.abort();
         });
         while !worker.is_finished() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -7,7 +7,7 @@
 
 use salve_connectors::file_source::Line;
 use salve_engine::wire::{Ack, AckStatus};
-use salve_engine::{decode, Engine, Output, PartitionId};
+use salve_engine::{decode, Engine, Output, RecordPosition};
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -203,14 +203,16 @@ pub fn replay(
         // An event without `ts` happens at the replay clock (0 before any timestamped event).
         replay.now = replay.now.max(0);
         let now = replay.now;
-        let result = replay.engine.on_message(
-            PartitionId::default(),
-            None,
-            &line.bytes,
-            None,
-            now,
-            &mut replay.out,
-        );
+        // The line number stands in for the Kafka offset: it names the record that opens an
+        // incident.
+        let position = RecordPosition {
+            offset: i64::try_from(line.number).unwrap_or(i64::MAX),
+            ..RecordPosition::default()
+        };
+        let result =
+            replay
+                .engine
+                .on_message(position, None, &line.bytes, None, now, &mut replay.out);
         if let Err(error) = result {
             (replay.emit)(ReplayLine::DeadLetter {
                 line: line.number,

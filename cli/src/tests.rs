@@ -114,6 +114,37 @@ fn an_unknown_environment_override_is_named() {
         Config::load(None, env(&[("SALVE___X", "1")])),
         Err(ConfigError::BadVariable { .. })
     ));
+    let error = Config::load(None, env(&[("SALVE_KAFKA_BROKERS", "k:9092")]))
+        .expect_err("single underscore")
+        .to_string();
+    assert!(
+        error.contains("SALVE_KAFKA_BROKERS") && error.contains("SALVE_KAFKA__BROKERS"),
+        "{error}"
+    );
+}
+
+#[test]
+fn durations_take_integer_seconds_too() {
+    let f = file("[engine]\nack_timeout = 10\n");
+    let config = Config::load(Some(f.path()), env(&[])).expect("valid");
+    assert_eq!(config.engine.ack_timeout_ms, 10_000);
+}
+
+#[test]
+fn settings_that_would_break_delivery_guarantees_are_refused() {
+    let f = file("[kafka.consumer]\n\"enable.auto.commit\" = true\n");
+    let error = Config::load(Some(f.path()), env(&[]))
+        .expect_err("reserved")
+        .to_string();
+    assert!(
+        error.contains("kafka.consumer") && error.contains("enable.auto.commit"),
+        "{error}"
+    );
+    let f = file("[topics]\ntelemetry = [\"salve.deadletter\"]\n");
+    let error = Config::load(Some(f.path()), env(&[]))
+        .expect_err("loop")
+        .to_string();
+    assert!(error.contains("topics.telemetry"), "{error}");
 }
 
 #[test]

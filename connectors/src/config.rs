@@ -140,6 +140,22 @@ impl TopicsConfig {
 
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let outputs = [
+            &self.commands,
+            &self.acks,
+            &self.decisions,
+            &self.dead_letter,
+        ];
+        if outputs
+            .into_iter()
+            .chain(self.actuators.values())
+            .any(|topic| self.telemetry.contains(topic))
+        {
+            return Err(InvalidConfig {
+                key: "topics.telemetry",
+                expected: "topics that salve does not also write to (commands, acks, decisions, dead_letter, actuators): it would read its own output",
+            });
+        }
         if self.telemetry.is_empty() || self.telemetry.iter().any(String::is_empty) {
             return Err(InvalidConfig {
                 key: "topics.telemetry",
@@ -168,9 +184,27 @@ impl TopicsConfig {
     }
 }
 
+/// librdkafka properties that salve owns: changing them would break at-least-once delivery.
+pub const RESERVED_CONSUMER_PROPERTIES: &[&str] = &[
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "group.id",
+    "bootstrap.servers",
+];
+
 impl KafkaConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self
+            .consumer
+            .keys()
+            .any(|key| RESERVED_CONSUMER_PROPERTIES.contains(&key.as_str()))
+        {
+            return Err(InvalidConfig {
+                key: "kafka.consumer",
+                expected: "no enable.auto.commit, enable.auto.offset.store, group.id or bootstrap.servers: salve commits offsets itself, after their outputs are delivered (use kafka.group_id and kafka.brokers)",
+            });
+        }
         if self.group_id.is_empty() {
             return Err(InvalidConfig {
                 key: "kafka.group_id",

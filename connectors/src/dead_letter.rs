@@ -18,6 +18,11 @@ pub mod headers {
     pub const ORIGINAL_SIZE: &str = "salve.original.size";
 }
 
+/// Longest key kept on a dead letter; a longer one is cut, so the record still fits.
+pub const MAX_KEY_BYTES: usize = 4096;
+/// Longest reason header kept.
+pub const MAX_REASON_BYTES: usize = 1024;
+
 /// Where a dead-lettered message came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Source<'a> {
@@ -39,6 +44,7 @@ pub fn record<'p>(
 ) -> (OwnedHeaders, &'p [u8]) {
     let partition = source.partition.to_string();
     let offset = source.offset.to_string();
+    let reason = truncate_utf8(reason, MAX_REASON_BYTES);
     let mut headers = OwnedHeaders::new_with_capacity(6)
         .insert(Header {
             key: headers::REASON,
@@ -71,4 +77,15 @@ pub fn record<'p>(
         payload
     };
     (headers, kept)
+}
+
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }

@@ -33,6 +33,23 @@ impl EmbeddedBroker {
         Ok(self.cluster.create_topic(topic, partitions, 1)?)
     }
 
+    /// Fault injection for tests: the next `count` produce requests, from any client, fail with
+    /// a permanent error (topic authorization failed), so their messages are not delivered.
+    pub fn fail_next_produce_requests(&self, count: usize) {
+        let errors = vec![
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
+            count
+        ];
+        self.cluster
+            .request_errors(rdkafka::types::RDKafkaApiKey::Produce, &errors);
+    }
+
+    /// Ends [`Self::fail_next_produce_requests`]: produce requests succeed again.
+    pub fn clear_produce_faults(&self) {
+        self.cluster
+            .clear_request_errors(rdkafka::types::RDKafkaApiKey::Produce);
+    }
+
     /// The `host:port` list that clients bootstrap from.
     pub fn bootstrap_servers(&self) -> String {
         self.cluster.bootstrap_servers()

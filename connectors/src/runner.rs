@@ -19,7 +19,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use salve_engine::{Engine, Output, PartitionId, Stats};
+use salve_engine::{Engine, Output, PartitionId, RecordPosition, Stats};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -68,6 +68,10 @@ pub enum RunError {
     /// The acks topic has no partitions.
     #[error("the acks topic {0} does not exist or has no partitions")]
     NoAcksTopic(String),
+    /// A second stop request arrived while salve was waiting on the broker; nothing more was
+    /// committed.
+    #[error("aborted while waiting for the broker; uncommitted events will be processed again")]
+    Aborted,
 }
 
 /// What a run did, returned when it stops.
@@ -121,6 +125,10 @@ struct GroupContext {
     telemetry: Vec<String>,
     pending: Arc<Mutex<Pending>>,
     revoked: Mutex<Vec<PartitionId>>,
+    /// Set when `revoked` has entries, so the loop checks it with one load per message.
+    revocations: std::sync::atomic::AtomicBool,
+    /// A delivery failure seen while handing partitions over; the loop stops on it.
+    fatal: Mutex<Option<RunError>>,
     commits: AtomicU64,
 }
 
@@ -156,29 +164,31 @@ impl ConsumerContext for GroupContext {
             .collect();
         drop(pending);
         if !offsets.is_empty() {
-            match commit(consumer, &self.producer, &self.delivery, &self.telemetry, &offsets) {
-                Ok(()) => {
-                    self.commits.fetch_add(1, Ordering::Relaxed);
+            match flush_outputs(&self.producer, &self.delivery) {
+                Err(error) => {
+                    tracing::error!("outputs not delivered; revoked partitions are not committed: {error}");
+                    *self.fatal.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
                 }
-                Err(error) => tracing::warn!(
-                    "could not commit revoked partitions; the next owner processes them again: {error}"
-                ),
+                Ok(()) => match commit_offsets(consumer, &self.telemetry, &offsets) {
+                    Ok(()) => {
+                        self.commits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(error) => tracing::warn!(
+                        "could not commit revoked partitions; their next owner processes the uncommitted events again: {error}"
+                    ),
+                },
             }
         }
         self.revoked
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(revoked);
+        self.revocations.store(true, Ordering::SeqCst);
     }
 }
 
-fn commit<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    producer: &OutputProducer,
-    delivery: &DeliveryState,
-    telemetry: &[String],
-    offsets: &Pending,
-) -> Result<(), RunError> {
+/// Waits until the broker has every output sent so far; fails if any delivery failed.
+fn flush_outputs(producer: &OutputProducer, delivery: &DeliveryState) -> Result<(), RunError> {
     producer.flush(Duration::from_secs(60))?;
     let failures = delivery.failures.load(Ordering::SeqCst);
     if failures > 0 {
@@ -190,6 +200,15 @@ fn commit<C: ConsumerContext>(
             .unwrap_or_default();
         return Err(RunError::Delivery { failures, first });
     }
+    Ok(())
+}
+
+/// Commits `offsets`. Only call it after [`flush_outputs`] succeeded for them.
+fn commit_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    telemetry: &[String],
+    offsets: &Pending,
+) -> Result<(), KafkaError> {
     let mut list = TopicPartitionList::with_capacity(offsets.len());
     for (&(topic, partition), &next) in offsets {
         list.add_partition_offset(
@@ -198,8 +217,23 @@ fn commit<C: ConsumerContext>(
             Offset::Offset(next),
         )?;
     }
-    consumer.commit(&list, CommitMode::Sync)?;
-    Ok(())
+    consumer.commit(&list, CommitMode::Sync)
+}
+
+/// Marks the run abandoned when dropped, unless it ended cleanly: the consumer closes after
+/// this guard drops, and its closing rebalance must not commit for a run that stopped on an
+/// error or an abort.
+struct CommitOnlyOnCleanStop<'a> {
+    abandoned: &'a std::sync::atomic::AtomicBool,
+    clean: bool,
+}
+
+impl Drop for CommitOnlyOnCleanStop<'_> {
+    fn drop(&mut self) {
+        if !self.clean {
+            self.abandoned.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 fn wall_ms() -> i64 {
@@ -223,19 +257,27 @@ fn client_config(
 struct Publisher<'a> {
     producer: &'a OutputProducer,
     topics: &'a TopicsConfig,
+    shutdown: &'a Shutdown,
     buffer: Vec<u8>,
     published: u64,
     dead_lettered: u64,
 }
 
 impl Publisher<'_> {
-    fn send(&self, record: BaseRecord<'_, str, [u8]>) -> Result<(), RunError> {
+    fn send<K: rdkafka::message::ToBytes + ?Sized>(
+        &self,
+        record: BaseRecord<'_, K, [u8]>,
+    ) -> Result<(), RunError> {
         let mut record = record;
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // The background thread drains the queue; wait for room rather than drop.
+                    // The background thread drains the queue as the broker takes messages;
+                    // wait for room rather than drop, unless told to stop at once.
+                    if self.shutdown.state() == ABORT {
+                        return Err(RunError::Aborted);
+                    }
                     record = back;
                     std::thread::sleep(Duration::from_millis(1));
                 }
@@ -324,6 +366,8 @@ pub fn run(
         telemetry: topics.telemetry.clone(),
         pending: Arc::clone(&pending),
         revoked: Mutex::new(Vec::new()),
+        revocations: std::sync::atomic::AtomicBool::new(false),
+        fatal: Mutex::new(None),
         commits: AtomicU64::new(0),
     };
     let mut consumer_config = client_config(bootstrap, &BTreeMapDefaults::consumer());
@@ -335,12 +379,17 @@ pub fn run(
     let telemetry: Vec<&str> = topics.telemetry.iter().map(String::as_str).collect();
     consumer.subscribe(&telemetry)?;
 
+    let mut guard = CommitOnlyOnCleanStop {
+        abandoned: &consumer.context().abandoned,
+        clean: false,
+    };
     let acks = ack_follower(bootstrap, kafka, &topics.acks)?;
     on_ready();
 
     let mut publisher = Publisher {
         producer: &producer,
         topics,
+        shutdown,
         buffer: Vec::with_capacity(1024),
         published: 0,
         dead_lettered: 0,
@@ -356,13 +405,36 @@ pub fn run(
         match shutdown.state() {
             RUNNING => {}
             ABORT => {
-                consumer.context().abandoned.store(true, Ordering::SeqCst);
                 return Ok(report(engine, &publisher, commits, &consumer));
             }
             _ => break,
         }
         let now = wall_ms();
-        match consumer.poll(Duration::from_millis(20)) {
+        let polled = consumer.poll(Duration::from_millis(20));
+        // A rebalance runs inside poll(): drop revoked partitions' state before processing
+        // anything else, so no message lands in state that is about to be thrown away.
+        if consumer.context().revocations.swap(false, Ordering::SeqCst) {
+            let revoked: Vec<PartitionId> = std::mem::take(
+                &mut *consumer
+                    .context()
+                    .revoked
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            for partition in revoked {
+                engine.revoke(partition);
+            }
+            if let Some(error) = consumer
+                .context()
+                .fatal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            {
+                return Err(error);
+            }
+        }
+        match polled {
             Some(Ok(message)) => {
                 let topic = topics
                     .telemetry
@@ -375,8 +447,12 @@ pub fn run(
                 };
                 let payload = message.payload().unwrap_or_default();
                 let record_ts = message.timestamp().to_millis();
+                let position = RecordPosition {
+                    partition,
+                    offset: message.offset(),
+                };
                 if let Err(error) =
-                    engine.on_message(partition, message.key(), payload, record_ts, now, &mut out)
+                    engine.on_message(position, message.key(), payload, record_ts, now, &mut out)
                 {
                     let source = Source {
                         topic: message.topic(),
@@ -403,15 +479,6 @@ pub fn run(
 
         if last_housekeeping.elapsed() >= Duration::from_millis(5) {
             last_housekeeping = Instant::now();
-            for partition in consumer
-                .context()
-                .revoked
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .drain(..)
-            {
-                engine.revoke(partition);
-            }
             while let Some(result) = acks.poll(Duration::ZERO) {
                 let message = match result {
                     Ok(message) => message,
@@ -446,9 +513,13 @@ pub fn run(
         }
     }
     commits += commit_pending(&consumer, &producer, &delivery, topics, &pending)?;
+    guard.clean = true;
     Ok(report(engine, &publisher, commits, &consumer))
 }
 
+/// Flushes outputs, then commits what is pending. A delivery failure is fatal: the run stops
+/// without committing. A commit failure (a rebalance in progress, a coordinator moving) is
+/// not: the offsets go back into `pending` and the next commit carries them.
 fn commit_pending(
     consumer: &BaseConsumer<GroupContext>,
     producer: &OutputProducer,
@@ -457,24 +528,23 @@ fn commit_pending(
     pending: &Mutex<Pending>,
 ) -> Result<u64, RunError> {
     let offsets = std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner));
+    // Outputs caused by acks and deadlines need delivering too, even with nothing to commit.
+    flush_outputs(producer, delivery)?;
     if offsets.is_empty() {
-        // Still surface delivery failures of outputs caused by acks and deadlines.
-        producer.flush(Duration::from_secs(60))?;
-        return match delivery.failures.load(Ordering::SeqCst) {
-            0 => Ok(0),
-            failures => Err(RunError::Delivery {
-                failures,
-                first: delivery
-                    .first_error
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone()
-                    .unwrap_or_default(),
-            }),
-        };
+        return Ok(0);
     }
-    commit(consumer, producer, delivery, &topics.telemetry, &offsets)?;
-    Ok(1)
+    match commit_offsets(consumer, &topics.telemetry, &offsets) {
+        Ok(()) => Ok(1),
+        Err(error) => {
+            tracing::warn!("offset commit failed, will retry: {error}");
+            let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+            for (partition, offset) in offsets {
+                let slot = pending.entry(partition).or_insert(offset);
+                *slot = (*slot).max(offset);
+            }
+            Ok(0)
+        }
+    }
 }
 
 fn report(
@@ -492,6 +562,9 @@ fn report(
 }
 
 /// A consumer outside the group that follows every partition of the acks topic from its end.
+///
+/// The end offsets are resolved before `run` reports ready, so an ack produced after that is
+/// never skipped. A topic that was just created may take a moment to show in metadata.
 fn ack_follower(
     bootstrap: &str,
     kafka: &KafkaConfig,
@@ -505,19 +578,28 @@ fn ack_follower(
     // subscribes or commits, so it never joins that group or shares anything through it.
     config.set("group.id", format!("{}.ack-follower", kafka.group_id));
     let consumer: BaseConsumer = config.create()?;
-    let metadata = consumer.fetch_metadata(Some(acks_topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == acks_topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(RunError::NoAcksTopic(acks_topic.to_owned()));
-    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let partitions = loop {
+        let metadata = consumer.fetch_metadata(Some(acks_topic), Duration::from_secs(5))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == acks_topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if !partitions.is_empty() {
+            break partitions;
+        }
+        if Instant::now() >= deadline {
+            return Err(RunError::NoAcksTopic(acks_topic.to_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let mut list = TopicPartitionList::new();
     for partition in partitions {
-        list.add_partition_offset(acks_topic, partition, Offset::End)?;
+        let (_, high) =
+            consumer.fetch_watermarks(acks_topic, partition, Duration::from_secs(10))?;
+        list.add_partition_offset(acks_topic, partition, Offset::Offset(high))?;
     }
     consumer.assign(&list)?;
     Ok(consumer)
@@ -535,6 +617,9 @@ impl BTreeMapDefaults {
             ("auto.offset.reset", "earliest"),
             // The default of 1 s idles the consumer whenever processing outpaces fetching.
             ("fetch.queue.backoff.ms", "10"),
+            // Incremental rebalancing: a member joining or leaving moves only the partitions
+            // that change owner, and the others keep their state.
+            ("partition.assignment.strategy", "cooperative-sticky"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -65,6 +65,22 @@ impl EngineConfig {
                 expected: "a positive duration such as \"30s\"",
             });
         }
+        let limits = &self.limits;
+        for (key, value) in [
+            ("limits.max_operations", limits.max_operations as usize),
+            ("limits.max_call_depth", limits.max_call_depth),
+            ("limits.max_expr_depth", limits.max_expr_depth),
+            ("limits.max_string_bytes", limits.max_string_bytes),
+            ("limits.max_array_len", limits.max_array_len),
+            ("limits.max_map_len", limits.max_map_len),
+        ] {
+            if value == 0 {
+                return Err(InvalidEngineConfig {
+                    key,
+                    expected: "a positive number (0 would lift the limit in Rhai)",
+                });
+            }
+        }
         if self.max_event_bytes == 0 {
             return Err(InvalidEngineConfig {
                 key: "max_event_bytes",
@@ -75,8 +91,21 @@ impl EngineConfig {
     }
 }
 
-/// Reads `"500ms"`, `"60s"`, `"15m"` as milliseconds.
+/// Reads `"500ms"`, `"60s"`, `"15m"`, or an integer of seconds, as milliseconds.
 pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    salve_rules::parse_duration_ms(&text).map_err(serde::de::Error::custom)
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Seconds(i64),
+        Text(String),
+    }
+    match Written::deserialize(deserializer)? {
+        Written::Seconds(seconds) if seconds >= 0 => seconds
+            .checked_mul(1000)
+            .ok_or_else(|| serde::de::Error::custom(format!("{seconds} s is too long"))),
+        Written::Seconds(seconds) => Err(serde::de::Error::custom(format!(
+            "invalid duration {seconds}: expected seconds as a non-negative integer or a string such as \"500ms\", \"60s\", \"2m\""
+        ))),
+        Written::Text(text) => salve_rules::parse_duration_ms(&text).map_err(serde::de::Error::custom),
+    }
 }

@@ -13,10 +13,15 @@ use std::rc::Rc;
 /// What host functions can see during one rule call.
 #[derive(Debug, Default)]
 pub struct Frame {
-    /// The window end: the partition's event time.
+    /// The window end: the entity's latest event time. Windows are the entity's own, so
+    /// another entity's clock (ahead, or skewed) cannot empty them.
     pub now_ms: i64,
+    /// The partition's event time, the largest seen on it, for `since_last`.
+    pub partition_now_ms: i64,
     /// The longest window a rule may ask for.
     pub max_window_ms: i64,
+    /// The bucket width: the shortest window a rule may ask for.
+    pub resolution_ms: i64,
     /// The entity under evaluation, moved in for the call.
     pub entity: EntityState,
     /// Values returned so far in this call.
@@ -30,8 +35,12 @@ type HostResult<T> = Result<T, Box<EvalAltResult>>;
 
 fn window_arg(frame: &Frame, window: &Dynamic) -> HostResult<i64> {
     let ms = duration_ms(window).map_err(|e| e.to_string())?;
-    if ms <= 0 {
-        return Err("a window must be longer than zero".into());
+    if ms < frame.resolution_ms {
+        return Err(format!(
+            "a window of {ms} ms is shorter than engine.resolution ({} ms), the width of one bucket",
+            frame.resolution_ms
+        )
+        .into());
     }
     if ms > frame.max_window_ms {
         return Err(format!(
@@ -116,12 +125,14 @@ pub fn register(engine: &mut RhaiEngine, frame: &SharedFrame) {
         let frame = Rc::clone(frame);
         engine.register_fn("since_last", move |series: &str| -> f64 {
             let mut frame = frame.borrow_mut();
-            let now = frame.now_ms;
+            let now = frame.partition_now_ms;
             let value = frame
                 .entity
                 .series(series)
                 .and_then(|s| s.last())
-                .map_or(f64::INFINITY, |(ts, _)| (now - ts) as f64 / 1000.0);
+                .map_or(f64::INFINITY, |(ts, _)| {
+                    now.saturating_sub(ts) as f64 / 1000.0
+                });
             note(&mut frame, "since_last", series, None, value);
             value
         });

@@ -1,5 +1,6 @@
 //! An incident: one rule failing on one entity, and the remediation attempts it leads to.
 
+use crate::pipeline::RecordPosition;
 use crate::wire::IncidentState;
 use std::sync::Arc;
 
@@ -24,12 +25,17 @@ pub struct Incident {
     pub ack_deadline_ms: i64,
 }
 
-/// The incident id: the rule, the entity, and the event time at which the rule failed.
+/// The incident id: the rule, the entity, and the position of the record that made the rule
+/// fail (`topic index:partition:offset`).
 ///
-/// It is derived only from the events, so re-processing the same events after a restart
-/// yields the same id, and so the same command ids: actuators can dedup on them.
-pub fn incident_id(rule: &str, entity: &str, opened_at_ms: i64) -> String {
-    format!("{rule}/{entity}@{opened_at_ms}")
+/// No two records share a position, so no two incidents share an id; and a record delivered
+/// again after a restart keeps its position, so the incident it opens, and its commands, keep
+/// their ids: actuators can dedup on them.
+pub fn incident_id(rule: &str, entity: &str, position: RecordPosition) -> String {
+    format!(
+        "{rule}/{entity}@{}:{}:{}",
+        position.partition.topic, position.partition.partition, position.offset
+    )
 }
 
 /// The command id of an attempt: the incident id and the attempt number.

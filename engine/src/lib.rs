@@ -17,7 +17,7 @@ pub mod wire;
 
 pub use config::EngineConfig;
 pub use entity::EntityState;
-pub use pipeline::{Engine, PartitionId};
+pub use pipeline::{Engine, PartitionId, RecordPosition};
 pub use stats::Stats;
 pub use telemetry::{decode, DecodeError, TelemetryEvent};
 pub use wire::{Ack, AckStatus, Command, Decision, Output};

@@ -34,6 +34,17 @@ pub struct PartitionId {
     pub partition: i32,
 }
 
+/// Where a record sits in its source: the partition and the offset within it. Incident ids
+/// derive from the position of the record that opened them, which stays the same when the
+/// record is delivered again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct RecordPosition {
+    /// The source partition.
+    pub partition: PartitionId,
+    /// The Kafka offset, or the line number in a replayed file.
+    pub offset: i64,
+}
+
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct AckDeadline {
     at_ms: i64,
@@ -73,6 +84,7 @@ impl Engine {
     ) -> Result<Self, LoadErrors> {
         let frame: SharedFrame = Rc::new(RefCell::new(Frame {
             max_window_ms: config.max_window_ms,
+            resolution_ms: config.resolution_ms,
             ..Frame::default()
         }));
         let runtime = Runtime::new(config.limits.clone(), |engine| {
@@ -126,7 +138,7 @@ impl Engine {
     /// `record_ts_ms` is the Kafka record timestamp, used when the event carries no `ts`.
     pub fn on_message(
         &mut self,
-        partition: PartitionId,
+        position: RecordPosition,
         key: Option<&[u8]>,
         payload: &[u8],
         record_ts_ms: Option<i64>,
@@ -144,21 +156,21 @@ impl Engine {
         if event.ts_ms.is_none() {
             event.ts_ms = Some(record_ts_ms.unwrap_or(now_ms));
         }
-        self.on_event(partition, &event, now_ms, out);
+        self.on_event(position, &event, now_ms, out);
         Ok(())
     }
 
     /// Processes one decoded event.
     pub fn on_event(
         &mut self,
-        partition: PartitionId,
+        position: RecordPosition,
         event: &TelemetryEvent<'_>,
         now_ms: i64,
         out: &mut Vec<Output>,
     ) {
         let resolution = self.config.resolution_ms;
         let retention = self.config.max_window_ms;
-        let state = self.partitions.entry(partition).or_default();
+        let state = self.partitions.entry(position.partition).or_default();
         let ts = event.ts_ms.unwrap_or(now_ms);
         state.watermark_ms = state.watermark_ms.max(ts);
         let watermark = state.watermark_ms;
@@ -174,13 +186,14 @@ impl Engine {
         };
         entity.update_labels(&event.labels);
         entity.last_seen_ms = entity.last_seen_ms.max(ts);
+        let entity_now = entity.last_seen_ms;
         let names = &mut self.series_names;
         let series = entity.series_mut(&event.name, |name| intern(names, name));
         series.record(ts, event.value.unwrap_or(1.0), resolution);
         if event.kind == Kind::Health {
             series.record_health(event.value == Some(1.0));
         }
-        series.expire(watermark, retention);
+        series.expire(entity_now, retention);
 
         self.router.matching(event, &mut self.matched);
         if self.matched.is_empty() {
@@ -188,14 +201,14 @@ impl Engine {
         }
         let matched = std::mem::take(&mut self.matched);
         for &rule in &matched {
-            self.evaluate(partition, rule, entity_key, watermark, now_ms, out);
+            self.evaluate(position, rule, entity_key, watermark, now_ms, out);
         }
         self.matched = matched;
     }
 
     fn evaluate(
         &mut self,
-        partition: PartitionId,
+        position: RecordPosition,
         rule_index: usize,
         entity_key: &str,
         watermark: i64,
@@ -203,7 +216,7 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         let rule_name = Arc::clone(&self.rule_names[rule_index]);
-        let Some(state) = self.partitions.get_mut(&partition) else {
+        let Some(state) = self.partitions.get_mut(&position.partition) else {
             return;
         };
         let Some(entity) = state.entities.get_mut(entity_key) else {
@@ -215,7 +228,8 @@ impl Engine {
         }
         let (result, evidence) = {
             let mut frame = self.frame.borrow_mut();
-            frame.now_ms = watermark;
+            frame.now_ms = entity.last_seen_ms;
+            frame.partition_now_ms = watermark;
             frame.evidence.clear();
             std::mem::swap(&mut frame.entity, entity);
             drop(frame);
@@ -230,7 +244,7 @@ impl Engine {
             Ok(true) => {
                 self.stats.verdicts_failure += 1;
                 let rule = &self.rules.rules()[rule_index];
-                let incident = incident_id(&rule.decl.name, entity_key, watermark);
+                let incident = incident_id(&rule.decl.name, entity_key, position);
                 let mut verdict = Decision::new(
                     DecisionKind::Verdict,
                     now_ms,
@@ -291,7 +305,7 @@ impl Engine {
                 entity.incidents.push(Incident {
                     id: incident,
                     rule: rule_name,
-                    opened_at_ms: watermark,
+                    opened_at_ms: entity.last_seen_ms,
                     state: IncidentState::Remediating,
                     attempt: 1,
                     command_id: id.clone(),
@@ -376,9 +390,9 @@ impl Engine {
             &incident.rule,
             &entity_key,
             if detail.is_empty() {
-                format!("actuator reported {:?}", ack.status).to_lowercase()
+                format!("actuator reported {}", ack.status.as_str())
             } else {
-                format!("actuator reported {:?}: {detail}", ack.status).to_lowercase()
+                format!("actuator reported {}: {detail}", ack.status.as_str())
             },
         );
         record.incident = Some(incident.id.clone());

@@ -228,15 +228,24 @@ fn validate(raw: RawEvent<'_>) -> Result<TelemetryEvent<'_>, DecodeError> {
     }
     let ts_ms = match raw.ts {
         None => None,
-        Some(raw_ts) => Some(parse_ts(raw_ts.get()).ok_or_else(|| {
-            invalid(
-                "ts",
-                format!(
-                    "{} is neither ms since the epoch nor an RFC 3339 timestamp",
-                    raw_ts.get()
-                ),
-            )
-        })?),
+        Some(raw_ts) => {
+            let ts = parse_ts(raw_ts.get()).ok_or_else(|| {
+                invalid(
+                    "ts",
+                    format!(
+                        "{} is neither ms since the epoch nor an RFC 3339 timestamp",
+                        raw_ts.get()
+                    ),
+                )
+            })?;
+            if !(0..=MAX_TS_MS).contains(&ts) {
+                return Err(invalid(
+                    "ts",
+                    format!("{ts} is outside 1970..9999 in ms since the epoch (microseconds or nanoseconds?)"),
+                ));
+            }
+            Some(ts)
+        }
     };
     let (value, status) = match kind {
         Kind::Metric => {
@@ -267,6 +276,11 @@ fn validate(raw: RawEvent<'_>) -> Result<TelemetryEvent<'_>, DecodeError> {
         attrs: raw.attrs,
     })
 }
+
+/// The latest event time accepted: 9999-12-31T23:59:59.999Z. A larger `ts` is almost always
+/// microseconds or nanoseconds sent as milliseconds; taking it would push the partition's
+/// event time so far ahead that every window looked empty.
+pub const MAX_TS_MS: i64 = 253_402_300_799_999;
 
 /// Reads the raw JSON of `ts`: an integer of ms, or a quoted RFC 3339 string; `null` is absent.
 fn parse_ts(json: &str) -> Option<i64> {

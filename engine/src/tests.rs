@@ -1,7 +1,7 @@
 use crate::telemetry::{decode, DecodeError, Kind};
 use crate::window::SeriesWindow;
 use crate::wire::{AckStatus, DecisionKind, IncidentState, Output};
-use crate::{Ack, Engine, EngineConfig, PartitionId};
+use crate::{Ack, Engine, EngineConfig, RecordPosition};
 use salve_rules::{RuleSet, SHIPPED_RULES};
 use std::borrow::Cow;
 
@@ -210,12 +210,24 @@ fn exit(entity: &str, ts: i64) -> String {
     format!(r#"{{"entity":"{entity}","ts":{ts},"kind":"event","name":"process_exit"}}"#)
 }
 
+fn at(offset: i64) -> RecordPosition {
+    RecordPosition {
+        offset,
+        ..RecordPosition::default()
+    }
+}
+
 fn feed(engine: &mut Engine, events: &[String]) -> Vec<Output> {
+    feed_from(engine, 0, events)
+}
+
+/// Feeds `events` as if they sat at consecutive offsets from `first`.
+fn feed_from(engine: &mut Engine, first: i64, events: &[String]) -> Vec<Output> {
     let mut out = Vec::new();
-    for event in events {
+    for (i, event) in events.iter().enumerate() {
         engine
             .on_message(
-                PartitionId::default(),
+                at(first + i as i64),
                 None,
                 event.as_bytes(),
                 None,
@@ -253,7 +265,10 @@ fn three_exits_within_a_minute_issue_one_restart_with_evidence() {
     let cmd = cmds[0];
     assert_eq!(cmd.action, "restart");
     assert_eq!(cmd.entity, "checkout/pod-1");
-    assert_eq!(cmd.id, "crash_loop/checkout/pod-1@40000#1");
+    assert_eq!(
+        cmd.id, "crash_loop/checkout/pod-1@0:0:2#1",
+        "the third record opened it"
+    );
     assert_eq!(cmd.expires_at - cmd.issued_at, 30_000);
     assert!(
         cmd.reason.contains("count(process_exit, 60s) = 3"),
@@ -285,15 +300,78 @@ fn exits_spread_over_more_than_a_minute_issue_nothing() {
 }
 
 #[test]
-fn the_same_events_give_the_same_command_id() {
+fn redelivered_records_give_the_same_command_id_whatever_the_clock() {
     let events = [exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)];
-    let first = commands(&feed(&mut engine_with(&[]), &events))[0]
+    let first = commands(&feed_from(&mut engine_with(&[]), 500, &events))[0]
         .id
         .clone();
-    let second = commands(&feed(&mut engine_with(&[]), &events))[0]
-        .id
-        .clone();
-    assert_eq!(first, second);
+    // Another process, later, with another entity's newer event before these on the partition.
+    let mut engine = engine_with(&[]);
+    let mut out = Vec::new();
+    engine
+        .on_message(
+            at(10),
+            None,
+            exit("b", 90_000).as_bytes(),
+            None,
+            777_777,
+            &mut out,
+        )
+        .expect("valid");
+    let second = feed_from(&mut engine, 500, &events);
+    let second = commands(&second);
+    assert_eq!(second.len(), 1);
+    assert_eq!(first, second[0].id);
+}
+
+#[test]
+fn a_new_incident_never_reuses_an_old_command_id() {
+    // Resolved at once, then failing again with no newer event time: the ids must differ,
+    // or an actuator that dedups by id would skip the second restart.
+    let mut engine = engine_with(&[]);
+    let out = feed(
+        &mut engine,
+        &[exit("z", 3_000), exit("z", 3_000), exit("z", 3_000)],
+    );
+    let first = commands(&out)[0].id.clone();
+    let mut acked = Vec::new();
+    engine.on_ack(&ack(&first, AckStatus::Succeeded), 0, &mut acked);
+    let again = feed_from(&mut engine, 3, &[exit("z", 3_000)]);
+    let second = commands(&again)[0].id.clone();
+    assert_ne!(first, second);
+}
+
+#[test]
+fn rules_cannot_keep_state_in_their_params() {
+    let counter = "fn condition(p) { p.n += 1; p.n >= 2 } #{ name: \"counter\", select: [#{ name: \"tick\" }], params: #{ n: 0 }, action: \"a\" }";
+    let mut engine = engine_with(&[("counter.rhai", counter)]);
+    let tick = |e: &str| format!(r#"{{"entity":"{e}","ts":1,"kind":"event","name":"tick"}}"#);
+    let out = feed(&mut engine, &[tick("a"), tick("b"), tick("c")]);
+    assert!(
+        commands(&out).is_empty(),
+        "each call sees the declared params"
+    );
+    assert_eq!(engine.stats().rule_evaluations, 3);
+}
+
+#[test]
+fn a_window_shorter_than_the_resolution_is_an_error() {
+    let short = "fn condition(p) { count(\"tick\", \"500ms\") > 0 } #{ name: \"short\", select: [#{ name: \"tick\" }], action: \"a\" }";
+    let mut engine = engine_with(&[("short.rhai", short)]);
+    feed(
+        &mut engine,
+        &[r#"{"entity":"a","ts":1,"kind":"event","name":"tick"}"#.to_owned()],
+    );
+    assert_eq!(engine.stats().rule_errors, 1);
+}
+
+#[test]
+fn timestamps_in_micro_or_nanoseconds_are_rejected() {
+    for ts in ["1795514420500000", "1795514420500000000", "-5"] {
+        let bytes = format!(r#"{{"entity":"a","ts":{ts},"kind":"event","name":"x"}}"#);
+        let error = decode(bytes.as_bytes(), None, MB).expect_err("implausible ts");
+        assert!(error.to_string().contains("`ts`"), "{error}");
+    }
 }
 
 fn ack(command_id: &str, status: AckStatus) -> Ack {
@@ -353,14 +431,7 @@ fn no_ack_before_the_deadline_fails_the_attempt() {
     let mut out = Vec::new();
     for ts in [1_000, 2_000, 3_000] {
         engine
-            .on_message(
-                PartitionId::default(),
-                None,
-                exit("a", ts).as_bytes(),
-                None,
-                100,
-                &mut out,
-            )
+            .on_message(at(ts), None, exit("a", ts).as_bytes(), None, 100, &mut out)
             .expect("valid");
     }
     assert_eq!(engine.next_deadline(), Some(30_100));
@@ -408,6 +479,44 @@ fn label_selectors_must_match() {
     let cmds = commands(&out);
     assert_eq!(cmds.len(), 1);
     assert_eq!(cmds[0].entity, "db-1");
+}
+
+#[test]
+fn zero_limits_are_refused_because_rhai_reads_zero_as_unlimited() {
+    let mut config = EngineConfig::default();
+    config.limits.max_operations = 0;
+    let error = config.validate().expect_err("zero").to_string();
+    assert!(error.contains("engine.limits.max_operations"), "{error}");
+}
+
+#[test]
+fn ack_details_keep_their_case() {
+    let mut engine = engine_with(&[]);
+    let out = feed(
+        &mut engine,
+        &[exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)],
+    );
+    let id = commands(&out)[0].id.clone();
+    let mut out = Vec::new();
+    engine.on_ack(
+        &Ack {
+            detail: Some("Pod DELETED".into()),
+            ..ack(&id, AckStatus::Failed)
+        },
+        1,
+        &mut out,
+    );
+    let reasons: Vec<&str> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Decision(d) => Some(d.reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("Pod DELETED")),
+        "{reasons:?}"
+    );
 }
 
 #[test]

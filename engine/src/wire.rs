@@ -47,6 +47,18 @@ pub enum AckStatus {
     Rejected,
 }
 
+impl AckStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckStatus::Received => "received",
+            AckStatus::Succeeded => "succeeded",
+            AckStatus::Failed => "failed",
+            AckStatus::Rejected => "rejected",
+        }
+    }
+}
+
 /// An acknowledgement, on the acks topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ack {

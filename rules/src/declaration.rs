@@ -117,10 +117,17 @@ impl Declaration {
         };
         let ack_timeout_ms = match map.get("ack_timeout") {
             None => None,
-            Some(value) => Some(
-                duration_ms(value)
-                    .map_err(|e| error("ack_timeout", format!("`ack_timeout`: {e}")))?,
-            ),
+            Some(value) => {
+                let ms = duration_ms(value)
+                    .map_err(|e| error("ack_timeout", format!("`ack_timeout`: {e}")))?;
+                if ms == 0 {
+                    return Err(error(
+                        "ack_timeout",
+                        "`ack_timeout` must be longer than zero".into(),
+                    ));
+                }
+                Some(ms)
+            }
         };
         Ok(Self {
             name,

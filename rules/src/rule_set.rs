@@ -199,7 +199,8 @@ fn load_one(runtime: &Runtime, file: &str, source: &str) -> Result<Rule, LoadErr
         message: e.message,
     })?;
     let params_json = to_json(&Dynamic::from_map(decl.params.clone()));
-    let params = Dynamic::from_map(decl.params.clone()).into_shared();
+    // Not shared: each call gets its own copy, so a rule cannot keep state between calls.
+    let params = Dynamic::from_map(decl.params.clone());
     // The top level ran once above; per-event calls run only the functions.
     let ast = ast.clone_functions_only();
     Ok(Rule {

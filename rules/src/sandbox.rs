@@ -97,7 +97,8 @@ impl Runtime {
             .set_fail_on_invalid_map_property(true);
         // `eval` would let a rule compile code the loader never checked.
         engine.disable_symbol("eval");
-        engine.on_print(|text| tracing::info!(target: "salve::rule_print", "{text}"));
+        // Rules run on every matching event: their prints are for debugging, not for the log.
+        engine.on_print(|text| tracing::debug!(target: "salve::rule_print", "{text}"));
         engine.on_debug(|text, source, pos| {
             tracing::debug!(target: "salve::rule_print", source = source.unwrap_or(""), line = pos.line().unwrap_or(0), "{text}")
         });

@@ -269,3 +269,85 @@ fn a_missing_ack_fails_the_attempt_and_a_bad_ack_is_dead_lettered() {
     let report = salve.stop();
     assert_eq!(report.engine.attempts_timed_out, 1);
 }
+
+#[test]
+fn when_outputs_cannot_be_delivered_salve_stops_without_committing() {
+    let broker = TestBroker::new("undeliverable");
+    let Some(embedded) = broker.embedded() else {
+        eprintln!("fault injection needs the mock cluster; this test checks nothing on an external broker");
+        return;
+    };
+    let t = now_ms();
+    for i in 0..3 {
+        broker.produce(
+            &broker.topics.telemetry[0],
+            Some("checkout/pod-5"),
+            exit_event("checkout/pod-5", t + i).as_bytes(),
+        );
+    }
+    // Every produce request fails for a while: the command and its decisions are not delivered.
+    embedded.fail_next_produce_requests(1_000);
+    let error = RunningSalve::start(broker.config()).wait_for_failure();
+    assert!(
+        error.contains("could not be delivered") && error.contains("not committed"),
+        "{error}"
+    );
+
+    // Nothing was committed, so a healthy restart processes the same events again.
+    embedded.clear_produce_faults();
+    let salve = RunningSalve::start(broker.config());
+    let records = broker.read_until(&broker.topics.commands, |r| !r.is_empty());
+    assert_eq!(commands_for(&records, "checkout/pod-5").len(), 1);
+    let report = salve.stop();
+    assert_eq!(report.engine.events_in, 3, "all three events came back");
+}
+
+#[test]
+fn a_second_member_joining_keeps_both_alive_and_the_kept_partitions_state() {
+    let broker = TestBroker::new("rebalance");
+    let config = broker.config();
+    let first = RunningSalve::start(config.clone());
+    let t = now_ms();
+    // Entities on both partitions, so that one partition can move to the newcomer and the
+    // other can stay with the first member.
+    let entities: Vec<String> = (0..8).map(|i| format!("checkout/pod-r{i}")).collect();
+    for entity in &entities {
+        for i in 0..2 {
+            broker.produce(
+                &broker.topics.telemetry[0],
+                Some(entity),
+                exit_event(entity, t + i).as_bytes(),
+            );
+        }
+    }
+    let second = RunningSalve::start(config);
+    std::thread::sleep(Duration::from_secs(8));
+    for entity in &entities {
+        broker.produce(
+            &broker.topics.telemetry[0],
+            Some(entity),
+            exit_event(entity, t + 2).as_bytes(),
+        );
+    }
+    let records = broker.read_for(&broker.topics.commands, Duration::from_secs(10), |r| {
+        r.len() >= entities.len()
+    });
+    let restarted = entities
+        .iter()
+        .filter(|e| !commands_for(&records, e).is_empty())
+        .count();
+    // Cooperative rebalancing leaves the partitions that stay with the first member, and
+    // their windows, alone: their entities reach three exits and are restarted. (An eager
+    // rebalance revoked everything and dropped all windows: no restarts at all.) A partition
+    // that moves arrives without its windows until state is kept in a changelog topic, so
+    // not every entity is expected here.
+    assert!(
+        restarted > 0,
+        "no entity restarted: every partition lost its state"
+    );
+    // Both members stop cleanly (a failed commit during the rebalance used to kill one), and
+    // between them they consumed every event.
+    let a = first.stop();
+    let b = second.stop();
+    assert!(a.engine.events_in + b.engine.events_in >= 24, "{a:?} {b:?}");
+}

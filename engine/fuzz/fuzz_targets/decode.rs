@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use salve_engine::{Ack, Engine, EngineConfig, PartitionId};
+use salve_engine::{Ack, Engine, EngineConfig, RecordPosition};
 
 fuzz_target!(|data: &[u8]| {
     let (key, payload) = match data.split_first() {
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = Ack::decode(payload);
     if let Ok(mut engine) = Engine::new(EngineConfig::default(), |_| Ok(Default::default())) {
         let mut out = Vec::new();
-        let _ = engine.on_message(PartitionId::default(), key, payload, Some(0), 0, &mut out);
+        let _ = engine.on_message(RecordPosition::default(), key, payload, Some(0), 0, &mut out);
         let _ = engine.on_ack_message(payload, 0, &mut out);
         engine.tick(i64::MAX, &mut out);
     }

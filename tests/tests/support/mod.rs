@@ -70,6 +70,11 @@ impl TestBroker {
         }
     }
 
+    /// The embedded broker, for fault injection; `None` on an external broker.
+    pub fn embedded(&self) -> Option<&EmbeddedBroker> {
+        self.embedded.as_ref()
+    }
+
     /// True when the test runs against an external broker.
     pub fn is_external(&self) -> bool {
         self.embedded.is_none()
@@ -229,6 +234,20 @@ impl RunningSalve {
     pub fn stop(mut self) -> RunReport {
         self.shutdown.graceful();
         self.join()
+    }
+
+    /// Waits for salve to stop by itself with an error, and returns it.
+    pub fn wait_for_failure(mut self) -> String {
+        let handle = self.handle.take().expect("running");
+        let start = Instant::now();
+        while !handle.is_finished() {
+            assert!(start.elapsed() < PATIENCE, "salve kept running");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        match handle.join().expect("salve thread") {
+            Ok(report) => panic!("salve stopped without an error: {report:?}"),
+            Err(error) => error,
+        }
     }
 
     /// Stop as a crash would: nothing more is committed.
