@@ -56,6 +56,14 @@ enum Command {
         /// The rules directory.
         dir: PathBuf,
     },
+    /// Run the rule test cases in DIR/tests/ against the rules in DIR.
+    Test {
+        /// The rules directory; its cases are in DIR/tests/<case>/.
+        dir: PathBuf,
+        /// Write each case's expected.jsonl from what the rules do now, instead of comparing.
+        #[arg(long)]
+        update: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +79,7 @@ fn main() -> ExitCode {
             events,
         } => replay_command(rules, config, ack, ack_map, &ack_delay, &events),
         Command::Check { dir } => check(&dir),
+        Command::Test { dir, update } => test(&dir, update),
     }
 }
 
@@ -277,5 +286,26 @@ fn check(dir: &std::path::Path) -> ExitCode {
             eprintln!("{errors}");
             ExitCode::from(1)
         }
+    }
+}
+
+fn test(dir: &std::path::Path, update: bool) -> ExitCode {
+    let config = Config::default();
+    let summary = match salve::cases::test_rules(dir, &config.engine, update) {
+        Ok(summary) => summary,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    for (name, problem) in &summary.failed {
+        println!("FAIL {name}\n{problem}");
+    }
+    let verb = if update { "updated" } else { "passed" };
+    println!("{} {verb}, {} failed", summary.passed, summary.failed.len());
+    if summary.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }

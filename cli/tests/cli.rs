@@ -219,3 +219,65 @@ fn replay_prints_typed_json_lines() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("sometimes"));
 }
+
+#[test]
+fn test_passes_on_the_shipped_rule_pack() {
+    let pack = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/pack");
+    let output = salve().arg("test").arg(&pack).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    assert!(
+        !stdout.starts_with("0 passed"),
+        "the pack has cases: {stdout}"
+    );
+}
+
+#[test]
+fn test_fails_with_a_diff_when_a_rule_no_longer_does_what_its_case_expects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stricter = salve_rules::SHIPPED_RULES[0]
+        .1
+        .replace("exits: 3", "exits: 4");
+    std::fs::write(dir.path().join("crash_loop.rhai"), stricter).expect("write");
+    let case = dir.path().join("tests/three_exits");
+    std::fs::create_dir_all(&case).expect("mkdir");
+    let events: String = [0, 1_000, 2_000]
+        .iter()
+        .map(|ts| {
+            format!(
+                "{{\"entity\":\"a\",\"ts\":{ts},\"kind\":\"event\",\"name\":\"process_exit\"}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(case.join("events.jsonl"), events).expect("write");
+    // What the shipped rule does: three exits restart. The stricter copy no longer does.
+    let expected = "{\"type\":\"command\",\"v\":1,\"id\":\"crash_loop/a@0:0:3#1\",\"incident\":\"crash_loop/a@0:0:3\",\"entity\":\"a\",\"action\":\"restart\",\"params\":{},\"rule\":\"crash_loop\",\"reason\":\"count(process_exit, 60s) = 3\",\"attempt\":1,\"issued_at\":2000,\"expires_at\":32000}\n";
+    std::fs::write(case.join("expected.jsonl"), expected).expect("write");
+    let output = salve().arg("test").arg(dir.path()).output().expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("FAIL three_exits"), "{stdout}");
+    assert!(
+        stdout.contains("- {\"type\":\"command\""),
+        "the missing command is shown: {stdout}"
+    );
+    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+
+    let output = salve()
+        .args(["test", "--update"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert!(output.status.success());
+    let output = salve().arg("test").arg(dir.path()).output().expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
