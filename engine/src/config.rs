@@ -15,6 +15,10 @@ pub struct EngineConfig {
     /// The longest window a rule may ask for; older data is dropped.
     #[serde(rename = "max_window", deserialize_with = "duration")]
     pub max_window_ms: i64,
+    /// An entity not heard from for this long (in event time) is forgotten, unless it has an
+    /// open incident. Keeps memory bounded as entities come and go (pods get new names).
+    #[serde(rename = "entity_ttl", deserialize_with = "duration")]
+    pub entity_ttl_ms: i64,
     /// How long to wait for an actuator's ack when a rule sets no `ack_timeout`.
     #[serde(rename = "ack_timeout", deserialize_with = "duration")]
     pub ack_timeout_ms: i64,
@@ -28,6 +32,7 @@ impl Default for EngineConfig {
             max_event_bytes: 1024 * 1024,
             resolution_ms: 1_000,
             max_window_ms: 15 * 60 * 1_000,
+            entity_ttl_ms: 60 * 60 * 1_000,
             ack_timeout_ms: 30_000,
             limits: Limits::default(),
         }
@@ -57,6 +62,12 @@ impl EngineConfig {
             return Err(InvalidEngineConfig {
                 key: "max_window",
                 expected: "a duration at least as long as engine.resolution",
+            });
+        }
+        if self.entity_ttl_ms < self.max_window_ms {
+            return Err(InvalidEngineConfig {
+                key: "entity_ttl",
+                expected: "a duration at least as long as engine.max_window, so no window loses data an entity still needs",
             });
         }
         if self.ack_timeout_ms <= 0 {

@@ -60,6 +60,8 @@ struct PartitionState {
     deadlines: BinaryHeap<Reverse<AckDeadline>>,
     /// Open attempts by command id, for matching acks.
     open_commands: HashMap<String, Box<str>>,
+    /// The watermark at the last sweep for idle entities.
+    swept_at_ms: i64,
 }
 
 /// The decision pipeline for the partitions this process owns.
@@ -194,6 +196,11 @@ impl Engine {
             series.record_health(event.value == Some(1.0));
         }
         series.expire(entity_now, retention);
+
+        if watermark - state.swept_at_ms >= self.config.entity_ttl_ms / 10 {
+            let expired = sweep_idle(state, self.config.entity_ttl_ms);
+            self.stats.entities_expired += expired;
+        }
 
         self.router.matching(event, &mut self.matched);
         if self.matched.is_empty() {
@@ -511,6 +518,19 @@ impl std::fmt::Debug for Engine {
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
+}
+
+/// Forgets the partition's entities idle for `ttl_ms` of event time, unless an incident of
+/// theirs is open. A full pass, but only every tenth of the TTL of event time, so its cost per
+/// event stays constant.
+fn sweep_idle(state: &mut PartitionState, ttl_ms: i64) -> u64 {
+    let horizon = state.watermark_ms.saturating_sub(ttl_ms);
+    let before = state.entities.len();
+    state
+        .entities
+        .retain(|_, entity| entity.last_seen_ms > horizon || !entity.incidents.is_empty());
+    state.swept_at_ms = state.watermark_ms;
+    (before - state.entities.len()) as u64
 }
 
 fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {

@@ -31,4 +31,6 @@ pub struct Stats {
     pub attempts_failed: u64,
     /// Attempts that got no final ack before the deadline.
     pub attempts_timed_out: u64,
+    /// Entities forgotten after `engine.entity_ttl` without events.
+    pub entities_expired: u64,
 }

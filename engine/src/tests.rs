@@ -535,3 +535,28 @@ fn toml_like_config(text: &str) -> String {
         .expect_err("invalid")
         .to_string()
 }
+
+#[test]
+fn idle_entities_are_forgotten_after_the_ttl_unless_an_incident_is_open() {
+    let mut engine = engine_with(&[]);
+    let tick = |e: &str, ts: i64| {
+        format!(r#"{{"entity":"{e}","ts":{ts},"kind":"metric","name":"cpu","value":0.5}}"#)
+    };
+    // "crashing" has an open incident; "idle" just stops reporting; "busy" keeps reporting.
+    let mut events = vec![
+        exit("crashing", 0),
+        exit("crashing", 1),
+        exit("crashing", 2),
+        tick("idle", 0),
+    ];
+    for minute in 0..=70 {
+        events.push(tick("busy", minute * 60_000));
+    }
+    feed(&mut engine, &events);
+    assert_eq!(
+        engine.stats().entities_expired,
+        1,
+        "only the idle entity went"
+    );
+    assert_eq!(engine.entity_count(), 2);
+}
