@@ -178,14 +178,8 @@ impl Engine {
         let watermark = state.watermark_ms;
 
         let entity_key = event.entity.as_ref();
-        if !state.entities.contains_key(entity_key) {
-            state
-                .entities
-                .insert(Box::from(entity_key), EntityState::default());
-        }
-        let Some(entity) = state.entities.get_mut(entity_key) else {
-            return;
-        };
+        // One probe: find the entity, or insert it with an owned key.
+        let entity = state.entities.entry_ref(entity_key).or_default();
         entity.update_labels(&event.labels);
         entity.last_seen_ms = entity.last_seen_ms.max(ts);
         let entity_now = entity.last_seen_ms;

@@ -183,7 +183,15 @@ pub fn decode<'a>(
             limit: max_bytes,
         });
     }
-    let raw: RawEvent<'a> = match serde_json::from_slice(bytes) {
+    // One UTF-8 check for the whole message: parsing from bytes would check each borrowed
+    // string again.
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        DecodeError::NotJson(format!(
+            "not UTF-8: invalid byte at offset {}",
+            e.valid_up_to()
+        ))
+    })?;
+    let raw: RawEvent<'a> = match serde_json::from_str(text) {
         Ok(raw) => raw,
         Err(_) => return Err(explain(bytes)),
     };
