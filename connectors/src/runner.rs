@@ -16,7 +16,7 @@ use crate::dead_letter::{self, Source};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use salve_engine::{Engine, Output, PartitionId, RecordPosition, Stats};
@@ -312,14 +312,20 @@ impl Publisher<'_> {
         Ok(())
     }
 
+    /// Sends `message` to the dead-letter topic, with why and where it came from.
     fn dead_letter(
         &mut self,
-        key: Option<&[u8]>,
-        payload: &[u8],
+        message: &BorrowedMessage<'_>,
         code: &str,
         reason: &str,
-        source: Source<'_>,
     ) -> Result<(), RunError> {
+        let payload = message.payload().unwrap_or_default();
+        let key = message.key();
+        let source = Source {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
         let (headers, kept): (OwnedHeaders, &[u8]) = dead_letter::record(
             payload,
             code,
@@ -327,12 +333,11 @@ impl Publisher<'_> {
             source,
             self.topics.dead_letter_max_bytes,
         );
-        let key = key.map(String::from_utf8_lossy);
-        let mut record = BaseRecord::to(&self.topics.dead_letter)
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topics.dead_letter)
             .payload(kept)
             .headers(headers);
-        if let Some(key) = key.as_deref() {
-            record = record.key(key);
+        if let Some(key) = key {
+            record = record.key(&key[..key.len().min(dead_letter::MAX_KEY_BYTES)]);
         }
         self.send(record)?;
         self.dead_lettered += 1;
@@ -454,18 +459,7 @@ pub fn run(
                 if let Err(error) =
                     engine.on_message(position, message.key(), payload, record_ts, now, &mut out)
                 {
-                    let source = Source {
-                        topic: message.topic(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                    };
-                    publisher.dead_letter(
-                        message.key(),
-                        payload,
-                        error.code(),
-                        &error.to_string(),
-                        source,
-                    )?;
+                    publisher.dead_letter(&message, error.code(), &error.to_string())?;
                 }
                 publisher.outputs(&mut out)?;
                 pending
@@ -489,18 +483,7 @@ pub fn run(
                 };
                 let payload = message.payload().unwrap_or_default();
                 if let Err(error) = engine.on_ack_message(payload, now, &mut out) {
-                    let source = Source {
-                        topic: message.topic(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                    };
-                    publisher.dead_letter(
-                        message.key(),
-                        payload,
-                        "invalid_ack",
-                        &error.to_string(),
-                        source,
-                    )?;
+                    publisher.dead_letter(&message, "invalid_ack", &error.to_string())?;
                 }
             }
             engine.tick(now, &mut out);

@@ -17,6 +17,13 @@ pub struct EntityState {
 }
 
 impl EntityState {
+    /// The index of the open incident whose current attempt is `command_id`.
+    pub fn incident_by_command(&self, command_id: &str) -> Option<usize> {
+        self.incidents
+            .iter()
+            .position(|i| i.command_id == command_id)
+    }
+
     /// The series called `name`, if the entity has reported it.
     pub fn series(&self, name: &str) -> Option<&SeriesWindow> {
         self.series.iter().find(|s| s.name() == name)

@@ -374,11 +374,7 @@ impl Engine {
             self.stats.acks_unmatched += 1;
             return;
         };
-        let Some(position) = entity
-            .incidents
-            .iter()
-            .position(|i| i.command_id == ack.command_id)
-        else {
+        let Some(position) = entity.incident_by_command(&ack.command_id) else {
             self.stats.acks_unmatched += 1;
             return;
         };
@@ -426,18 +422,13 @@ impl Engine {
         };
         let incident = entity.incidents.remove(position);
         state.open_commands.remove(&ack.command_id);
-        let mut closed = transition(
-            now_ms,
-            &incident.rule,
+        out.push(Output::Decision(close_attempt(
+            incident,
             &entity_key,
-            &incident.id,
-            Some(incident.state),
+            now_ms,
             to,
             reason,
-        );
-        closed.attempt = Some(incident.attempt);
-        closed.command_id = Some(incident.command_id);
-        out.push(Output::Decision(closed));
+        )));
     }
 
     /// Fires every deadline at or before `now_ms`.
@@ -457,30 +448,22 @@ impl Engine {
                 let Some(entity) = state.entities.get_mut(&entity_key) else {
                     continue;
                 };
-                let Some(position) = entity
-                    .incidents
-                    .iter()
-                    .position(|i| i.command_id == deadline.command_id)
-                else {
+                let Some(position) = entity.incident_by_command(&deadline.command_id) else {
                     continue;
                 };
                 let incident = entity.incidents.remove(position);
                 self.stats.attempts_timed_out += 1;
-                let mut closed = transition(
-                    now_ms,
-                    &incident.rule,
-                    &entity_key,
-                    &incident.id,
-                    Some(incident.state),
-                    IncidentState::Failed,
-                    format!(
-                        "no final ack within {} ms of issuing the command",
-                        incident.ack_deadline_ms - incident.issued_at_ms
-                    ),
+                let reason = format!(
+                    "no final ack within {} ms of issuing the command",
+                    incident.ack_deadline_ms - incident.issued_at_ms
                 );
-                closed.attempt = Some(incident.attempt);
-                closed.command_id = Some(incident.command_id);
-                out.push(Output::Decision(closed));
+                out.push(Output::Decision(close_attempt(
+                    incident,
+                    &entity_key,
+                    now_ms,
+                    IncidentState::Failed,
+                    reason,
+                )));
             }
         }
     }
@@ -550,6 +533,28 @@ fn transition(
     record.from = from;
     record.to = Some(to);
     record
+}
+
+/// The transition that closes an incident's current attempt.
+fn close_attempt(
+    incident: Incident,
+    entity: &str,
+    now_ms: i64,
+    to: IncidentState,
+    reason: String,
+) -> Decision {
+    let mut closed = transition(
+        now_ms,
+        &incident.rule,
+        entity,
+        &incident.id,
+        Some(incident.state),
+        to,
+        reason,
+    );
+    closed.attempt = Some(incident.attempt);
+    closed.command_id = Some(incident.command_id);
+    closed
 }
 
 /// "count(process_exit, 60s) = 3": the evidence as one line for the command's `reason`.

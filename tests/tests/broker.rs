@@ -7,6 +7,17 @@ use salve_connectors::dead_letter::headers;
 use std::time::Duration;
 use support::{exit_event, matching, now_ms, RunningSalve, TestBroker};
 
+/// Produces `count` exits of `entity`, `step_ms` apart from `t`, keyed by the entity.
+fn produce_exits(broker: &TestBroker, entity: &str, t: i64, count: i64, step_ms: i64) {
+    for i in 0..count {
+        broker.produce(
+            &broker.topics.telemetry[0],
+            Some(entity),
+            exit_event(entity, t + i * step_ms).as_bytes(),
+        );
+    }
+}
+
 fn commands_for(records: &[support::Record], entity: &str) -> Vec<serde_json::Value> {
     matching(records, |v| {
         v["entity"] == entity && v["action"] == "restart"
@@ -18,13 +29,7 @@ fn three_exits_yield_one_restart_and_an_ack_resolves_the_incident() {
     let broker = TestBroker::new("loop");
     let salve = RunningSalve::start(broker.config());
     let t = now_ms();
-    for i in 0..3 {
-        broker.produce(
-            &broker.topics.telemetry[0],
-            Some("checkout/pod-1"),
-            exit_event("checkout/pod-1", t + i * 1_000).as_bytes(),
-        );
-    }
+    produce_exits(&broker, "checkout/pod-1", t, 3, 1_000);
     let records = broker.read_until(&broker.topics.commands, |r| !r.is_empty());
     let commands = commands_for(&records, "checkout/pod-1");
     assert_eq!(commands.len(), 1, "{commands:?}");
@@ -65,13 +70,7 @@ fn a_restart_before_the_commit_redelivers_and_resends_the_same_command_id() {
     config.kafka.commit_interval_ms = 3_600_000;
     let salve = RunningSalve::start(config.clone());
     let t = now_ms();
-    for i in 0..3 {
-        broker.produce(
-            &broker.topics.telemetry[0],
-            Some("checkout/pod-1"),
-            exit_event("checkout/pod-1", t + i * 1_000).as_bytes(),
-        );
-    }
+    produce_exits(&broker, "checkout/pod-1", t, 3, 1_000);
     broker.read_until(&broker.topics.commands, |r| !r.is_empty());
     let crashed = salve.kill();
     assert_eq!(crashed.commits, 0, "a crash commits nothing");
@@ -215,13 +214,7 @@ fn a_rule_stuck_in_a_loop_is_stopped_and_the_other_rules_still_act() {
     config.rules.dir = Some(rules.path().to_owned());
     let salve = RunningSalve::start(config);
     let t = now_ms();
-    for i in 0..3 {
-        broker.produce(
-            &broker.topics.telemetry[0],
-            Some("checkout/pod-3"),
-            exit_event("checkout/pod-3", t + i).as_bytes(),
-        );
-    }
+    produce_exits(&broker, "checkout/pod-3", t, 3, 1);
     let records = broker.read_until(&broker.topics.commands, |r| !r.is_empty());
     assert_eq!(commands_for(&records, "checkout/pod-3").len(), 1);
     let report = salve.stop();
@@ -245,13 +238,7 @@ fn a_missing_ack_fails_the_attempt_and_a_bad_ack_is_dead_lettered() {
     let salve = RunningSalve::start(config);
     broker.produce(&broker.topics.acks, None, b"{\"status\":\"succeeded\"}");
     let t = now_ms();
-    for i in 0..3 {
-        broker.produce(
-            &broker.topics.telemetry[0],
-            Some("checkout/pod-4"),
-            exit_event("checkout/pod-4", t + i).as_bytes(),
-        );
-    }
+    produce_exits(&broker, "checkout/pod-4", t, 3, 1);
     let decisions = broker.read_until(&broker.topics.decisions, |r| {
         !matching(r, |v| v["to"] == "failed").is_empty()
     });
@@ -278,13 +265,7 @@ fn when_outputs_cannot_be_delivered_salve_stops_without_committing() {
         return;
     };
     let t = now_ms();
-    for i in 0..3 {
-        broker.produce(
-            &broker.topics.telemetry[0],
-            Some("checkout/pod-5"),
-            exit_event("checkout/pod-5", t + i).as_bytes(),
-        );
-    }
+    produce_exits(&broker, "checkout/pod-5", t, 3, 1);
     // Every produce request fails for a while: the command and its decisions are not delivered.
     embedded.fail_next_produce_requests(1_000);
     let error = RunningSalve::start(broker.config()).wait_for_failure();
