@@ -1,0 +1,633 @@
+//! End-to-end throughput, in one run, on librdkafka's mock cluster (salve's embedded broker):
+//!
+//! - (a) a bare rdkafka `BaseConsumer` reading the telemetry topic: the ceiling;
+//! - (b) salve's runner (`salve_connectors::run`) with the shipped rules, consuming the same
+//!   topic in a fresh consumer group, publishing commands and decisions, committing;
+//! - (c) the same engine fed the same messages from memory: the engine's own cost;
+//! - (d) a plain `BaseConsumer` poll loop that hands each message to the engine, publishing
+//!   and committing nothing: what the runner adds on top of polling and the engine.
+//!
+//! The topic is pre-produced before any measurement. Each partition starts and ends with a
+//! burst of three `process_exit` events of a sentinel entity, which the `crash_loop` rule
+//! turns into a command. (b) is timed from the first start-sentinel command seen on the
+//! commands topic to the last end-sentinel command, so the consumer group's join (3 s on the
+//! mock cluster) is not counted, and the end is known without peeking into the runner.
+//! (a) and (d) are timed from their first message to their last.
+//!
+//! `cargo run --release -p salve-benches --bin throughput -- --events 1000000 --repeat 3`
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use salve_benches::{
+    current_tid, feed, generate, machine, process_cpu, shipped_engine, thousands, thread_cpu,
+    wall_ms, Message, WorkloadSpec, BASE_TS_MS,
+};
+use salve_connectors::{EmbeddedBroker, KafkaConfig, RunReport, Shutdown, TopicsConfig};
+use salve_engine::{Engine, Output, PartitionId, RecordPosition};
+use std::collections::{BTreeMap, HashSet};
+use std::error::Error;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+const TELEMETRY: &str = "bench.telemetry";
+/// Stay well under the ~5 MiB the mock cluster keeps per partition.
+const BYTES_PER_PARTITION: usize = 4 * 1024 * 1024;
+
+type Failure = Box<dyn Error + Send + Sync>;
+
+/// salve's end-to-end throughput against a bare consumer, on the embedded broker.
+#[derive(Parser, Debug)]
+#[command(name = "throughput")]
+struct Args {
+    /// Telemetry events to pre-produce (6 sentinel events per partition come on top).
+    #[arg(long, env = "SALVE_BENCH_EVENTS", default_value_t = 50_000)]
+    events: usize,
+    /// Distinct entities, each reporting 5 series per round. Default: events / 50 (10 rounds),
+    /// at least 1000.
+    #[arg(long, env = "SALVE_BENCH_ENTITIES")]
+    entities: Option<usize>,
+    /// Partitions of the telemetry topic. Default: enough to keep each under 4 MiB.
+    #[arg(long)]
+    partitions: Option<i32>,
+    /// Runs of each phase; the summary shows the median.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Which phases to run, e.g. `b` alone for profiling: a = bare consumer, b = salve's
+    /// runner, c = the engine from memory, d = a bare consumer loop that calls the engine
+    /// (no publishing, no commits: splits (b)'s cost between the engine and the runner).
+    #[arg(long, default_value = "abcd")]
+    phases: String,
+    /// An extra librdkafka consumer property, KEY=VALUE, for (a), (b) and (d) alike; repeatable.
+    /// For tuning experiments: the documented figures use none.
+    #[arg(long = "consumer", value_parser = property)]
+    consumer: Vec<(String, String)>,
+    /// An extra librdkafka producer property for salve's output producer in (b); repeatable.
+    #[arg(long = "producer", value_parser = property)]
+    producer: Vec<(String, String)>,
+    /// Give up on a phase after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+fn property(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
+}
+
+/// Extra client properties from the command line.
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    consumer: BTreeMap<String, String>,
+    producer: BTreeMap<String, String>,
+}
+
+/// A point in time, with the CPU time spent so far.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    process: Option<Duration>,
+    thread: Option<Duration>,
+}
+
+impl Sample {
+    fn now(tid: Option<u32>) -> Self {
+        Self {
+            at: Instant::now(),
+            process: process_cpu(),
+            thread: tid.and_then(thread_cpu),
+        }
+    }
+}
+
+/// One measured phase.
+#[derive(Debug, Clone)]
+struct Phase {
+    name: &'static str,
+    events: u64,
+    elapsed: Duration,
+    /// CPU time of the whole process (librdkafka's threads and the mock broker included).
+    process_cpu: Option<Duration>,
+    /// CPU time of the thread that polls (a) or runs the engine (b, c, d).
+    thread_cpu: Option<Duration>,
+}
+
+impl Phase {
+    fn between(name: &'static str, events: u64, start: Sample, end: Sample) -> Self {
+        let diff = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
+        Self {
+            name,
+            events,
+            elapsed: end.at - start.at,
+            process_cpu: diff(start.process, end.process),
+            thread_cpu: diff(start.thread, end.thread),
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// CPU time as a share of wall time; "-" when too short for the kernel's 10 ms ticks.
+fn percent(part: Option<Duration>, whole: Duration) -> String {
+    if whole < Duration::from_millis(500) {
+        return "-".into();
+    }
+    part.map_or("?".into(), |p| {
+        format!(
+            "{:.0}%",
+            100.0 * p.as_secs_f64() / whole.as_secs_f64().max(1e-9)
+        )
+    })
+}
+
+fn sentinel(kind: &str, partition: i32, index: i64, ts_ms: i64) -> Message {
+    let entity = format!("bench/{kind}-{partition:03}");
+    let payload = format!(
+        r#"{{"v":1,"entity":"{entity}","ts":{},"kind":"event","name":"process_exit","labels":{{"service":"bench"}}}}"#,
+        ts_ms + index
+    );
+    Message {
+        key: entity,
+        payload: payload.into_bytes(),
+        partition,
+    }
+}
+
+fn main() -> Result<(), Failure> {
+    let args = Args::parse();
+    let entities = args.entities.unwrap_or((args.events / 50).max(1_000));
+    let timeout = Duration::from_secs(args.timeout);
+    let repeat = args.repeat.max(1);
+    let run = |phase: char| args.phases.contains(phase);
+    let extra = Extra {
+        consumer: args.consumer.iter().cloned().collect(),
+        producer: args.producer.iter().cloned().collect(),
+    };
+    if !extra.consumer.is_empty() || !extra.producer.is_empty() {
+        println!("extra client properties: {extra:?}");
+    }
+    println!("machine: {}", machine());
+
+    // The workload, with the sentinels around it.
+    let started = Instant::now();
+    let mut spec = WorkloadSpec::new(args.events, entities, 1);
+    let estimate = generate(&WorkloadSpec::new(1_000, 100, 1)).bytes() / 1_000 + 80;
+    let partitions = args.partitions.unwrap_or_else(|| {
+        let needed = (args.events * estimate).div_ceil(BYTES_PER_PARTITION);
+        i32::try_from(needed.max(4)).unwrap_or(i32::MAX)
+    });
+    spec.partitions = partitions;
+    let workload = generate(&spec);
+    let mut messages: Vec<Message> = Vec::with_capacity(workload.messages.len() + 6 * 1024);
+    for p in 0..partitions {
+        messages.extend((0..3).map(|i| sentinel("start", p, i, BASE_TS_MS - 10_000)));
+    }
+    messages.extend(workload.messages.iter().cloned());
+    for p in 0..partitions {
+        messages.extend((0..3).map(|i| sentinel("end", p, i, workload.last_ts_ms + 1_000)));
+    }
+    let total = messages.len() as u64;
+    let bytes: usize = messages.iter().map(|m| m.payload.len() + m.key.len()).sum();
+    println!(
+        "workload: {} events ({} + {} sentinels), {} entities x 5 series, {} process_exit in {} bursts, {:.0} B/event on average, {} partitions; generated in {:.1?}",
+        thousands(total),
+        thousands(workload.messages.len() as u64),
+        6 * partitions,
+        thousands(entities as u64),
+        thousands(workload.exit_events as u64),
+        thousands(workload.bursts as u64),
+        bytes as f64 / total as f64,
+        partitions,
+        started.elapsed(),
+    );
+
+    // (c) first, before the broker exists: the engine alone, on this thread.
+    let mut in_memory = Vec::new();
+    let mut fed_commands = None;
+    if run('c') {
+        let tid = current_tid();
+        for round in 1..=repeat {
+            let mut engine = shipped_engine();
+            let start = Sample::now(tid);
+            let fed = feed(&mut engine, &messages, wall_ms);
+            let end = Sample::now(tid);
+            drop(engine);
+            println!(
+                "(c) #{round}: {:.0} events/s; {} commands, {} outputs, {} decode errors",
+                fed.events as f64 / (end.at - start.at).as_secs_f64(),
+                fed.commands,
+                fed.outputs,
+                fed.decode_errors
+            );
+            fed_commands = Some(fed.commands);
+            in_memory.push(Phase::between(
+                "(c) salve engine, from memory",
+                fed.events,
+                start,
+                end,
+            ));
+        }
+    }
+
+    let mut bare = Vec::new();
+    let mut runner = Vec::new();
+    let mut polled = Vec::new();
+    if run('a') || run('b') || run('d') {
+        // The broker, and the topic filled before anything is timed.
+        let service_topics = TopicsConfig {
+            telemetry: Vec::new(),
+            ..TopicsConfig::default()
+        };
+        let broker = EmbeddedBroker::start(&service_topics)?;
+        broker.create_topic(TELEMETRY, partitions)?;
+        let bootstrap = broker.bootstrap_servers();
+        let produced = Instant::now();
+        produce(&bootstrap, &messages)?;
+        let produce_time = produced.elapsed();
+        check_retained(&bootstrap, partitions, total)?;
+        println!(
+            "produced and verified {} events in {:.1?} ({:.0} events/s); every partition holds all its events",
+            thousands(total),
+            produce_time,
+            total as f64 / produce_time.as_secs_f64()
+        );
+        let run_topics = TopicsConfig {
+            telemetry: vec![TELEMETRY.to_owned()],
+            create: false,
+            ..TopicsConfig::default()
+        };
+        for round in 1..=repeat {
+            if run('a') {
+                let phase = bare_consumer(
+                    &bootstrap,
+                    round,
+                    partitions,
+                    total,
+                    timeout,
+                    &extra.consumer,
+                    None,
+                )?;
+                println!("(a) #{round}: {:.0} events/s", phase.rate());
+                bare.push(phase);
+            }
+            if run('d') {
+                let mut engine = shipped_engine();
+                let phase = bare_consumer(
+                    &bootstrap,
+                    round,
+                    partitions,
+                    total,
+                    timeout,
+                    &extra.consumer,
+                    Some(&mut engine),
+                )?;
+                println!(
+                    "(d) #{round}: {:.0} events/s; {} commands",
+                    phase.rate(),
+                    engine.stats().commands
+                );
+                polled.push(phase);
+            }
+            if run('b') {
+                let (phase, report) =
+                    salve_runner(&bootstrap, &run_topics, &extra, round, partitions, timeout)?;
+                println!(
+                    "(b) #{round}: {:.0} events/s; the runner saw {} events, issued {} commands, published {} outputs, dead-lettered {}, committed {} times",
+                    phase.rate(),
+                    thousands(report.engine.events_in),
+                    report.engine.commands,
+                    report.published,
+                    report.dead_lettered,
+                    report.commits
+                );
+                if report.engine.events_in != total {
+                    return Err(format!(
+                        "the runner saw {} events, {total} were produced",
+                        report.engine.events_in
+                    )
+                    .into());
+                }
+                if fed_commands.is_some_and(|c| c != report.engine.commands) {
+                    println!(
+                        "note: the runner issued {} commands, the in-memory engine {fed_commands:?}",
+                        report.engine.commands
+                    );
+                }
+                runner.push(phase);
+            }
+        }
+        drop(broker);
+    }
+
+    println!();
+    println!("median of {repeat} run(s) each:");
+    println!(
+        "{:<36} {:>10} {:>8} {:>12} {:>8} {:>11} {:>12}",
+        "phase", "events", "seconds", "events/s", "vs (a)", "thread CPU", "process CPU"
+    );
+    let medians: Vec<Option<Phase>> = [&bare, &runner, &in_memory, &polled]
+        .into_iter()
+        .map(|phases| median(phases))
+        .collect();
+    let base = medians[0].as_ref().map(Phase::rate);
+    for phase in medians.iter().flatten() {
+        println!(
+            "{:<36} {:>10} {:>8.2} {:>12} {:>8} {:>11} {:>12}",
+            phase.name,
+            thousands(phase.events),
+            phase.elapsed.as_secs_f64(),
+            thousands(phase.rate() as u64),
+            base.map_or("-".into(), |b| format!("{:.0}%", 100.0 * phase.rate() / b)),
+            percent(phase.thread_cpu, phase.elapsed),
+            percent(phase.process_cpu, phase.elapsed),
+        );
+    }
+    println!();
+    if let [Some(a), Some(b), Some(c), ..] = medians.as_slice() {
+        println!(
+            "(b)/(a) = {:.2}   (c)/(a) = {:.2}   (b)/(c) = {:.2}",
+            b.rate() / a.rate(),
+            c.rate() / a.rate(),
+            b.rate() / c.rate()
+        );
+    }
+    if let Some(c) = &medians[2] {
+        println!("engine from memory: {:.0} ns/event", 1e9 / c.rate());
+    }
+    if let Some(b) = &medians[1] {
+        println!("runner: {:.0} ns/event of wall time", 1e9 / b.rate());
+    }
+    Ok(())
+}
+
+/// The phase with the median rate.
+fn median(phases: &[Phase]) -> Option<Phase> {
+    let mut sorted: Vec<&Phase> = phases.iter().collect();
+    sorted.sort_by(|x, y| x.rate().total_cmp(&y.rate()));
+    sorted.get(sorted.len() / 2).map(|p| (*p).clone())
+}
+
+fn produce(bootstrap: &str, messages: &[Message]) -> Result<(), Failure> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()?;
+    for message in messages {
+        let mut record = BaseRecord::<str, [u8]>::to(TELEMETRY)
+            .key(&message.key)
+            .payload(&message.payload)
+            .partition(message.partition);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(300))?;
+    Ok(())
+}
+
+fn plain_consumer(
+    bootstrap: &str,
+    group: &str,
+    extra: &BTreeMap<String, String>,
+) -> Result<BaseConsumer, KafkaError> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // The same as salve's runner sets.
+        .set("fetch.queue.backoff.ms", "10");
+    for (key, value) in extra {
+        config.set(key, value);
+    }
+    config.create()
+}
+
+/// The mock cluster drops a partition's oldest messages past ~5 MiB: make sure none went.
+fn check_retained(bootstrap: &str, partitions: i32, total: u64) -> Result<(), Failure> {
+    let consumer = plain_consumer(bootstrap, "bench.check", &BTreeMap::new())?;
+    let mut held = 0_u64;
+    for p in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(TELEMETRY, p, Duration::from_secs(10))?;
+        if low != 0 {
+            return Err(format!(
+                "the mock cluster evicted the first {low} messages of partition {p}; use more --partitions"
+            )
+            .into());
+        }
+        held += u64::try_from(high).unwrap_or(0);
+    }
+    if held != total {
+        return Err(format!("the topic holds {held} events, {total} were produced").into());
+    }
+    Ok(())
+}
+
+/// (a), or (d) with `engine`: a plain poll loop, handing each message to the engine when given.
+fn bare_consumer(
+    bootstrap: &str,
+    round: usize,
+    partitions: i32,
+    total: u64,
+    timeout: Duration,
+    extra: &BTreeMap<String, String>,
+    mut engine: Option<&mut Engine>,
+) -> Result<Phase, Failure> {
+    let group = if engine.is_some() { "engine" } else { "bare" };
+    let consumer = plain_consumer(bootstrap, &format!("bench.{group}.{round}"), extra)?;
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(TELEMETRY, p, Offset::Beginning)?;
+    }
+    consumer.assign(&list)?;
+    let tid = current_tid();
+    let deadline = Instant::now() + timeout;
+    let mut count = 0_u64;
+    let mut bytes = 0_usize;
+    let mut first = None;
+    let mut out: Vec<Output> = Vec::new();
+    while count < total {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                if first.is_none() {
+                    first = Some(Sample::now(tid));
+                }
+                count += 1;
+                bytes +=
+                    message.payload().map_or(0, <[u8]>::len) + message.key().map_or(0, <[u8]>::len);
+                if let Some(engine) = engine.as_deref_mut() {
+                    let position = RecordPosition {
+                        partition: PartitionId {
+                            topic: 0,
+                            partition: message.partition(),
+                        },
+                        offset: message.offset(),
+                    };
+                    let payload = message.payload().unwrap_or_default();
+                    let record_ts = message.timestamp().to_millis();
+                    let _ = engine.on_message(
+                        position,
+                        message.key(),
+                        payload,
+                        record_ts,
+                        wall_ms(),
+                        &mut out,
+                    );
+                    out.clear();
+                }
+            }
+            Some(Err(error)) => eprintln!("bare consumer: {error}"),
+            None if Instant::now() > deadline => {
+                return Err(format!("read {count} of {total} events before the timeout").into())
+            }
+            None => {}
+        }
+    }
+    let end = Sample::now(tid);
+    std::hint::black_box(bytes);
+    let first = first.ok_or("no message")?;
+    // The first message opens the interval; the others are counted in it.
+    Ok(Phase::between(
+        if engine.is_some() {
+            "(d) BaseConsumer + engine, no output"
+        } else {
+            "(a) bare rdkafka BaseConsumer"
+        },
+        total - 1,
+        first,
+        end,
+    ))
+}
+
+fn salve_runner(
+    bootstrap: &str,
+    topics: &TopicsConfig,
+    extra: &Extra,
+    round: usize,
+    partitions: i32,
+    timeout: Duration,
+) -> Result<(Phase, RunReport), Failure> {
+    // Watches the commands topic for the sentinels' commands.
+    let observer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench.observer")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create::<BaseConsumer>()?;
+    let metadata = observer.fetch_metadata(Some(&topics.commands), Duration::from_secs(10))?;
+    let mut list = TopicPartitionList::new();
+    for topic in metadata.topics() {
+        for partition in topic.partitions() {
+            // Skip the commands of earlier runs.
+            let (_, high) = observer.fetch_watermarks(
+                &topics.commands,
+                partition.id(),
+                Duration::from_secs(10),
+            )?;
+            list.add_partition_offset(&topics.commands, partition.id(), Offset::Offset(high))?;
+        }
+    }
+    observer.assign(&list)?;
+
+    let shutdown = Arc::new(Shutdown::default());
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let handle = {
+        let shutdown = Arc::clone(&shutdown);
+        let bootstrap = bootstrap.to_owned();
+        let topics = topics.clone();
+        let extra = extra.clone();
+        std::thread::Builder::new()
+            .name("salve-runner".into())
+            .spawn(move || -> Result<RunReport, String> {
+                // The engine is not Send: build it on the thread that runs it.
+                let mut engine = shipped_engine();
+                let mut kafka = KafkaConfig {
+                    group_id: format!("bench.salve.{round}"),
+                    ..KafkaConfig::default()
+                };
+                // As `salve run` does on the embedded broker.
+                kafka
+                    .consumer
+                    .insert("session.timeout.ms".into(), "6000".into());
+                kafka.consumer.extend(extra.consumer);
+                kafka.producer.extend(extra.producer);
+                salve_connectors::run(&mut engine, &bootstrap, &kafka, &topics, &shutdown, || {
+                    let _ = ready_tx.send(current_tid());
+                })
+                .map_err(|e| e.to_string())
+            })?
+    };
+    let tid = match ready_rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(tid) => tid,
+        Err(_) => {
+            shutdown.graceful();
+            let outcome = handle.join();
+            return Err(format!("the runner did not start: {outcome:?}").into());
+        }
+    };
+
+    let deadline = Instant::now() + timeout;
+    let mut first = None;
+    let mut ends = HashSet::new();
+    let end = loop {
+        if Instant::now() > deadline {
+            shutdown.graceful();
+            let outcome = handle.join();
+            return Err(format!(
+                "(b) saw {} of {partitions} end sentinels before the timeout; runner: {outcome:?}",
+                ends.len()
+            )
+            .into());
+        }
+        let Some(Ok(message)) = observer.poll(Duration::from_millis(2)) else {
+            continue;
+        };
+        let seen = Instant::now();
+        // Commands are keyed by entity; only the sentinels' matter here.
+        let key = message.key().unwrap_or_default();
+        if key.starts_with(b"bench/start-") && first.is_none() {
+            first = Some(Sample::now(tid));
+        } else if key.starts_with(b"bench/end-") {
+            ends.insert(key.to_vec());
+            if ends.len() == usize::try_from(partitions).unwrap_or(0) {
+                let mut end = Sample::now(tid);
+                end.at = seen;
+                break end;
+            }
+        }
+    };
+    shutdown.graceful();
+    let report = handle
+        .join()
+        .map_err(|_| "the runner thread panicked")?
+        .map_err(|e| format!("the runner failed: {e}"))?;
+    let first = first.ok_or("no start sentinel command was seen")?;
+    let phase = Phase::between(
+        "(b) salve runner, Kafka in and out",
+        report.engine.events_in,
+        first,
+        end,
+    );
+    Ok((phase, report))
+}

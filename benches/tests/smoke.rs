@@ -1,0 +1,42 @@
+//! The benchmark binaries still run: tiny sizes, a few seconds, no figures checked.
+#![forbid(unsafe_code)]
+
+use std::process::Command;
+
+fn run(exe: &str, args: &[&str]) -> String {
+    let output = Command::new(exe).args(args).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{exe} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn throughput_runs_every_phase_on_a_small_topic() {
+    let out = run(
+        env!("CARGO_BIN_EXE_throughput"),
+        &["--events", "2000", "--entities", "200", "--timeout", "60"],
+    );
+    for phase in [
+        "(a) bare",
+        "(b) salve runner",
+        "(c) salve engine",
+        "(d) BaseConsumer",
+    ] {
+        assert!(out.contains(phase), "{phase} missing from:\n{out}");
+    }
+    assert!(out.contains("(b)/(a) = "), "{out}");
+}
+
+#[test]
+fn memory_runs_both_scenarios() {
+    let out = run(
+        env!("CARGO_BIN_EXE_memory"),
+        &["--idle", "1000", "--active", "100:60"],
+    );
+    assert!(out.contains("idle:1000"), "{out}");
+    assert!(out.contains("active:100:60"), "{out}");
+}
