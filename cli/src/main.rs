@@ -154,6 +154,13 @@ fn run(config_path: Option<PathBuf>) -> ExitCode {
         }
     });
     match worker.join() {
+        Ok(Ok(report)) if report.aborted => {
+            eprintln!(
+                "salve: aborted without committing; events since the last commit will be processed again on the next run"
+            );
+            // 128 + SIGINT, as shells report an interrupted command.
+            ExitCode::from(130)
+        }
         Ok(Ok(report)) => {
             tracing::info!(
                 events = report.engine.events_in,

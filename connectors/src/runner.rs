@@ -85,6 +85,8 @@ pub struct RunReport {
     pub published: u64,
     /// Offset commits made.
     pub commits: u64,
+    /// The run was abandoned by [`Shutdown::abort`]: nothing more was committed.
+    pub aborted: bool,
 }
 
 #[derive(Default)]
@@ -410,7 +412,9 @@ pub fn run(
         match shutdown.state() {
             RUNNING => {}
             ABORT => {
-                return Ok(report(engine, &publisher, commits, &consumer));
+                let mut report = report(engine, &publisher, commits, &consumer);
+                report.aborted = true;
+                return Ok(report);
             }
             _ => break,
         }
@@ -541,6 +545,7 @@ fn report(
         dead_lettered: publisher.dead_lettered,
         published: publisher.published,
         commits: commits + consumer.context().commits.load(Ordering::Relaxed),
+        aborted: false,
     }
 }
 

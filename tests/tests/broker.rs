@@ -74,6 +74,7 @@ fn a_restart_before_the_commit_redelivers_and_resends_the_same_command_id() {
     broker.read_until(&broker.topics.commands, |r| !r.is_empty());
     let crashed = salve.kill();
     assert_eq!(crashed.commits, 0, "a crash commits nothing");
+    assert!(crashed.aborted, "and says it was aborted");
 
     let salve = RunningSalve::start(config.clone());
     let records = broker.read_until(&broker.topics.commands, |r| r.len() >= 2);
