@@ -618,6 +618,8 @@ impl BTreeMapDefaults {
         let max_message = (topics.dead_letter_max_bytes + 64 * 1024).max(1_048_576);
         [
             ("acks", "all".to_owned()),
+            // Retries neither duplicate nor reorder outputs, so the decision log stays in order.
+            ("enable.idempotence", "true".to_owned()),
             ("linger.ms", "1".to_owned()),
             ("message.max.bytes", max_message.to_string()),
         ]
