@@ -5,6 +5,15 @@ use crate::telemetry::Labels;
 use crate::window::SeriesWindow;
 use std::sync::Arc;
 
+/// A rule whose condition started holding for this entity at `since_ms` (entity event time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The rule.
+    pub rule: Arc<str>,
+    /// When the condition started holding.
+    pub since_ms: i64,
+}
+
 /// One entity's state. It lives in its partition's map and moves with the partition.
 #[derive(Debug, Default)]
 pub struct EntityState {
@@ -12,6 +21,8 @@ pub struct EntityState {
     series: Vec<SeriesWindow>,
     /// Open incidents, at most one per rule.
     pub incidents: Vec<Incident>,
+    /// Rules whose condition holds but not yet for their `hold_for`.
+    pub pending: Vec<Pending>,
     /// Event time of the latest event.
     pub last_seen_ms: i64,
 }

@@ -5,6 +5,7 @@
 //! they return as evidence, so each verdict carries the numbers it rested on.
 
 use crate::entity::EntityState;
+use crate::window::Aggregate;
 use crate::wire::Evidence;
 use salve_rules::{duration_ms, Dynamic, EvalAltResult, RhaiEngine};
 use std::cell::RefCell;
@@ -61,52 +62,91 @@ fn note(frame: &mut Frame, function: &str, series: &str, window_ms: Option<i64>,
     });
 }
 
-/// Registers a windowed aggregate `name(series, window) -> f64`.
+/// Computes a windowed function's result, and the number recorded as evidence.
+type Windowed = fn(&Frame, &str, i64) -> (Dynamic, f64);
+
+fn call_windowed(
+    frame: &SharedFrame,
+    name: &'static str,
+    series: &str,
+    window: &Dynamic,
+    compute: Windowed,
+) -> HostResult<Dynamic> {
+    let mut frame = frame.borrow_mut();
+    let window_ms = window_arg(&frame, window)?;
+    let (value, evidence) = compute(&frame, series, window_ms);
+    note(&mut frame, name, series, Some(window_ms), evidence);
+    Ok(value)
+}
+
+/// Registers `name(series, window)` once for each way a window is written: `"60s"`, `60`,
+/// `1.5`. Exact types matter: Rhai prefers a built-in whose types match exactly (such as the
+/// string `max(a, b)`) over a function that takes any value, so a catch-all window parameter
+/// would let `max("latency_ms", "10s")` compare two strings.
 fn register_windowed(
     engine: &mut RhaiEngine,
     frame: &SharedFrame,
     name: &'static str,
-    pick: fn(&crate::window::Aggregate, i64) -> f64,
+    compute: Windowed,
 ) {
-    let frame = Rc::clone(frame);
+    let f = Rc::clone(frame);
     engine.register_fn(
         name,
-        move |series: &str, window: Dynamic| -> HostResult<f64> {
-            let mut frame = frame.borrow_mut();
-            let window_ms = window_arg(&frame, &window)?;
-            let value = frame.entity.series(series).map_or(f64::NAN, |s| {
-                pick(&s.aggregate(frame.now_ms, window_ms), window_ms)
-            });
-            note(&mut frame, name, series, Some(window_ms), value);
-            Ok(value)
+        move |series: &str, window: salve_rules::ImmutableString| {
+            call_windowed(&f, name, series, &Dynamic::from(window), compute)
         },
     );
+    let f = Rc::clone(frame);
+    engine.register_fn(name, move |series: &str, window: i64| {
+        call_windowed(&f, name, series, &Dynamic::from(window), compute)
+    });
+    let f = Rc::clone(frame);
+    engine.register_fn(name, move |series: &str, window: f64| {
+        call_windowed(&f, name, series, &Dynamic::from(window), compute)
+    });
+}
+
+/// An aggregate over the window, NaN when the entity never reported the series.
+fn aggregate(
+    frame: &Frame,
+    series: &str,
+    window_ms: i64,
+    pick: fn(&Aggregate, i64) -> f64,
+) -> (Dynamic, f64) {
+    let value = frame.entity.series(series).map_or(f64::NAN, |s| {
+        pick(&s.aggregate(frame.now_ms, window_ms), window_ms)
+    });
+    (Dynamic::from_float(value), value)
 }
 
 /// Registers every host function on a rule engine.
 pub fn register(engine: &mut RhaiEngine, frame: &SharedFrame) {
-    {
-        let frame = Rc::clone(frame);
-        engine.register_fn(
-            "count",
-            move |series: &str, window: Dynamic| -> HostResult<i64> {
-                let mut frame = frame.borrow_mut();
-                let window_ms = window_arg(&frame, &window)?;
-                let count = frame
-                    .entity
-                    .series(series)
-                    .map_or(0, |s| s.aggregate(frame.now_ms, window_ms).count);
-                note(&mut frame, "count", series, Some(window_ms), count as f64);
-                Ok(i64::try_from(count).unwrap_or(i64::MAX))
-            },
-        );
-    }
-    register_windowed(engine, frame, "sum", |a, _| a.sum);
-    register_windowed(engine, frame, "mean", |a, _| a.mean());
-    register_windowed(engine, frame, "min", |a, _| a.min);
-    register_windowed(engine, frame, "max", |a, _| a.max);
-    register_windowed(engine, frame, "rate", |a, window_ms| {
-        a.count as f64 * 1000.0 / window_ms as f64
+    register_windowed(engine, frame, "count", |frame, series, window_ms| {
+        let count = frame
+            .entity
+            .series(series)
+            .map_or(0, |s| s.aggregate(frame.now_ms, window_ms).count);
+        (
+            Dynamic::from_int(i64::try_from(count).unwrap_or(i64::MAX)),
+            count as f64,
+        )
+    });
+    register_windowed(engine, frame, "sum", |f, s, w| {
+        aggregate(f, s, w, |a, _| a.sum)
+    });
+    register_windowed(engine, frame, "mean", |f, s, w| {
+        aggregate(f, s, w, |a, _| a.mean())
+    });
+    register_windowed(engine, frame, "min", |f, s, w| {
+        aggregate(f, s, w, |a, _| a.min)
+    });
+    register_windowed(engine, frame, "max", |f, s, w| {
+        aggregate(f, s, w, |a, _| a.max)
+    });
+    register_windowed(engine, frame, "rate", |f, s, w| {
+        aggregate(f, s, w, |a, window_ms| {
+            a.count as f64 * 1000.0 / window_ms as f64
+        })
     });
     {
         let frame = Rc::clone(frame);

@@ -6,7 +6,7 @@
 //! when the partition is revoked and rebuilt wherever it is assigned next.
 
 use crate::config::EngineConfig;
-use crate::entity::EntityState;
+use crate::entity::{EntityState, Pending};
 use crate::host::{self, Frame, SharedFrame};
 use crate::incident::{command_id, incident_id, Incident};
 use crate::router::Router;
@@ -240,87 +240,151 @@ impl Engine {
             (result, std::mem::take(&mut frame.evidence))
         };
         self.stats.rule_evaluations += 1;
-        match result {
-            Ok(false) => {}
-            Ok(true) => {
-                self.stats.verdicts_failure += 1;
-                let rule = &self.rules.rules()[rule_index];
-                let incident = incident_id(&rule.decl.name, entity_key, position);
+        let holds = match result {
+            Ok(holds) => holds,
+            Err(error) => {
+                self.rule_failed(&error);
+                return;
+            }
+        };
+        let rule = &self.rules.rules()[rule_index];
+        let hold_ms = rule.decl.hold_for_ms;
+        let entity_now = entity.last_seen_ms;
+        let pending = entity.pending.iter().position(|p| p.rule == rule_name);
+        if !holds {
+            // A condition that clears before its hold_for ran out was a transient: recorded,
+            // never acted on.
+            if let Some(index) = pending {
+                let since = entity.pending.swap_remove(index).since_ms;
+                self.stats.verdicts_transient += 1;
                 let mut verdict = Decision::new(
                     DecisionKind::Verdict,
                     now_ms,
                     &rule.decl.name,
                     entity_key,
-                    format!("condition of {} holds", rule.decl.name),
+                    format!(
+                        "condition of {} cleared after {} ms, within its hold_for of {hold_ms} ms: a transient",
+                        rule.decl.name,
+                        entity_now - since
+                    ),
                 );
-                verdict.verdict = Some(Verdict::Failure);
-                verdict.incident = Some(incident.clone());
-                let reason = describe_evidence(&evidence, &rule.decl.description);
+                verdict.verdict = Some(Verdict::Transient);
                 verdict.evidence = evidence;
                 out.push(Output::Decision(verdict));
-                let mut opened = transition(
-                    now_ms,
-                    &rule.decl.name,
-                    entity_key,
-                    &incident,
-                    None,
-                    IncidentState::Failing,
-                    "rule failed".into(),
-                );
-                opened.attempt = Some(1);
-                out.push(Output::Decision(opened));
-
-                let timeout = rule
-                    .decl
-                    .ack_timeout_ms
-                    .unwrap_or(self.config.ack_timeout_ms);
-                let id = command_id(&incident, 1);
-                let command = Command {
-                    v: WIRE_VERSION,
-                    id: id.clone(),
-                    incident: incident.clone(),
-                    entity: entity_key.to_owned(),
-                    action: rule.decl.action.clone(),
-                    params: rule.decl.action_params.clone(),
-                    rule: rule.decl.name.clone(),
-                    reason,
-                    attempt: 1,
-                    issued_at: now_ms,
-                    expires_at: now_ms.saturating_add(timeout),
-                };
-                let mut issued = transition(
-                    now_ms,
-                    &rule.decl.name,
-                    entity_key,
-                    &incident,
-                    Some(IncidentState::Failing),
-                    IncidentState::Remediating,
-                    format!("{} issued", command.action),
-                );
-                issued.attempt = Some(1);
-                issued.command_id = Some(id.clone());
-                out.push(Output::Command(command));
-                out.push(Output::Decision(issued));
-                self.stats.commands += 1;
-
-                entity.incidents.push(Incident {
-                    id: incident,
-                    rule: rule_name,
-                    opened_at_ms: entity.last_seen_ms,
-                    state: IncidentState::Remediating,
-                    attempt: 1,
-                    command_id: id.clone(),
-                    issued_at_ms: now_ms,
-                    ack_deadline_ms: now_ms.saturating_add(timeout),
-                });
-                state.deadlines.push(Reverse(AckDeadline {
-                    at_ms: now_ms.saturating_add(timeout),
-                    command_id: id.clone(),
-                }));
-                state.open_commands.insert(id, Box::from(entity_key));
             }
-            Err(error) => self.rule_failed(&error),
+            return;
         }
+        let mut held_ms = 0;
+        if hold_ms > 0 {
+            match pending {
+                None => {
+                    entity.pending.push(Pending {
+                        rule: rule_name,
+                        since_ms: entity_now,
+                    });
+                    self.stats.verdicts_pending += 1;
+                    let mut verdict = Decision::new(
+                        DecisionKind::Verdict,
+                        now_ms,
+                        &rule.decl.name,
+                        entity_key,
+                        format!(
+                            "condition of {} holds; a failure if it still holds after {hold_ms} ms",
+                            rule.decl.name
+                        ),
+                    );
+                    verdict.verdict = Some(Verdict::Pending);
+                    verdict.evidence = evidence;
+                    out.push(Output::Decision(verdict));
+                    return;
+                }
+                Some(index) => {
+                    held_ms = entity_now - entity.pending[index].since_ms;
+                    if held_ms < hold_ms {
+                        return;
+                    }
+                    entity.pending.swap_remove(index);
+                }
+            }
+        }
+        self.stats.verdicts_failure += 1;
+        let incident = incident_id(&rule.decl.name, entity_key, position);
+        let mut verdict = Decision::new(
+            DecisionKind::Verdict,
+            now_ms,
+            &rule.decl.name,
+            entity_key,
+            if held_ms > 0 {
+                format!("condition of {} held for {held_ms} ms", rule.decl.name)
+            } else {
+                format!("condition of {} holds", rule.decl.name)
+            },
+        );
+        verdict.verdict = Some(Verdict::Failure);
+        verdict.incident = Some(incident.clone());
+        let reason = describe_evidence(&evidence, &rule.decl.description);
+        verdict.evidence = evidence;
+        out.push(Output::Decision(verdict));
+        let mut opened = transition(
+            now_ms,
+            &rule.decl.name,
+            entity_key,
+            &incident,
+            None,
+            IncidentState::Failing,
+            "rule failed".into(),
+        );
+        opened.attempt = Some(1);
+        out.push(Output::Decision(opened));
+
+        let timeout = rule
+            .decl
+            .ack_timeout_ms
+            .unwrap_or(self.config.ack_timeout_ms);
+        let id = command_id(&incident, 1);
+        let command = Command {
+            v: WIRE_VERSION,
+            id: id.clone(),
+            incident: incident.clone(),
+            entity: entity_key.to_owned(),
+            action: rule.decl.action.clone(),
+            params: rule.decl.action_params.clone(),
+            rule: rule.decl.name.clone(),
+            reason,
+            attempt: 1,
+            issued_at: now_ms,
+            expires_at: now_ms.saturating_add(timeout),
+        };
+        let mut issued = transition(
+            now_ms,
+            &rule.decl.name,
+            entity_key,
+            &incident,
+            Some(IncidentState::Failing),
+            IncidentState::Remediating,
+            format!("{} issued", command.action),
+        );
+        issued.attempt = Some(1);
+        issued.command_id = Some(id.clone());
+        out.push(Output::Command(command));
+        out.push(Output::Decision(issued));
+        self.stats.commands += 1;
+
+        entity.incidents.push(Incident {
+            id: incident,
+            rule: rule_name,
+            opened_at_ms: entity.last_seen_ms,
+            state: IncidentState::Remediating,
+            attempt: 1,
+            command_id: id.clone(),
+            issued_at_ms: now_ms,
+            ack_deadline_ms: now_ms.saturating_add(timeout),
+        });
+        state.deadlines.push(Reverse(AckDeadline {
+            at_ms: now_ms.saturating_add(timeout),
+            command_id: id.clone(),
+        }));
+        state.open_commands.insert(id, Box::from(entity_key));
     }
 
     fn rule_failed(&mut self, error: &EvalError) {

@@ -17,6 +17,10 @@ pub struct Stats {
     pub rule_budget_stops: u64,
     /// Failure verdicts.
     pub verdicts_failure: u64,
+    /// Conditions that started holding, for rules with a `hold_for`.
+    pub verdicts_pending: u64,
+    /// Conditions that cleared within their `hold_for`.
+    pub verdicts_transient: u64,
     /// Commands issued.
     pub commands: u64,
     /// Acks matched to an open attempt.

@@ -560,3 +560,82 @@ fn idle_entities_are_forgotten_after_the_ttl_unless_an_incident_is_open() {
     );
     assert_eq!(engine.entity_count(), 2);
 }
+
+const SLOW: &str = "fn condition(p) { max(\"latency_ms\", \"10s\") > 250.0 } #{ name: \"slow\", select: [#{ name: \"latency_ms\" }], action: \"reroute\", hold_for: \"30s\" }";
+
+fn latency(ts: i64, value: f64) -> String {
+    format!(r#"{{"entity":"api-1","ts":{ts},"kind":"metric","name":"latency_ms","value":{value}}}"#)
+}
+
+fn verdicts(out: &[Output]) -> Vec<crate::wire::Verdict> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Decision(d) if d.kind == DecisionKind::Verdict => d.verdict,
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_condition_must_hold_for_its_hold_for_before_salve_acts() {
+    use crate::wire::Verdict;
+    let mut engine = engine_with(&[("slow.rhai", SLOW)]);
+    let early = feed(
+        &mut engine,
+        &[
+            latency(0, 300.0),
+            latency(10_000, 300.0),
+            latency(29_999, 300.0),
+        ],
+    );
+    assert_eq!(
+        verdicts(&early),
+        [Verdict::Pending],
+        "one pending verdict, then silence"
+    );
+    assert!(commands(&early).is_empty());
+    let due = feed_from(&mut engine, 3, &[latency(30_000, 300.0)]);
+    assert_eq!(verdicts(&due), [Verdict::Failure]);
+    assert_eq!(commands(&due)[0].action, "reroute");
+    assert_eq!(engine.stats().verdicts_pending, 1);
+}
+
+#[test]
+fn a_condition_that_clears_within_its_hold_for_is_a_transient() {
+    use crate::wire::Verdict;
+    let mut engine = engine_with(&[("slow.rhai", SLOW)]);
+    let out = feed(
+        &mut engine,
+        &[
+            latency(0, 300.0),
+            latency(5_000, 400.0),
+            latency(20_000, 100.0),
+            latency(40_000, 300.0),
+        ],
+    );
+    assert_eq!(
+        verdicts(&out),
+        [Verdict::Pending, Verdict::Transient, Verdict::Pending]
+    );
+    assert!(commands(&out).is_empty(), "a transient is never acted on");
+    assert_eq!(engine.stats().verdicts_transient, 1);
+    // The second spike is timed from its own start, not the first one's.
+    let later = feed_from(&mut engine, 4, &[latency(69_999, 300.0)]);
+    assert!(commands(&later).is_empty());
+    let due = feed_from(&mut engine, 5, &[latency(70_000, 300.0)]);
+    assert_eq!(commands(&due).len(), 1);
+}
+
+#[test]
+fn host_functions_win_over_rhai_builtins_of_the_same_name_for_every_window_spelling() {
+    // Rhai has a string min/max(a, b): with a catch-all window parameter it would be chosen,
+    // and `min("latency_ms", "10s")` would be a string that compares false with any number.
+    for window in ["\"10s\"", "10", "10.0"] {
+        let rule = format!(
+            "fn condition(p) {{ min(\"latency_ms\", {window}) > 200.0 && max(\"latency_ms\", {window}) < 400.0 }} #{{ name: \"band\", select: [#{{ name: \"latency_ms\" }}], action: \"a\" }}"
+        );
+        let mut engine = engine_with(&[("band.rhai", rule.as_str())]);
+        let out = feed(&mut engine, &[latency(0, 300.0)]);
+        assert_eq!(commands(&out).len(), 1, "window {window}");
+    }
+}

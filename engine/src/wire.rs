@@ -122,8 +122,13 @@ pub enum IncidentState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// The condition holds: act.
+    /// The condition holds (for its `hold_for`, if it has one): act.
     Failure,
+    /// The condition started holding; it becomes a failure if it still holds after the rule's
+    /// `hold_for`.
+    Pending,
+    /// The condition cleared before its `hold_for` ran out: recorded, not acted on.
+    Transient,
 }
 
 /// What kind of decision-log record this is.

@@ -20,6 +20,9 @@ pub struct Declaration {
     pub action_params: serde_json::Map<String, serde_json::Value>,
     /// How long to wait for the actuator's acknowledgement; `None` takes the engine default.
     pub ack_timeout_ms: Option<i64>,
+    /// How long the condition must hold before it is a failure (Prometheus' `for`, which is a
+    /// keyword in Rhai). 0 acts at once. A condition that clears sooner is a transient.
+    pub hold_for_ms: i64,
 }
 
 /// Picks the events a rule looks at. Every field that is set must match.
@@ -51,6 +54,7 @@ const KEYS: &[&str] = &[
     "action",
     "action_params",
     "ack_timeout",
+    "hold_for",
 ];
 const SELECTOR_KEYS: &[&str] = &["kind", "name", "labels"];
 const KINDS: &[&str] = &["metric", "health", "event"];
@@ -129,6 +133,12 @@ impl Declaration {
                 Some(ms)
             }
         };
+        let hold_for_ms = match map.get("hold_for") {
+            None => 0,
+            Some(value) => {
+                duration_ms(value).map_err(|e| error("hold_for", format!("`hold_for`: {e}")))?
+            }
+        };
         Ok(Self {
             name,
             description,
@@ -137,6 +147,7 @@ impl Declaration {
             action,
             action_params,
             ack_timeout_ms,
+            hold_for_ms,
         })
     }
 }

@@ -18,7 +18,9 @@ pub use rule_set::{LoadError, LoadErrors, Rule, RuleSet};
 pub use sandbox::{EvalError, Limits, Runtime};
 
 /// Rhai's dynamic value and map types, re-exported so that hosts need no direct dependency.
-pub use rhai::{Dynamic, Engine as RhaiEngine, EvalAltResult, Map, NativeCallContext, Position};
+pub use rhai::{
+    Dynamic, Engine as RhaiEngine, EvalAltResult, ImmutableString, Map, NativeCallContext, Position,
+};
 
 /// The rule files that ship with salve, embedded so the binary runs from any directory.
 pub const SHIPPED_RULES: &[(&str, &str)] =
