@@ -197,6 +197,19 @@ pub fn register(engine: &mut RhaiEngine, frame: &SharedFrame) {
     }
     {
         let frame = Rc::clone(frame);
+        engine.register_fn("failing_for", move |series: &str| -> f64 {
+            let mut frame = frame.borrow_mut();
+            let now = frame.now_ms;
+            let value = frame
+                .entity
+                .series(series)
+                .map_or(0.0, |s| s.failing_for_ms(now) as f64 / 1000.0);
+            note(&mut frame, "failing_for", series, None, value);
+            value
+        });
+    }
+    {
+        let frame = Rc::clone(frame);
         engine.register_fn("label", move |key: &str| -> Dynamic {
             let frame = frame.borrow();
             frame

@@ -187,7 +187,7 @@ impl Engine {
         let series = entity.series_mut(&event.name, |name| intern(names, name));
         series.record(ts, event.value.unwrap_or(1.0), resolution);
         if event.kind == Kind::Health {
-            series.record_health(event.value == Some(1.0));
+            series.record_health(event.value == Some(1.0), ts);
         }
         series.expire(entity_now, retention);
 

@@ -49,6 +49,8 @@ pub struct SeriesWindow {
     last_ts: i64,
     consecutive_fails: u32,
     consecutive_passes: u32,
+    /// Event time of the first fail in the current run of fails.
+    failing_since: i64,
 }
 
 impl SeriesWindow {
@@ -61,6 +63,7 @@ impl SeriesWindow {
             last_ts: i64::MIN,
             consecutive_fails: 0,
             consecutive_passes: 0,
+            failing_since: 0,
         }
     }
 
@@ -94,14 +97,27 @@ impl SeriesWindow {
         }
     }
 
-    /// Counts a health check's outcome into the consecutive-run counters.
-    pub fn record_health(&mut self, pass: bool) {
+    /// Counts a health check's outcome, taken at `ts`, into the consecutive-run counters.
+    pub fn record_health(&mut self, pass: bool, ts: i64) {
         if pass {
             self.consecutive_passes = self.consecutive_passes.saturating_add(1);
             self.consecutive_fails = 0;
         } else {
+            if self.consecutive_fails == 0 {
+                self.failing_since = ts;
+            }
             self.consecutive_fails = self.consecutive_fails.saturating_add(1);
             self.consecutive_passes = 0;
+        }
+    }
+
+    /// How long, in ms up to `now`, the health checks have been failing without a pass in
+    /// between; 0 when the latest check passed.
+    pub fn failing_for_ms(&self, now: i64) -> i64 {
+        if self.consecutive_fails == 0 {
+            0
+        } else {
+            now.saturating_sub(self.failing_since).max(0)
         }
     }
 

@@ -23,8 +23,13 @@ pub use rhai::{
 };
 
 /// The rule files that ship with salve, embedded so the binary runs from any directory.
-pub const SHIPPED_RULES: &[(&str, &str)] =
-    &[("crash_loop.rhai", include_str!("../pack/crash_loop.rhai"))];
+pub const SHIPPED_RULES: &[(&str, &str)] = &[
+    ("crash_loop.rhai", include_str!("../pack/crash_loop.rhai")),
+    (
+        "node_unhealthy.rhai",
+        include_str!("../pack/node_unhealthy.rhai"),
+    ),
+];
 
 #[cfg(test)]
 mod tests;
