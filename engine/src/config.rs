@@ -15,6 +15,14 @@ pub struct EngineConfig {
     /// The longest window a rule may ask for; older data is dropped.
     #[serde(rename = "max_window", deserialize_with = "duration")]
     pub max_window_ms: i64,
+    /// An event this much older than the newest event of its entity is late: it is not
+    /// folded into the windows, and it is reported (dead-lettered with code `late`).
+    #[serde(rename = "allowed_lateness", deserialize_with = "duration")]
+    pub allowed_lateness_ms: i64,
+    /// An event stamped further than this ahead of the processing clock is refused (code
+    /// `future`): a producer with a fast clock would otherwise drag its entity's windows ahead.
+    #[serde(rename = "max_future", deserialize_with = "duration")]
+    pub max_future_ms: i64,
     /// An entity not heard from for this long (in event time) is forgotten, unless it has an
     /// open incident. Keeps memory bounded as entities come and go (pods get new names).
     #[serde(rename = "entity_ttl", deserialize_with = "duration")]
@@ -32,6 +40,8 @@ impl Default for EngineConfig {
             max_event_bytes: 1024 * 1024,
             resolution_ms: 1_000,
             max_window_ms: 15 * 60 * 1_000,
+            allowed_lateness_ms: 60_000,
+            max_future_ms: 5 * 60 * 1_000,
             entity_ttl_ms: 60 * 60 * 1_000,
             ack_timeout_ms: 30_000,
             limits: Limits::default(),

@@ -19,7 +19,7 @@ pub use config::EngineConfig;
 pub use entity::EntityState;
 pub use pipeline::{Engine, PartitionId, RecordPosition};
 pub use stats::Stats;
-pub use telemetry::{decode, DecodeError, TelemetryEvent};
+pub use telemetry::{decode, DecodeError, Rejection, TelemetryEvent};
 pub use wire::{Ack, AckStatus, Command, Decision, Output};
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::host::{self, Frame, SharedFrame};
 use crate::incident::{command_id, incident_id, Incident};
 use crate::router::Router;
 use crate::stats::Stats;
-use crate::telemetry::{decode, DecodeError, Kind, TelemetryEvent};
+use crate::telemetry::{decode, Kind, Rejection, TelemetryEvent};
 use crate::wire::{
     Ack, AckDecodeError, AckStatus, Command, Decision, DecisionKind, IncidentState, Output,
     Verdict, WIRE_VERSION,
@@ -134,8 +134,8 @@ impl Engine {
         &self.stats
     }
 
-    /// Decodes and processes one telemetry message. On a decode error nothing changes but the
-    /// error counter; the caller dead-letters the message.
+    /// Decodes and processes one telemetry message. A message that cannot be read, or whose
+    /// time is out of bounds, changes nothing but a counter; the caller dead-letters it.
     ///
     /// `record_ts_ms` is the Kafka record timestamp, used when the event carries no `ts`.
     pub fn on_message(
@@ -146,30 +146,36 @@ impl Engine {
         record_ts_ms: Option<i64>,
         now_ms: i64,
         out: &mut Vec<Output>,
-    ) -> Result<(), DecodeError> {
+    ) -> Result<(), Rejection> {
         self.stats.events_in += 1;
         let mut event = match decode(payload, key, self.config.max_event_bytes) {
             Ok(event) => event,
             Err(error) => {
                 self.stats.decode_errors += 1;
-                return Err(error);
+                return Err(error.into());
             }
         };
-        if event.ts_ms.is_none() {
-            event.ts_ms = Some(record_ts_ms.unwrap_or(now_ms));
+        let ts = *event.ts_ms.get_or_insert(record_ts_ms.unwrap_or(now_ms));
+        let ahead_ms = ts.saturating_sub(now_ms);
+        if ahead_ms > self.config.max_future_ms {
+            self.stats.future_events += 1;
+            return Err(Rejection::Future {
+                ts,
+                ahead_ms,
+                max_ms: self.config.max_future_ms,
+            });
         }
-        self.on_event(position, &event, now_ms, out);
-        Ok(())
+        self.on_event(position, &event, now_ms, out)
     }
 
-    /// Processes one decoded event.
+    /// Processes one decoded event. A late one is refused, and changes nothing but a counter.
     pub fn on_event(
         &mut self,
         position: RecordPosition,
         event: &TelemetryEvent<'_>,
         now_ms: i64,
         out: &mut Vec<Output>,
-    ) {
+    ) -> Result<(), Rejection> {
         let resolution = self.config.resolution_ms;
         let retention = self.config.max_window_ms;
         let state = self.partitions.entry(position.partition).or_default();
@@ -180,6 +186,16 @@ impl Engine {
         let entity_key = event.entity.as_ref();
         // One probe: find the entity, or insert it with an owned key.
         let entity = state.entities.entry_ref(entity_key).or_default();
+        let behind_ms = entity.last_seen_ms.saturating_sub(ts);
+        if behind_ms > self.config.allowed_lateness_ms {
+            self.stats.late_events += 1;
+            return Err(Rejection::Late {
+                entity: entity_key.to_owned(),
+                ts,
+                behind_ms,
+                allowed_ms: self.config.allowed_lateness_ms,
+            });
+        }
         entity.update_labels(&event.labels);
         entity.last_seen_ms = entity.last_seen_ms.max(ts);
         let entity_now = entity.last_seen_ms;
@@ -198,13 +214,14 @@ impl Engine {
 
         self.router.matching(event, &mut self.matched);
         if self.matched.is_empty() {
-            return;
+            return Ok(());
         }
         let matched = std::mem::take(&mut self.matched);
         for &rule in &matched {
             self.evaluate(position, rule, entity_key, watermark, now_ms, out);
         }
         self.matched = matched;
+        Ok(())
     }
 
     fn evaluate(

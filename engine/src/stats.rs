@@ -9,6 +9,10 @@ pub struct Stats {
     pub events_in: u64,
     /// Messages that failed to decode (and were dead-lettered by the driver).
     pub decode_errors: u64,
+    /// Events older than `engine.allowed_lateness` behind their entity (dead-lettered).
+    pub late_events: u64,
+    /// Events too far ahead of the processing clock (dead-lettered).
+    pub future_events: u64,
     /// Rule calls.
     pub rule_evaluations: u64,
     /// Rule calls that raised an error.

@@ -158,6 +158,48 @@ pub enum DecodeError {
     },
 }
 
+/// Why the engine did not take a message: it could not be read, or its time is out of bounds.
+/// The driver dead-letters it with [`Rejection::code`] and the reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    /// Not a valid telemetry event.
+    #[error(transparent)]
+    Invalid(#[from] DecodeError),
+    /// Older than `engine.allowed_lateness` behind its entity's newest event.
+    #[error("late: ts {ts} is {behind_ms} ms behind the newest event of {entity}, more than engine.allowed_lateness ({allowed_ms} ms)")]
+    Late {
+        /// The entity.
+        entity: String,
+        /// The event's time.
+        ts: i64,
+        /// How far behind.
+        behind_ms: i64,
+        /// The allowed lateness.
+        allowed_ms: i64,
+    },
+    /// Further ahead of the processing clock than `engine.max_future`.
+    #[error("future: ts {ts} is {ahead_ms} ms ahead of the processing clock, more than engine.max_future ({max_ms} ms); is the producer's clock right?")]
+    Future {
+        /// The event's time.
+        ts: i64,
+        /// How far ahead.
+        ahead_ms: i64,
+        /// The limit.
+        max_ms: i64,
+    },
+}
+
+impl Rejection {
+    /// A short, stable code for metrics and the dead-letter header.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::Invalid(error) => error.code(),
+            Rejection::Late { .. } => "late",
+            Rejection::Future { .. } => "future",
+        }
+    }
+}
+
 impl DecodeError {
     /// A short, stable code for metrics and the dead-letter header.
     pub fn code(&self) -> &'static str {

@@ -538,7 +538,16 @@ fn toml_like_config(text: &str) -> String {
 
 #[test]
 fn idle_entities_are_forgotten_after_the_ttl_unless_an_incident_is_open() {
-    let mut engine = engine_with(&[]);
+    // Seventy minutes of event time fed with a processing clock of 0: accept any time.
+    let config = EngineConfig {
+        max_future_ms: i64::MAX,
+        ..EngineConfig::default()
+    };
+    let sources = SHIPPED_RULES
+        .iter()
+        .map(|(f, s)| ((*f).to_owned(), (*s).to_owned()));
+    let mut engine =
+        Engine::new(config, |rt| RuleSet::load_sources(rt, sources)).expect("rules load");
     let tick = |e: &str, ts: i64| {
         format!(r#"{{"entity":"{e}","ts":{ts},"kind":"metric","name":"cpu","value":0.5}}"#)
     };
@@ -638,4 +647,90 @@ fn host_functions_win_over_rhai_builtins_of_the_same_name_for_every_window_spell
         let out = feed(&mut engine, &[latency(0, 300.0)]);
         assert_eq!(commands(&out).len(), 1, "window {window}");
     }
+}
+
+#[test]
+fn events_later_than_the_allowed_lateness_are_refused_and_counted() {
+    let mut engine = engine_with(&[]);
+    feed(&mut engine, &[exit("a", 100_000), exit("a", 150_000)]);
+    let mut out = Vec::new();
+    // 60 s behind the newest is allowed; 60.001 s is not.
+    engine
+        .on_message(at(2), None, exit("a", 90_000).as_bytes(), None, 0, &mut out)
+        .expect("within lateness");
+    let late = engine.on_message(at(3), None, exit("a", 89_999).as_bytes(), None, 0, &mut out);
+    match late {
+        Err(rejection) => {
+            assert_eq!(rejection.code(), "late");
+            assert!(
+                rejection.to_string().contains("60001 ms behind"),
+                "{rejection}"
+            );
+        }
+        Ok(()) => panic!("a late event was taken"),
+    }
+    assert_eq!(engine.stats().late_events, 1);
+    // Lateness is per entity: another entity's newer events do not make this one late.
+    engine
+        .on_message(at(4), None, exit("b", 1_000).as_bytes(), None, 0, &mut out)
+        .expect("b has its own time");
+}
+
+#[test]
+fn events_too_far_in_the_future_are_refused_and_counted() {
+    let mut engine = engine_with(&[]);
+    let mut out = Vec::new();
+    let now = 1_000_000;
+    engine
+        .on_message(
+            at(0),
+            None,
+            exit("a", now + 300_000).as_bytes(),
+            None,
+            now,
+            &mut out,
+        )
+        .expect("5 min ahead is allowed");
+    let ahead = engine.on_message(
+        at(1),
+        None,
+        exit("a", now + 300_001).as_bytes(),
+        None,
+        now,
+        &mut out,
+    );
+    assert_eq!(ahead.map_err(|r| r.code()), Err("future"));
+    assert_eq!(engine.stats().future_events, 1);
+}
+
+#[test]
+fn out_of_order_events_within_the_lateness_give_the_same_verdicts_as_sorted() {
+    let sorted = [
+        exit("a", 1_000),
+        exit("a", 2_000),
+        exit("a", 3_000),
+        exit("b", 4_000),
+        exit("b", 5_000),
+        exit("b", 6_000),
+    ];
+    let shuffled = [
+        exit("a", 3_000),
+        exit("b", 6_000),
+        exit("a", 1_000),
+        exit("b", 4_000),
+        exit("a", 2_000),
+        exit("b", 5_000),
+    ];
+    let summary = |out: &[Output]| {
+        let mut v: Vec<(String, String)> = commands(out)
+            .iter()
+            .map(|c| (c.entity.clone(), c.action.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    let a = feed(&mut engine_with(&[]), &sorted);
+    let b = feed(&mut engine_with(&[]), &shuffled);
+    assert_eq!(summary(&a), summary(&b));
+    assert_eq!(summary(&a).len(), 2);
 }
