@@ -93,6 +93,9 @@ impl Engine {
             host::register(engine, &frame)
         });
         let rules = load(&runtime)?;
+        // The frame holds an empty entity here: the probe sees no data.
+        rules.probe(&runtime)?;
+        frame.borrow_mut().evidence.clear();
         let mut engine = Self {
             config,
             runtime,

@@ -734,3 +734,41 @@ fn out_of_order_events_within_the_lateness_give_the_same_verdicts_as_sorted() {
     assert_eq!(summary(&a), summary(&b));
     assert_eq!(summary(&a).len(), 2);
 }
+
+#[test]
+fn a_rule_that_calls_an_unknown_function_or_reads_a_missing_param_is_refused_at_load() {
+    for (source, needle) in [
+        (
+            "fn condition(p) {\n    cuont(\"process_exit\", 60) >= 3\n}\n#{ name: \"typo\", select: [#{ name: \"x\" }], action: \"a\" }",
+            "Function not found: cuont",
+        ),
+        (
+            "fn condition(p) {\n    count(\"process_exit\", 60) >= p.exit\n}\n#{ name: \"typo\", select: [#{ name: \"x\" }], params: #{ exits: 3 }, action: \"a\" }",
+            "Property not found: exit",
+        ),
+    ] {
+        let sources = vec![("typo.rhai".to_owned(), source.to_owned())];
+        let errors = Engine::new(EngineConfig::default(), |rt| RuleSet::load_sources(rt, sources))
+            .expect_err("refused");
+        let first = &errors.0[0];
+        assert_eq!((first.file.as_str(), first.line), ("typo.rhai", 2), "{first}");
+        assert!(first.column > 0 && first.message.contains(needle), "{first}");
+    }
+}
+
+#[test]
+fn a_rule_that_fails_only_on_some_data_still_loads() {
+    // Budget stops and data-dependent errors are the runtime's business, not the loader's.
+    let spin = "fn condition(p) { loop {} } #{ name: \"spin\", select: [#{ name: \"x\" }], action: \"a\" }";
+    let short = "fn condition(p) { count(\"x\", \"10ms\") > 0 } #{ name: \"short\", select: [#{ name: \"x\" }], action: \"a\" }";
+    let sources = vec![
+        ("spin.rhai".to_owned(), spin.to_owned()),
+        ("short.rhai".to_owned(), short.to_owned()),
+    ];
+    assert!(
+        Engine::new(EngineConfig::default(), |rt| RuleSet::load_sources(
+            rt, sources
+        ))
+        .is_ok()
+    );
+}

@@ -147,6 +147,36 @@ impl RuleSet {
         &self.rules
     }
 
+    /// Calls every rule's condition once, and reports the errors that no data could avoid: a
+    /// call to a function that does not exist, or a read of a parameter or property that is not
+    /// there. The host sets up whatever state the call sees (an empty entity, for a check).
+    /// Paths that this call does not take are not checked.
+    pub fn probe(&self, runtime: &Runtime) -> Result<(), LoadErrors> {
+        let errors: Vec<LoadError> = (0..self.rules.len())
+            .filter_map(|index| match self.condition(runtime, index) {
+                Err(EvalError::Script {
+                    file,
+                    line,
+                    column,
+                    message,
+                    always: true,
+                    ..
+                }) => Some(LoadError {
+                    file,
+                    line,
+                    column,
+                    message,
+                }),
+                _ => None,
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(LoadErrors(errors))
+        }
+    }
+
     /// Evaluates rule `index`'s condition. Host functions see whatever frame the caller set up.
     pub fn condition(&self, runtime: &Runtime, index: usize) -> Result<bool, EvalError> {
         let rule = &self.rules[index];

@@ -64,6 +64,9 @@ pub enum EvalError {
         column: usize,
         /// Rhai's message.
         message: String,
+        /// True when the error cannot depend on the data: an unknown function, property or
+        /// variable. Such a rule is wrong for every event.
+        always: bool,
     },
     /// `condition` returned something other than a boolean.
     #[error("rule {rule}: condition returned {type_name}, expected a bool")]
@@ -153,12 +156,19 @@ impl Runtime {
             };
         }
         let pos = err.position();
+        let always = matches!(
+            err.unwrap_inner(),
+            EvalAltResult::ErrorFunctionNotFound(..)
+                | EvalAltResult::ErrorPropertyNotFound(..)
+                | EvalAltResult::ErrorVariableNotFound(..)
+        );
         EvalError::Script {
             rule: rule.to_owned(),
             file: file.to_owned(),
             line: pos.line().unwrap_or(0),
             column: pos.position().unwrap_or(0),
             message: err.unwrap_inner().to_string(),
+            always,
         }
     }
 }
