@@ -17,7 +17,8 @@ pub struct Pending {
 /// One entity's state. It lives in its partition's map and moves with the partition.
 #[derive(Debug, Default)]
 pub struct EntityState {
-    labels: Vec<(Box<str>, Box<str>)>,
+    /// Interned: most label values are shared by many entities.
+    labels: Box<[(Arc<str>, Arc<str>)]>,
     series: Vec<SeriesWindow>,
     /// Open incidents, at most one per rule.
     pub incidents: Vec<Incident>,
@@ -70,7 +71,8 @@ impl EntityState {
     }
 
     /// Replaces the labels when the event carries different ones; most events repeat them.
-    pub fn update_labels(&mut self, labels: &Labels<'_>) {
+    /// `intern` returns the shared copy of a string.
+    pub fn update_labels(&mut self, labels: &Labels<'_>, mut intern: impl FnMut(&str) -> Arc<str>) {
         if labels.0.is_empty() {
             return;
         }
@@ -78,13 +80,13 @@ impl EntityState {
             && labels
                 .0
                 .iter()
-                .zip(&self.labels)
+                .zip(self.labels.iter())
                 .all(|((k, v), (k2, v2))| k.as_ref() == &**k2 && v.as_ref() == &**v2);
         if !same {
             self.labels = labels
                 .0
                 .iter()
-                .map(|(k, v)| (Box::from(k.as_ref()), Box::from(v.as_ref())))
+                .map(|(k, v)| (intern(k), intern(v)))
                 .collect();
         }
     }

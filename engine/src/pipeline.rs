@@ -73,7 +73,8 @@ pub struct Engine {
     router: Router,
     frame: SharedFrame,
     partitions: HashMap<PartitionId, PartitionState>,
-    series_names: HashSet<Arc<str>>,
+    /// Series names and label strings, shared by every entity that uses them.
+    interned: HashSet<Arc<str>>,
     matched: Vec<usize>,
     stats: Stats,
 }
@@ -104,7 +105,7 @@ impl Engine {
             router: Router::default(),
             frame,
             partitions: HashMap::new(),
-            series_names: HashSet::new(),
+            interned: HashSet::new(),
             matched: Vec::new(),
             stats: Stats::default(),
         };
@@ -199,11 +200,11 @@ impl Engine {
                 allowed_ms: self.config.allowed_lateness_ms,
             });
         }
-        entity.update_labels(&event.labels);
+        let interned = &mut self.interned;
+        entity.update_labels(&event.labels, |text| intern(interned, text));
         entity.last_seen_ms = entity.last_seen_ms.max(ts);
         let entity_now = entity.last_seen_ms;
-        let names = &mut self.series_names;
-        let series = entity.series_mut(&event.name, |name| intern(names, name));
+        let series = entity.series_mut(&event.name, |name| intern(interned, name));
         series.record(ts, event.value.unwrap_or(1.0), resolution);
         if event.kind == Kind::Health {
             series.record_health(event.value == Some(1.0), ts);
@@ -213,6 +214,10 @@ impl Engine {
         if watermark - state.swept_at_ms >= self.config.entity_ttl_ms / 10 {
             let expired = sweep_idle(state, self.config.entity_ttl_ms);
             self.stats.entities_expired += expired;
+            if expired > 0 {
+                // Strings that only the interner still holds belonged to expired entities.
+                self.interned.retain(|text| Arc::strong_count(text) > 1);
+            }
         }
 
         self.router.matching(event, &mut self.matched);

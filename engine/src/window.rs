@@ -123,12 +123,17 @@ impl SeriesWindow {
 
     /// Drops buckets that no window up to `retention_ms` before `now` can reach.
     pub fn expire(&mut self, now: i64, retention_ms: i64) {
+        let before = self.buckets.len();
         while self
             .buckets
             .front()
             .is_some_and(|b| b.start <= now - retention_ms)
         {
             self.buckets.pop_front();
+        }
+        // A burst can leave a large, mostly empty ring behind; give most of it back.
+        if self.buckets.len() < before && self.buckets.capacity() > 4 * self.buckets.len().max(8) {
+            self.buckets.shrink_to(2 * self.buckets.len());
         }
     }
 
