@@ -50,6 +50,8 @@ impl EntityState {
         let index = match self.series.iter().position(|s| s.name() == name) {
             Some(index) => index,
             None => {
+                // Series are added rarely and entities are many: grow exactly, not doubling.
+                self.series.reserve_exact(1);
                 self.series.push(SeriesWindow::new(intern(name)));
                 self.series.len() - 1
             }
