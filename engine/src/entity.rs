@@ -12,6 +12,8 @@ pub struct Pending {
     pub rule: Arc<str>,
     /// When the condition started holding.
     pub since_ms: i64,
+    /// When the condition was last seen holding.
+    pub last_held_ms: i64,
 }
 
 /// One entity's state. It lives in its partition's map and moves with the partition.
@@ -26,6 +28,9 @@ pub struct EntityState {
     pub pending: Vec<Pending>,
     /// Event time of the latest event.
     pub last_seen_ms: i64,
+    /// The partition's event time when this entity was last heard from. Expiry measures
+    /// idleness with it, so an entity whose own clock runs behind is not taken for idle.
+    pub last_heard_ms: i64,
 }
 
 impl EntityState {

@@ -203,6 +203,7 @@ impl Engine {
         let interned = &mut self.interned;
         entity.update_labels(&event.labels, |text| intern(interned, text));
         entity.last_seen_ms = entity.last_seen_ms.max(ts);
+        entity.last_heard_ms = watermark;
         let entity_now = entity.last_seen_ms;
         let series = entity.series_mut(&event.name, |name| intern(interned, name));
         series.record(ts, event.value.unwrap_or(1.0), resolution);
@@ -287,11 +288,18 @@ impl Engine {
                     now_ms,
                     &rule.decl.name,
                     entity_key,
-                    format!(
-                        "condition of {} cleared after {} ms, within its hold_for of {hold_ms} ms: a transient",
-                        rule.decl.name,
-                        entity_now - since
-                    ),
+                    if entity_now - since < hold_ms {
+                        format!(
+                            "condition of {} cleared after {} ms, within its hold_for of {hold_ms} ms: a transient",
+                            rule.decl.name,
+                            entity_now - since
+                        )
+                    } else {
+                        format!(
+                            "condition of {} cleared before an event confirmed it had held for its hold_for of {hold_ms} ms: a transient",
+                            rule.decl.name
+                        )
+                    },
                 );
                 verdict.verdict = Some(Verdict::Transient);
                 verdict.evidence = evidence;
@@ -301,11 +309,21 @@ impl Engine {
         }
         let mut held_ms = 0;
         if hold_ms > 0 {
+            let mut pending = pending;
+            if let Some(index) = pending {
+                // Not seen holding for longer than hold_for (the entity fell silent): the
+                // pending state went stale, and its timing restarts rather than firing at once.
+                if entity_now - entity.pending[index].last_held_ms > hold_ms {
+                    entity.pending.swap_remove(index);
+                    pending = None;
+                }
+            }
             match pending {
                 None => {
                     entity.pending.push(Pending {
                         rule: rule_name,
                         since_ms: entity_now,
+                        last_held_ms: entity_now,
                     });
                     self.stats.verdicts_pending += 1;
                     let mut verdict = Decision::new(
@@ -324,6 +342,7 @@ impl Engine {
                     return;
                 }
                 Some(index) => {
+                    entity.pending[index].last_held_ms = entity_now;
                     held_ms = entity_now - entity.pending[index].since_ms;
                     if held_ms < hold_ms {
                         return;
@@ -594,7 +613,7 @@ fn sweep_idle(state: &mut PartitionState, ttl_ms: i64) -> u64 {
     let before = state.entities.len();
     state
         .entities
-        .retain(|_, entity| entity.last_seen_ms > horizon || !entity.incidents.is_empty());
+        .retain(|_, entity| entity.last_heard_ms > horizon || !entity.incidents.is_empty());
     state.swept_at_ms = state.watermark_ms;
     (before - state.entities.len()) as u64
 }

@@ -772,3 +772,81 @@ fn a_rule_that_fails_only_on_some_data_still_loads() {
         .is_ok()
     );
 }
+
+fn engine_accepting_any_time(extra: &[(&str, &str)]) -> Engine {
+    let config = EngineConfig {
+        max_future_ms: i64::MAX,
+        ..EngineConfig::default()
+    };
+    let sources: Vec<(String, String)> = SHIPPED_RULES
+        .iter()
+        .chain(extra)
+        .map(|(f, s)| ((*f).to_owned(), (*s).to_owned()))
+        .collect();
+    Engine::new(config, |rt| RuleSet::load_sources(rt, sources)).expect("rules load")
+}
+
+#[test]
+fn an_entity_whose_clock_runs_behind_is_not_taken_for_idle() {
+    let mut engine = engine_accepting_any_time(&[]);
+    let tick = |e: &str, ts: i64| {
+        format!(r#"{{"entity":"{e}","ts":{ts},"kind":"metric","name":"cpu","value":0.5}}"#)
+    };
+    // "slow" stamps its events two hours behind "fast", on the same partition.
+    let out = feed(
+        &mut engine,
+        &[
+            tick("fast", 7_200_000),
+            exit("slow", 1_000),
+            exit("slow", 2_000),
+            tick("fast", 7_560_000),
+            exit("slow", 3_000),
+        ],
+    );
+    assert_eq!(engine.stats().entities_expired, 0);
+    assert_eq!(
+        commands(&out).len(),
+        1,
+        "slow kept its windows and its crash loop was seen"
+    );
+}
+
+#[test]
+fn a_pending_condition_that_went_stale_restarts_instead_of_firing() {
+    use crate::wire::Verdict;
+    let mut engine = engine_accepting_any_time(&[("slow.rhai", SLOW)]);
+    // Holding at 100 s, then ten minutes of silence, then holding again.
+    let out = feed(
+        &mut engine,
+        &[latency(100_000, 300.0), latency(700_000, 300.0)],
+    );
+    assert_eq!(verdicts(&out), [Verdict::Pending, Verdict::Pending]);
+    assert!(
+        commands(&out).is_empty(),
+        "a stale pending state does not fire at once"
+    );
+}
+
+#[test]
+fn a_method_on_a_missing_label_is_the_data_s_business_not_a_load_error() {
+    let zone = "fn condition(p) { label(\"zone\").starts_with(\"eu\") && count(\"x\", 60) > 0 } #{ name: \"zone\", select: [#{ name: \"x\" }], action: \"a\" }";
+    let sources = vec![("zone.rhai".to_owned(), zone.to_owned())];
+    assert!(
+        Engine::new(EngineConfig::default(), |rt| RuleSet::load_sources(
+            rt, sources
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn a_late_health_check_cannot_start_or_end_a_run_of_fails() {
+    let mut w = SeriesWindow::new("liveness".into());
+    w.record_health(true, 0);
+    w.record_health(true, 100_000);
+    w.record_health(false, 50_000);
+    assert_eq!((w.consecutive_fails(), w.failing_for_ms(100_000)), (0, 0));
+    w.record_health(false, 110_000);
+    w.record_health(true, 105_000);
+    assert_eq!(w.consecutive_fails(), 1, "a late pass does not end the run");
+}

@@ -51,6 +51,8 @@ pub struct SeriesWindow {
     consecutive_passes: u32,
     /// Event time of the first fail in the current run of fails.
     failing_since: i64,
+    /// Event time of the newest health check counted.
+    last_check_ts: i64,
 }
 
 impl SeriesWindow {
@@ -64,6 +66,7 @@ impl SeriesWindow {
             consecutive_fails: 0,
             consecutive_passes: 0,
             failing_since: 0,
+            last_check_ts: i64::MIN,
         }
     }
 
@@ -99,6 +102,12 @@ impl SeriesWindow {
 
     /// Counts a health check's outcome, taken at `ts`, into the consecutive-run counters.
     pub fn record_health(&mut self, pass: bool, ts: i64) {
+        // The runs follow event time: a check older than the newest one counted cannot start
+        // or end a run (a late fail after a newer pass must not read as failing since then).
+        if ts < self.last_check_ts {
+            return;
+        }
+        self.last_check_ts = ts;
         if pass {
             self.consecutive_passes = self.consecutive_passes.saturating_add(1);
             self.consecutive_fails = 0;

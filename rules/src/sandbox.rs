@@ -156,12 +156,13 @@ impl Runtime {
             };
         }
         let pos = err.position();
-        let always = matches!(
-            err.unwrap_inner(),
-            EvalAltResult::ErrorFunctionNotFound(..)
-                | EvalAltResult::ErrorPropertyNotFound(..)
-                | EvalAltResult::ErrorVariableNotFound(..)
-        );
+        // A call with a `()` argument fails only because a value is missing, e.g. a method on
+        // `label("zone")` of an entity without that label: that depends on the data.
+        let always = match err.unwrap_inner() {
+            EvalAltResult::ErrorFunctionNotFound(signature, _) => !signature.contains("()"),
+            EvalAltResult::ErrorPropertyNotFound(..) | EvalAltResult::ErrorVariableNotFound(..) => true,
+            _ => false,
+        };
         EvalError::Script {
             rule: rule.to_owned(),
             file: file.to_owned(),
