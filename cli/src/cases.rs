@@ -59,9 +59,9 @@ pub enum CaseError {
 pub enum Compare {
     /// Every line: golden tests of the engine.
     Everything,
-    /// Verdicts and commands only: rule tests, which should not break when the incident
-    /// lifecycle around them changes.
-    VerdictsAndCommands,
+    /// Verdicts, commands and dead letters: rule tests, which should not break when the
+    /// incident lifecycle around them changes, but must notice events that were refused.
+    Outcomes,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaseError + '_ {
@@ -163,7 +163,14 @@ fn keep(line: &str, compare: Compare) -> bool {
     let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
         return true;
     };
-    value["type"] == "command" || (value["type"] == "decision" && value["kind"] == "verdict")
+    value["type"] == "command"
+        || value["type"] == "dead_letter"
+        || (value["type"] == "decision" && value["kind"] == "verdict")
+}
+
+/// A line as compared: its JSON value, so spacing and key order do not matter; or its text.
+fn comparable(line: &str) -> Result<serde_json::Value, &str> {
+    serde_json::from_str(line).map_err(|_| line.trim())
 }
 
 /// The lines of `output` that `compare` looks at, as `expected.jsonl` should hold them.
@@ -191,7 +198,12 @@ pub fn diff(expected: &str, actual: &[String], compare: Compare) -> Option<Strin
         .map(String::as_str)
         .filter(|l| keep(l, compare))
         .collect();
-    if expected == actual {
+    let same = expected.len() == actual.len()
+        && expected
+            .iter()
+            .zip(&actual)
+            .all(|(e, a)| comparable(e) == comparable(a));
+    if same {
         return None;
     }
     // A longest-common-subsequence diff: cases are short, so quadratic is fine.
@@ -199,7 +211,7 @@ pub fn diff(expected: &str, actual: &[String], compare: Compare) -> Option<Strin
     let mut lcs = vec![vec![0_usize; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            lcs[i][j] = if expected[i] == actual[j] {
+            lcs[i][j] = if comparable(expected[i]) == comparable(actual[j]) {
                 lcs[i + 1][j + 1] + 1
             } else {
                 lcs[i + 1][j].max(lcs[i][j + 1])
@@ -208,7 +220,7 @@ pub fn diff(expected: &str, actual: &[String], compare: Compare) -> Option<Strin
     }
     let (mut i, mut j, mut out) = (0, 0, String::new());
     while i < n || j < m {
-        if i < n && j < m && expected[i] == actual[j] {
+        if i < n && j < m && comparable(expected[i]) == comparable(actual[j]) {
             out.push_str(&format!("  {}\n", expected[i]));
             i += 1;
             j += 1;
@@ -238,7 +250,30 @@ pub fn test_rules(dir: &Path, config: &EngineConfig, update: bool) -> Result<Sum
     // Load once up front so a broken rule file is reported once, not per case.
     Engine::new(config.clone(), |rt| crate::load_rules(rt, Some(dir)))?;
     let mut summary = Summary::default();
-    for case in discover(&dir.join("tests"))? {
+    let root = dir.join("tests");
+    // A case directory without events would otherwise be skipped in silence.
+    if root.is_dir() {
+        for entry in std::fs::read_dir(&root).map_err(io(&root))? {
+            let path = entry.map_err(io(&root))?.path();
+            if path.is_dir() && !path.join("events.jsonl").is_file() {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                summary
+                    .failed
+                    .push((name, format!("{} has no events.jsonl", path.display())));
+            }
+        }
+    }
+    let cases = discover(&root)?;
+    if cases.is_empty() && summary.failed.is_empty() {
+        return Err(CaseError::Settings {
+            path: root,
+            message: "no test cases: expected directories tests/<case>/ with events.jsonl and expected.jsonl".into(),
+        });
+    }
+    for case in cases {
         let output = match run(&case, Some(dir), config) {
             Ok(output) => output,
             Err(error) => {
@@ -248,11 +283,8 @@ pub fn test_rules(dir: &Path, config: &EngineConfig, update: bool) -> Result<Sum
         };
         let expected_path = case.dir.join("expected.jsonl");
         if update {
-            std::fs::write(
-                &expected_path,
-                expected_text(&output, Compare::VerdictsAndCommands),
-            )
-            .map_err(io(&expected_path))?;
+            std::fs::write(&expected_path, expected_text(&output, Compare::Outcomes))
+                .map_err(io(&expected_path))?;
             summary.passed += 1;
             continue;
         }
@@ -265,7 +297,7 @@ pub fn test_rules(dir: &Path, config: &EngineConfig, update: bool) -> Result<Sum
                 continue;
             }
         };
-        match diff(&expected, &output, Compare::VerdictsAndCommands) {
+        match diff(&expected, &output, Compare::Outcomes) {
             None => summary.passed += 1,
             Some(diff) => summary.failed.push((case.name, diff)),
         }

@@ -53,11 +53,17 @@ enum Command {
     },
     /// Check rule files and report every problem with file:line:column.
     Check {
+        /// A TOML config file, for the [engine] settings the rules run under.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// The rules directory.
         dir: PathBuf,
     },
     /// Run the rule test cases in DIR/tests/ against the rules in DIR.
     Test {
+        /// A TOML config file, for the [engine] settings the rules run under.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// The rules directory; its cases are in DIR/tests/<case>/.
         dir: PathBuf,
         /// Write each case's expected.jsonl from what the rules do now, instead of comparing.
@@ -78,8 +84,12 @@ fn main() -> ExitCode {
             ack_delay,
             events,
         } => replay_command(rules, config, ack, ack_map, &ack_delay, &events),
-        Command::Check { dir } => check(&dir),
-        Command::Test { dir, update } => test(&dir, update),
+        Command::Check { config, dir } => check(config.as_deref(), &dir),
+        Command::Test {
+            config,
+            dir,
+            update,
+        } => test(config.as_deref(), &dir, update),
     }
 }
 
@@ -162,10 +172,17 @@ fn run(config_path: Option<PathBuf>) -> ExitCode {
             ExitCode::from(130)
         }
         Ok(Ok(report)) => {
+            let stats = &report.engine;
             tracing::info!(
-                events = report.engine.events_in,
-                commands = report.engine.commands,
+                events = stats.events_in,
+                commands = stats.commands,
                 dead_lettered = report.dead_lettered,
+                decode_errors = stats.decode_errors,
+                late = stats.late_events,
+                future = stats.future_events,
+                transients = stats.verdicts_transient,
+                rule_errors = stats.rule_errors,
+                entities_expired = stats.entities_expired,
                 commits = report.commits,
                 "salve stopped"
             );
@@ -280,8 +297,11 @@ fn replay_command(
     ExitCode::SUCCESS
 }
 
-fn check(dir: &std::path::Path) -> ExitCode {
-    let config = Config::default();
+fn check(config_path: Option<&std::path::Path>, dir: &std::path::Path) -> ExitCode {
+    let config = match load_config(config_path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
     match Engine::new(config.engine, |rt| salve::load_rules(rt, Some(dir))) {
         Ok(engine) => {
             for rule in engine.rules().rules() {
@@ -296,8 +316,11 @@ fn check(dir: &std::path::Path) -> ExitCode {
     }
 }
 
-fn test(dir: &std::path::Path, update: bool) -> ExitCode {
-    let config = Config::default();
+fn test(config_path: Option<&std::path::Path>, dir: &std::path::Path, update: bool) -> ExitCode {
+    let config = match load_config(config_path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
     let summary = match salve::cases::test_rules(dir, &config.engine, update) {
         Ok(summary) => summary,
         Err(error) => {

@@ -281,3 +281,89 @@ fn test_fails_with_a_diff_when_a_rule_no_longer_does_what_its_case_expects() {
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+#[test]
+fn test_refuses_to_pass_with_nothing_tested() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("crash_loop.rhai"),
+        salve_rules::SHIPPED_RULES[0].1,
+    )
+    .expect("write");
+    let output = salve().arg("test").arg(dir.path()).output().expect("runs");
+    assert_eq!(output.status.code(), Some(2), "no cases at all");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no test cases"));
+
+    // A case whose events are all refused is not a silent pass, and a case directory
+    // without events.jsonl is reported.
+    let case = dir.path().join("tests/typo");
+    std::fs::create_dir_all(&case).expect("mkdir");
+    std::fs::write(
+        case.join("events.jsonl"),
+        "{\"entity\":\"a\",\"kind\":\"evnt\",\"name\":\"process_exit\"}\n",
+    )
+    .expect("write");
+    std::fs::write(case.join("expected.jsonl"), "\n").expect("write");
+    std::fs::create_dir_all(dir.path().join("tests/misnamed")).expect("mkdir");
+    std::fs::write(dir.path().join("tests/misnamed/event.jsonl"), "{}\n").expect("write");
+    let output = salve().arg("test").arg(dir.path()).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL typo") && stdout.contains("+ {\"type\":\"dead_letter\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL misnamed") && stdout.contains("no events.jsonl"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn test_compares_json_values_not_spacing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("crash_loop.rhai"),
+        salve_rules::SHIPPED_RULES[0].1,
+    )
+    .expect("write");
+    let case = dir.path().join("tests/three");
+    std::fs::create_dir_all(&case).expect("mkdir");
+    let events: String = [0, 1_000, 2_000]
+        .iter()
+        .map(|ts| {
+            format!(
+                "{{\"entity\":\"a\",\"ts\":{ts},\"kind\":\"event\",\"name\":\"process_exit\"}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(case.join("events.jsonl"), events).expect("write");
+    let output = salve()
+        .args(["test", "--update"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert!(output.status.success());
+    // Re-space every expected line: the same JSON values still match.
+    let expected = std::fs::read_to_string(case.join("expected.jsonl")).expect("read");
+    let respaced: String = expected
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let value: serde_json::Value = serde_json::from_str(l).expect("json");
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&value)
+                    .expect("json")
+                    .replace('\n', " ")
+            )
+        })
+        .collect();
+    std::fs::write(case.join("expected.jsonl"), respaced).expect("write");
+    let output = salve().arg("test").arg(dir.path()).output().expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}

@@ -41,7 +41,7 @@ impl Default for EngineConfig {
             resolution_ms: 1_000,
             max_window_ms: 15 * 60 * 1_000,
             allowed_lateness_ms: 60_000,
-            max_future_ms: 5 * 60 * 1_000,
+            max_future_ms: 60_000,
             entity_ttl_ms: 60 * 60 * 1_000,
             ack_timeout_ms: 30_000,
             limits: Limits::default(),
@@ -72,6 +72,12 @@ impl EngineConfig {
             return Err(InvalidEngineConfig {
                 key: "max_window",
                 expected: "a duration at least as long as engine.resolution",
+            });
+        }
+        if self.max_future_ms > self.allowed_lateness_ms {
+            return Err(InvalidEngineConfig {
+                key: "max_future",
+                expected: "a duration no longer than engine.allowed_lateness: an event accepted that far ahead would make its entity's next real events late",
             });
         }
         if self.entity_ttl_ms < self.max_window_ms {

@@ -194,16 +194,10 @@ fn windows_expire_old_buckets() {
     assert_eq!(w.aggregate(100_000, 1_000_000).count, 1);
 }
 
+/// An engine with the shipped rules and `extra`. It accepts events from any time, because these
+/// tests feed event time with a processing clock of 0; the future check has its own test.
 fn engine_with(extra: &[(&str, &str)]) -> Engine {
-    let sources: Vec<(String, String)> = SHIPPED_RULES
-        .iter()
-        .chain(extra)
-        .map(|(f, s)| ((*f).to_owned(), (*s).to_owned()))
-        .collect();
-    Engine::new(EngineConfig::default(), |rt| {
-        RuleSet::load_sources(rt, sources)
-    })
-    .expect("rules load")
+    engine_accepting_any_time(extra)
 }
 
 fn exit(entity: &str, ts: i64) -> String {
@@ -482,6 +476,16 @@ fn label_selectors_must_match() {
 }
 
 #[test]
+fn max_future_may_not_exceed_the_allowed_lateness() {
+    let config = EngineConfig {
+        max_future_ms: 120_000,
+        ..EngineConfig::default()
+    };
+    let error = config.validate().expect_err("refused").to_string();
+    assert!(error.contains("engine.max_future"), "{error}");
+}
+
+#[test]
 fn zero_limits_are_refused_because_rhai_reads_zero_as_unlimited() {
     let mut config = EngineConfig::default();
     config.limits.max_operations = 0;
@@ -678,23 +682,29 @@ fn events_later_than_the_allowed_lateness_are_refused_and_counted() {
 
 #[test]
 fn events_too_far_in_the_future_are_refused_and_counted() {
-    let mut engine = engine_with(&[]);
+    let sources = SHIPPED_RULES
+        .iter()
+        .map(|(f, s)| ((*f).to_owned(), (*s).to_owned()));
+    let mut engine = Engine::new(EngineConfig::default(), |rt| {
+        RuleSet::load_sources(rt, sources)
+    })
+    .expect("rules load");
     let mut out = Vec::new();
     let now = 1_000_000;
     engine
         .on_message(
             at(0),
             None,
-            exit("a", now + 300_000).as_bytes(),
+            exit("a", now + 60_000).as_bytes(),
             None,
             now,
             &mut out,
         )
-        .expect("5 min ahead is allowed");
+        .expect("1 min ahead is allowed");
     let ahead = engine.on_message(
         at(1),
         None,
-        exit("a", now + 300_001).as_bytes(),
+        exit("a", now + 60_001).as_bytes(),
         None,
         now,
         &mut out,

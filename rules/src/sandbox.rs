@@ -160,7 +160,9 @@ impl Runtime {
         // `label("zone")` of an entity without that label: that depends on the data.
         let always = match err.unwrap_inner() {
             EvalAltResult::ErrorFunctionNotFound(signature, _) => !signature.contains("()"),
-            EvalAltResult::ErrorPropertyNotFound(..) | EvalAltResult::ErrorVariableNotFound(..) => true,
+            EvalAltResult::ErrorPropertyNotFound(..) | EvalAltResult::ErrorVariableNotFound(..) => {
+                true
+            }
             _ => false,
         };
         EvalError::Script {
