@@ -283,27 +283,26 @@ impl Engine {
             if let Some(index) = pending {
                 let since = entity.pending.swap_remove(index).since_ms;
                 self.stats.verdicts_transient += 1;
-                let mut verdict = Decision::new(
-                    DecisionKind::Verdict,
+                let reason = if entity_now - since < hold_ms {
+                    format!(
+                        "condition of {} cleared after {} ms, within its hold_for of {hold_ms} ms: a transient",
+                        rule.decl.name,
+                        entity_now - since
+                    )
+                } else {
+                    format!(
+                        "condition of {} cleared before an event confirmed it had held for its hold_for of {hold_ms} ms: a transient",
+                        rule.decl.name
+                    )
+                };
+                out.push(Output::Decision(verdict(
                     now_ms,
                     &rule.decl.name,
                     entity_key,
-                    if entity_now - since < hold_ms {
-                        format!(
-                            "condition of {} cleared after {} ms, within its hold_for of {hold_ms} ms: a transient",
-                            rule.decl.name,
-                            entity_now - since
-                        )
-                    } else {
-                        format!(
-                            "condition of {} cleared before an event confirmed it had held for its hold_for of {hold_ms} ms: a transient",
-                            rule.decl.name
-                        )
-                    },
-                );
-                verdict.verdict = Some(Verdict::Transient);
-                verdict.evidence = evidence;
-                out.push(Output::Decision(verdict));
+                    Verdict::Transient,
+                    reason,
+                    evidence,
+                )));
             }
             return;
         }
@@ -326,19 +325,18 @@ impl Engine {
                         last_held_ms: entity_now,
                     });
                     self.stats.verdicts_pending += 1;
-                    let mut verdict = Decision::new(
-                        DecisionKind::Verdict,
+                    let reason = format!(
+                        "condition of {} holds; a failure if it still holds after {hold_ms} ms",
+                        rule.decl.name
+                    );
+                    out.push(Output::Decision(verdict(
                         now_ms,
                         &rule.decl.name,
                         entity_key,
-                        format!(
-                            "condition of {} holds; a failure if it still holds after {hold_ms} ms",
-                            rule.decl.name
-                        ),
-                    );
-                    verdict.verdict = Some(Verdict::Pending);
-                    verdict.evidence = evidence;
-                    out.push(Output::Decision(verdict));
+                        Verdict::Pending,
+                        reason,
+                        evidence,
+                    )));
                     return;
                 }
                 Some(index) => {
@@ -353,22 +351,22 @@ impl Engine {
         }
         self.stats.verdicts_failure += 1;
         let incident = incident_id(&rule.decl.name, entity_key, position);
-        let mut verdict = Decision::new(
-            DecisionKind::Verdict,
+        let reason = describe_evidence(&evidence, &rule.decl.description);
+        let held = if held_ms > 0 {
+            format!("condition of {} held for {held_ms} ms", rule.decl.name)
+        } else {
+            format!("condition of {} holds", rule.decl.name)
+        };
+        let mut failure = verdict(
             now_ms,
             &rule.decl.name,
             entity_key,
-            if held_ms > 0 {
-                format!("condition of {} held for {held_ms} ms", rule.decl.name)
-            } else {
-                format!("condition of {} holds", rule.decl.name)
-            },
+            Verdict::Failure,
+            held,
+            evidence,
         );
-        verdict.verdict = Some(Verdict::Failure);
-        verdict.incident = Some(incident.clone());
-        let reason = describe_evidence(&evidence, &rule.decl.description);
-        verdict.evidence = evidence;
-        out.push(Output::Decision(verdict));
+        failure.incident = Some(incident.clone());
+        out.push(Output::Decision(failure));
         let mut opened = transition(
             now_ms,
             &rule.decl.name,
@@ -640,6 +638,21 @@ fn transition(
     record.incident = Some(incident.to_owned());
     record.from = from;
     record.to = Some(to);
+    record
+}
+
+/// A verdict record with the window values it rested on.
+fn verdict(
+    now_ms: i64,
+    rule: &str,
+    entity: &str,
+    verdict: Verdict,
+    reason: String,
+    evidence: Vec<crate::wire::Evidence>,
+) -> Decision {
+    let mut record = Decision::new(DecisionKind::Verdict, now_ms, rule, entity, reason);
+    record.verdict = Some(verdict);
+    record.evidence = evidence;
     record
 }
 
