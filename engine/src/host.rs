@@ -1,13 +1,13 @@
 //! The host functions rules call to read windowed state, and the frame they read it from.
 //!
 //! Before calling a rule, the engine moves the entity's state into the shared [`Frame`] (a swap,
-//! no copy) and moves it back afterwards. Host functions read the frame and record every value
-//! they return as evidence, so each verdict carries the numbers it rested on.
+//! no copy) and moves it back afterwards. Host functions read the frame and note every value
+//! they return, so each verdict carries the numbers it rested on as evidence.
 
 use crate::entity::EntityState;
 use crate::window::Aggregate;
 use crate::wire::Evidence;
-use salve_rules::{duration_ms, Dynamic, EvalAltResult, RhaiEngine};
+use salve_rules::{duration_ms, Dynamic, EvalAltResult, ImmutableString, RhaiEngine};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -25,8 +25,56 @@ pub struct Frame {
     pub resolution_ms: i64,
     /// The entity under evaluation, moved in for the call.
     pub entity: EntityState,
-    /// Values returned so far in this call.
-    pub evidence: Vec<Evidence>,
+    /// Values returned so far in this call. They are cheap records, turned into [`Evidence`]
+    /// only when a verdict is emitted, and most calls emit none.
+    pub noted: Vec<Noted>,
+    /// Window strings already parsed, e.g. `"60s"`: rules use a handful.
+    windows: Vec<(ImmutableString, i64)>,
+}
+
+/// A value a host function returned, as noted during a call.
+#[derive(Debug, Clone)]
+pub struct Noted {
+    function: &'static str,
+    series: ImmutableString,
+    window_ms: Option<i64>,
+    value: f64,
+}
+
+impl Frame {
+    /// An empty frame for windows of `resolution_ms` up to `max_window_ms`.
+    pub fn new(resolution_ms: i64, max_window_ms: i64) -> Self {
+        Self {
+            resolution_ms,
+            max_window_ms,
+            ..Self::default()
+        }
+    }
+
+    /// The values noted in this call, as the evidence of a verdict.
+    pub fn evidence(&self) -> Vec<Evidence> {
+        self.noted
+            .iter()
+            .map(|n| Evidence {
+                function: n.function.to_owned(),
+                series: n.series.to_string(),
+                window_ms: n.window_ms,
+                value: n.value.is_finite().then_some(n.value),
+            })
+            .collect()
+    }
+
+    /// The milliseconds of a window written as a string, parsed once per distinct string.
+    fn window_text_ms(&mut self, text: &ImmutableString) -> HostResult<i64> {
+        if let Some((_, ms)) = self.windows.iter().find(|(known, _)| known == text) {
+            return Ok(*ms);
+        }
+        let ms = duration_ms(&Dynamic::from(text.clone())).map_err(|e| e.to_string())?;
+        if self.windows.len() < 64 {
+            self.windows.push((text.clone(), ms));
+        }
+        Ok(ms)
+    }
 }
 
 /// The frame shared between the engine and the registered host functions.
@@ -34,8 +82,7 @@ pub type SharedFrame = Rc<RefCell<Frame>>;
 
 type HostResult<T> = Result<T, Box<EvalAltResult>>;
 
-fn window_arg(frame: &Frame, window: &Dynamic) -> HostResult<i64> {
-    let ms = duration_ms(window).map_err(|e| e.to_string())?;
+fn check_window(frame: &Frame, ms: i64) -> HostResult<i64> {
     if ms < frame.resolution_ms {
         return Err(format!(
             "a window of {ms} ms is shorter than engine.resolution ({} ms), the width of one bucket",
@@ -53,28 +100,44 @@ fn window_arg(frame: &Frame, window: &Dynamic) -> HostResult<i64> {
     Ok(ms)
 }
 
-fn note(frame: &mut Frame, function: &str, series: &str, window_ms: Option<i64>, value: f64) {
-    frame.evidence.push(Evidence {
-        function: function.to_owned(),
-        series: series.to_owned(),
+fn note(
+    frame: &mut Frame,
+    function: &'static str,
+    series: ImmutableString,
+    window_ms: Option<i64>,
+    value: f64,
+) {
+    frame.noted.push(Noted {
+        function,
+        series,
         window_ms,
-        value: value.is_finite().then_some(value),
+        value,
     });
 }
 
-/// Computes a windowed function's result, and the number recorded as evidence.
+/// Computes a windowed function's result, and the number noted as evidence.
 type Windowed = fn(&Frame, &str, i64) -> (Dynamic, f64);
+
+/// How a rule wrote a window.
+enum Window {
+    Text(ImmutableString),
+    Seconds(Dynamic),
+}
 
 fn call_windowed(
     frame: &SharedFrame,
     name: &'static str,
-    series: &str,
-    window: &Dynamic,
+    series: ImmutableString,
+    window: Window,
     compute: Windowed,
 ) -> HostResult<Dynamic> {
     let mut frame = frame.borrow_mut();
-    let window_ms = window_arg(&frame, window)?;
-    let (value, evidence) = compute(&frame, series, window_ms);
+    let ms = match window {
+        Window::Text(text) => frame.window_text_ms(&text)?,
+        Window::Seconds(seconds) => duration_ms(&seconds).map_err(|e| e.to_string())?,
+    };
+    let window_ms = check_window(&frame, ms)?;
+    let (value, evidence) = compute(&frame, &series, window_ms);
     note(&mut frame, name, series, Some(window_ms), evidence);
     Ok(value)
 }
@@ -92,17 +155,35 @@ fn register_windowed(
     let f = Rc::clone(frame);
     engine.register_fn(
         name,
-        move |series: &str, window: salve_rules::ImmutableString| {
-            call_windowed(&f, name, series, &Dynamic::from(window), compute)
+        move |series: ImmutableString, window: ImmutableString| {
+            call_windowed(&f, name, series, Window::Text(window), compute)
         },
     );
     let f = Rc::clone(frame);
-    engine.register_fn(name, move |series: &str, window: i64| {
-        call_windowed(&f, name, series, &Dynamic::from(window), compute)
+    engine.register_fn(name, move |series: ImmutableString, window: i64| {
+        let window = Window::Seconds(Dynamic::from(window));
+        call_windowed(&f, name, series, window, compute)
     });
     let f = Rc::clone(frame);
-    engine.register_fn(name, move |series: &str, window: f64| {
-        call_windowed(&f, name, series, &Dynamic::from(window), compute)
+    engine.register_fn(name, move |series: ImmutableString, window: f64| {
+        let window = Window::Seconds(Dynamic::from(window));
+        call_windowed(&f, name, series, window, compute)
+    });
+}
+
+/// Registers `name(series)`: a value of the series that takes no window.
+fn register_plain(
+    engine: &mut RhaiEngine,
+    frame: &SharedFrame,
+    name: &'static str,
+    compute: fn(&Frame, &str) -> (Dynamic, f64),
+) {
+    let f = Rc::clone(frame);
+    engine.register_fn(name, move |series: ImmutableString| -> Dynamic {
+        let mut frame = f.borrow_mut();
+        let (value, evidence) = compute(&frame, &series);
+        note(&mut frame, name, series, None, evidence);
+        value
     });
 }
 
@@ -116,6 +197,10 @@ fn aggregate(
     let value = frame.entity.series(series).map_or(f64::NAN, |s| {
         pick(&s.aggregate(frame.now_ms, window_ms), window_ms)
     });
+    (Dynamic::from_float(value), value)
+}
+
+fn float(value: f64) -> (Dynamic, f64) {
     (Dynamic::from_float(value), value)
 }
 
@@ -148,66 +233,43 @@ pub fn register(engine: &mut RhaiEngine, frame: &SharedFrame) {
             a.count as f64 * 1000.0 / window_ms as f64
         })
     });
-    {
-        let frame = Rc::clone(frame);
-        engine.register_fn("last", move |series: &str| -> f64 {
-            let mut frame = frame.borrow_mut();
-            let value = frame
+    register_plain(engine, frame, "last", |frame, series| {
+        float(
+            frame
                 .entity
                 .series(series)
                 .and_then(|s| s.last())
-                .map_or(f64::NAN, |(_, v)| v);
-            note(&mut frame, "last", series, None, value);
-            value
-        });
-    }
-    {
-        let frame = Rc::clone(frame);
-        engine.register_fn("since_last", move |series: &str| -> f64 {
-            let mut frame = frame.borrow_mut();
-            let now = frame.partition_now_ms;
-            let value = frame
+                .map_or(f64::NAN, |(_, v)| v),
+        )
+    });
+    register_plain(engine, frame, "since_last", |frame, series| {
+        let now = frame.partition_now_ms;
+        float(
+            frame
                 .entity
                 .series(series)
                 .and_then(|s| s.last())
                 .map_or(f64::INFINITY, |(ts, _)| {
                     now.saturating_sub(ts) as f64 / 1000.0
-                });
-            note(&mut frame, "since_last", series, None, value);
-            value
-        });
-    }
-    {
-        let frame = Rc::clone(frame);
-        engine.register_fn("consecutive_fails", move |series: &str| -> i64 {
-            let mut frame = frame.borrow_mut();
-            let value = frame
+                }),
+        )
+    });
+    register_plain(engine, frame, "consecutive_fails", |frame, series| {
+        let fails = frame
+            .entity
+            .series(series)
+            .map_or(0, |s| s.consecutive_fails());
+        (Dynamic::from_int(i64::from(fails)), f64::from(fails))
+    });
+    register_plain(engine, frame, "failing_for", |frame, series| {
+        let now = frame.now_ms;
+        float(
+            frame
                 .entity
                 .series(series)
-                .map_or(0, |s| s.consecutive_fails());
-            note(
-                &mut frame,
-                "consecutive_fails",
-                series,
-                None,
-                f64::from(value),
-            );
-            i64::from(value)
-        });
-    }
-    {
-        let frame = Rc::clone(frame);
-        engine.register_fn("failing_for", move |series: &str| -> f64 {
-            let mut frame = frame.borrow_mut();
-            let now = frame.now_ms;
-            let value = frame
-                .entity
-                .series(series)
-                .map_or(0.0, |s| s.failing_for_ms(now) as f64 / 1000.0);
-            note(&mut frame, "failing_for", series, None, value);
-            value
-        });
-    }
+                .map_or(0.0, |s| s.failing_for_ms(now) as f64 / 1000.0),
+        )
+    });
     {
         let frame = Rc::clone(frame);
         engine.register_fn("label", move |key: &str| -> Dynamic {

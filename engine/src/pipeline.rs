@@ -85,18 +85,17 @@ impl Engine {
         config: EngineConfig,
         load: impl FnOnce(&Runtime) -> Result<RuleSet, LoadErrors>,
     ) -> Result<Self, LoadErrors> {
-        let frame: SharedFrame = Rc::new(RefCell::new(Frame {
-            max_window_ms: config.max_window_ms,
-            resolution_ms: config.resolution_ms,
-            ..Frame::default()
-        }));
+        let frame: SharedFrame = Rc::new(RefCell::new(Frame::new(
+            config.resolution_ms,
+            config.max_window_ms,
+        )));
         let runtime = Runtime::new(config.limits.clone(), |engine| {
             host::register(engine, &frame)
         });
         let rules = load(&runtime)?;
         // The frame holds an empty entity here: the probe sees no data.
         rules.probe(&runtime)?;
-        frame.borrow_mut().evidence.clear();
+        frame.borrow_mut().noted.clear();
         let mut engine = Self {
             config,
             runtime,
@@ -253,17 +252,17 @@ impl Engine {
         if entity.incidents.iter().any(|i| i.rule == rule_name) {
             return;
         }
-        let (result, evidence) = {
+        let result = {
             let mut frame = self.frame.borrow_mut();
             frame.now_ms = entity.last_seen_ms;
             frame.partition_now_ms = watermark;
-            frame.evidence.clear();
+            frame.noted.clear();
             std::mem::swap(&mut frame.entity, entity);
             drop(frame);
             let result = self.rules.condition(&self.runtime, rule_index);
             let mut frame = self.frame.borrow_mut();
             std::mem::swap(&mut frame.entity, entity);
-            (result, std::mem::take(&mut frame.evidence))
+            result
         };
         self.stats.rule_evaluations += 1;
         let holds = match result {
@@ -295,6 +294,7 @@ impl Engine {
                         rule.decl.name
                     )
                 };
+                let evidence = self.frame.borrow().evidence();
                 out.push(Output::Decision(verdict(
                     now_ms,
                     &rule.decl.name,
@@ -329,6 +329,7 @@ impl Engine {
                         "condition of {} holds; a failure if it still holds after {hold_ms} ms",
                         rule.decl.name
                     );
+                    let evidence = self.frame.borrow().evidence();
                     out.push(Output::Decision(verdict(
                         now_ms,
                         &rule.decl.name,
@@ -351,6 +352,7 @@ impl Engine {
         }
         self.stats.verdicts_failure += 1;
         let incident = incident_id(&rule.decl.name, entity_key, position);
+        let evidence = self.frame.borrow().evidence();
         let reason = describe_evidence(&evidence, &rule.decl.description);
         let held = if held_ms > 0 {
             format!("condition of {} held for {held_ms} ms", rule.decl.name)
