@@ -294,14 +294,13 @@ impl Engine {
                         rule.decl.name
                     )
                 };
-                let evidence = self.frame.borrow().evidence();
                 out.push(Output::Decision(verdict(
+                    &self.frame,
                     now_ms,
                     &rule.decl.name,
                     entity_key,
                     Verdict::Transient,
                     reason,
-                    evidence,
                 )));
             }
             return;
@@ -329,14 +328,13 @@ impl Engine {
                         "condition of {} holds; a failure if it still holds after {hold_ms} ms",
                         rule.decl.name
                     );
-                    let evidence = self.frame.borrow().evidence();
                     out.push(Output::Decision(verdict(
+                        &self.frame,
                         now_ms,
                         &rule.decl.name,
                         entity_key,
                         Verdict::Pending,
                         reason,
-                        evidence,
                     )));
                     return;
                 }
@@ -352,22 +350,21 @@ impl Engine {
         }
         self.stats.verdicts_failure += 1;
         let incident = incident_id(&rule.decl.name, entity_key, position);
-        let evidence = self.frame.borrow().evidence();
-        let reason = describe_evidence(&evidence, &rule.decl.description);
         let held = if held_ms > 0 {
             format!("condition of {} held for {held_ms} ms", rule.decl.name)
         } else {
             format!("condition of {} holds", rule.decl.name)
         };
         let mut failure = verdict(
+            &self.frame,
             now_ms,
             &rule.decl.name,
             entity_key,
             Verdict::Failure,
             held,
-            evidence,
         );
         failure.incident = Some(incident.clone());
+        let reason = describe_evidence(&failure.evidence, &rule.decl.description);
         out.push(Output::Decision(failure));
         let mut opened = transition(
             now_ms,
@@ -643,18 +640,18 @@ fn transition(
     record
 }
 
-/// A verdict record with the window values it rested on.
+/// A verdict record, with the window values the rule call noted in `frame` as its evidence.
 fn verdict(
+    frame: &SharedFrame,
     now_ms: i64,
     rule: &str,
     entity: &str,
     verdict: Verdict,
     reason: String,
-    evidence: Vec<crate::wire::Evidence>,
 ) -> Decision {
     let mut record = Decision::new(DecisionKind::Verdict, now_ms, rule, entity, reason);
     record.verdict = Some(verdict);
-    record.evidence = evidence;
+    record.evidence = frame.borrow().evidence();
     record
 }
 
