@@ -37,6 +37,24 @@ impl Default for KafkaConfig {
     }
 }
 
+/// A librdkafka client configuration: the bootstrap servers, then salve's `defaults`, then the
+/// user's `overrides` from `[kafka.consumer]` or `[kafka.producer]`, which win.
+pub(crate) fn client_config(
+    bootstrap: &str,
+    defaults: &[(&str, String)],
+    overrides: &BTreeMap<String, String>,
+) -> rdkafka::ClientConfig {
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (key, value) in defaults {
+        config.set(*key, value);
+    }
+    for (key, value) in overrides {
+        config.set(key, value);
+    }
+    config
+}
+
 /// librdkafka properties are strings, but `linger.ms = 5` should not need quotes.
 fn properties<'de, D: serde::Deserializer<'de>>(
     deserializer: D,

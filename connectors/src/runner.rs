@@ -11,9 +11,8 @@
 //! acks topic, so an ack reaches the process that owns the incident whatever key the actuator
 //! used. Acks are few; reading them all costs little.
 
-use crate::config::{KafkaConfig, TopicsConfig};
+use crate::config::{client_config, KafkaConfig, TopicsConfig};
 use crate::dead_letter::{self, Source};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
@@ -244,18 +243,6 @@ fn wall_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn client_config(
-    bootstrap: &str,
-    extra: &std::collections::BTreeMap<String, String>,
-) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    for (key, value) in extra {
-        config.set(key, value);
-    }
-    config
-}
-
 struct Publisher<'a> {
     producer: &'a OutputProducer,
     topics: &'a TopicsConfig,
@@ -358,10 +345,7 @@ pub fn run(
     on_ready: impl FnOnce(),
 ) -> Result<RunReport, RunError> {
     let delivery = Arc::new(DeliveryState::default());
-    let mut producer_config = client_config(bootstrap, &BTreeMapDefaults::producer(topics));
-    for (key, value) in &kafka.producer {
-        producer_config.set(key, value);
-    }
+    let producer_config = client_config(bootstrap, &producer_defaults(topics), &kafka.producer);
     let producer: Arc<OutputProducer> =
         Arc::new(producer_config.create_with_context(DeliveryContext(Arc::clone(&delivery)))?);
 
@@ -377,11 +361,8 @@ pub fn run(
         fatal: Mutex::new(None),
         commits: AtomicU64::new(0),
     };
-    let mut consumer_config = client_config(bootstrap, &BTreeMapDefaults::consumer());
+    let mut consumer_config = client_config(bootstrap, &consumer_defaults(), &kafka.consumer);
     consumer_config.set("group.id", &kafka.group_id);
-    for (key, value) in &kafka.consumer {
-        consumer_config.set(key, value);
-    }
     let consumer: BaseConsumer<GroupContext> = consumer_config.create_with_context(context)?;
     let telemetry: Vec<&str> = topics.telemetry.iter().map(String::as_str).collect();
     consumer.subscribe(&telemetry)?;
@@ -558,10 +539,7 @@ fn ack_follower(
     kafka: &KafkaConfig,
     acks_topic: &str,
 ) -> Result<BaseConsumer, RunError> {
-    let mut config = client_config(bootstrap, &BTreeMapDefaults::consumer());
-    for (key, value) in &kafka.consumer {
-        config.set(key, value);
-    }
+    let mut config = client_config(bootstrap, &consumer_defaults(), &kafka.consumer);
     // librdkafka needs a group id even to assign() partitions by hand. This consumer never
     // subscribes or commits, so it never joins that group or shares anything through it.
     config.set("group.id", format!("{}.ack-follower", kafka.group_id));
@@ -593,38 +571,30 @@ fn ack_follower(
     Ok(consumer)
 }
 
-/// librdkafka settings salve relies on; `[kafka.consumer]` and `[kafka.producer]` override them.
-struct BTreeMapDefaults;
+/// The consumer settings salve relies on. `[kafka.consumer]` may override the tuning ones;
+/// validation refuses overrides of the ones that delivery depends on.
+fn consumer_defaults() -> [(&'static str, String); 5] {
+    [
+        // Offsets are committed by the runner, after outputs are flushed.
+        ("enable.auto.commit", "false".into()),
+        ("enable.auto.offset.store", "false".into()),
+        ("auto.offset.reset", "earliest".into()),
+        // The default of 1 s idles the consumer whenever processing outpaces fetching.
+        ("fetch.queue.backoff.ms", "10".into()),
+        // Incremental rebalancing: a member joining or leaving moves only the partitions
+        // that change owner, and the others keep their state.
+        ("partition.assignment.strategy", "cooperative-sticky".into()),
+    ]
+}
 
-impl BTreeMapDefaults {
-    fn consumer() -> std::collections::BTreeMap<String, String> {
-        [
-            // Offsets are committed by the runner, after outputs are flushed.
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-            // The default of 1 s idles the consumer whenever processing outpaces fetching.
-            ("fetch.queue.backoff.ms", "10"),
-            // Incremental rebalancing: a member joining or leaving moves only the partitions
-            // that change owner, and the others keep their state.
-            ("partition.assignment.strategy", "cooperative-sticky"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-    }
-
-    fn producer(topics: &TopicsConfig) -> std::collections::BTreeMap<String, String> {
-        let max_message = (topics.dead_letter_max_bytes + 64 * 1024).max(1_048_576);
-        [
-            ("acks", "all".to_owned()),
-            // Retries neither duplicate nor reorder outputs, so the decision log stays in order.
-            ("enable.idempotence", "true".to_owned()),
-            ("linger.ms", "1".to_owned()),
-            ("message.max.bytes", max_message.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
-    }
+/// The producer settings salve relies on; `[kafka.producer]` overrides them.
+fn producer_defaults(topics: &TopicsConfig) -> [(&'static str, String); 4] {
+    let max_message = (topics.dead_letter_max_bytes + 64 * 1024).max(1_048_576);
+    [
+        ("acks", "all".into()),
+        // Retries neither duplicate nor reorder outputs, so the decision log stays in order.
+        ("enable.idempotence", "true".into()),
+        ("linger.ms", "1".into()),
+        ("message.max.bytes", max_message.to_string()),
+    ]
 }

@@ -5,7 +5,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
 use std::time::Duration;
 
 /// A topic could not be created.
@@ -30,12 +29,8 @@ pub fn ensure_topics(
     client: &std::collections::BTreeMap<String, String>,
     topics: &TopicsConfig,
 ) -> Result<(), TopicError> {
-    let mut config = ClientConfig::new();
-    for (key, value) in client {
-        config.set(key, value);
-    }
-    config.set("bootstrap.servers", bootstrap);
-    let admin: AdminClient<DefaultClientContext> = config.create()?;
+    let admin: AdminClient<DefaultClientContext> =
+        crate::config::client_config(bootstrap, &[], client).create()?;
     let names = topics.all();
     let new_topics: Vec<NewTopic<'_>> = names
         .iter()
