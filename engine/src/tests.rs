@@ -542,16 +542,7 @@ fn toml_like_config(text: &str) -> String {
 
 #[test]
 fn idle_entities_are_forgotten_after_the_ttl_unless_an_incident_is_open() {
-    // Seventy minutes of event time fed with a processing clock of 0: accept any time.
-    let config = EngineConfig {
-        max_future_ms: i64::MAX,
-        ..EngineConfig::default()
-    };
-    let sources = SHIPPED_RULES
-        .iter()
-        .map(|(f, s)| ((*f).to_owned(), (*s).to_owned()));
-    let mut engine =
-        Engine::new(config, |rt| RuleSet::load_sources(rt, sources)).expect("rules load");
+    let mut engine = engine_with(&[]);
     let tick = |e: &str, ts: i64| {
         format!(r#"{{"entity":"{e}","ts":{ts},"kind":"metric","name":"cpu","value":0.5}}"#)
     };
@@ -682,13 +673,7 @@ fn events_later_than_the_allowed_lateness_are_refused_and_counted() {
 
 #[test]
 fn events_too_far_in_the_future_are_refused_and_counted() {
-    let sources = SHIPPED_RULES
-        .iter()
-        .map(|(f, s)| ((*f).to_owned(), (*s).to_owned()));
-    let mut engine = Engine::new(EngineConfig::default(), |rt| {
-        RuleSet::load_sources(rt, sources)
-    })
-    .expect("rules load");
+    let mut engine = engine_configured(EngineConfig::default(), &[]);
     let mut out = Vec::new();
     let now = 1_000_000;
     engine
@@ -788,6 +773,11 @@ fn engine_accepting_any_time(extra: &[(&str, &str)]) -> Engine {
         max_future_ms: i64::MAX,
         ..EngineConfig::default()
     };
+    engine_configured(config, extra)
+}
+
+/// An engine with `config`, the shipped rules and `extra`.
+fn engine_configured(config: EngineConfig, extra: &[(&str, &str)]) -> Engine {
     let sources: Vec<(String, String)> = SHIPPED_RULES
         .iter()
         .chain(extra)
