@@ -12,6 +12,25 @@ fn salve() -> Command {
     Command::new(env!("CARGO_BIN_EXE_salve"))
 }
 
+/// `process_exit` events of entity `a` at `timestamps`, as JSON lines.
+fn exits_of_a(timestamps: &[i64]) -> String {
+    timestamps
+        .iter()
+        .map(|ts| {
+            format!(
+                "{{\"entity\":\"a\",\"ts\":{ts},\"kind\":\"event\",\"name\":\"process_exit\"}}\n"
+            )
+        })
+        .collect()
+}
+
+/// A temporary rules directory holding `crash_loop.rhai` with `source`.
+fn rules_dir(source: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("crash_loop.rhai"), source).expect("write");
+    dir
+}
+
 #[test]
 fn run_starts_an_embedded_broker_acts_and_stops_cleanly_on_sigterm() {
     let mut child = salve()
@@ -163,14 +182,7 @@ fn check_reports_file_line_and_column() {
 fn replay_prints_typed_json_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
     let events = dir.path().join("events.jsonl");
-    let lines: String = [1_000, 2_000, 3_000]
-        .iter()
-        .map(|ts| {
-            format!(
-                "{{\"entity\":\"a\",\"ts\":{ts},\"kind\":\"event\",\"name\":\"process_exit\"}}\n"
-            )
-        })
-        .collect();
+    let lines = exits_of_a(&[1_000, 2_000, 3_000]);
     std::fs::write(&events, lines + "oops\n").expect("write");
     let output = salve()
         .args([
@@ -239,21 +251,13 @@ fn test_passes_on_the_shipped_rule_pack() {
 
 #[test]
 fn test_fails_with_a_diff_when_a_rule_no_longer_does_what_its_case_expects() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let stricter = salve_rules::SHIPPED_RULES[0]
         .1
         .replace("exits: 3", "exits: 4");
-    std::fs::write(dir.path().join("crash_loop.rhai"), stricter).expect("write");
+    let dir = rules_dir(&stricter);
     let case = dir.path().join("tests/three_exits");
     std::fs::create_dir_all(&case).expect("mkdir");
-    let events: String = [0, 1_000, 2_000]
-        .iter()
-        .map(|ts| {
-            format!(
-                "{{\"entity\":\"a\",\"ts\":{ts},\"kind\":\"event\",\"name\":\"process_exit\"}}\n"
-            )
-        })
-        .collect();
+    let events = exits_of_a(&[0, 1_000, 2_000]);
     std::fs::write(case.join("events.jsonl"), events).expect("write");
     // What the shipped rule does: three exits restart. The stricter copy no longer does.
     let expected = "{\"type\":\"command\",\"v\":1,\"id\":\"crash_loop/a@0:0:3#1\",\"incident\":\"crash_loop/a@0:0:3\",\"entity\":\"a\",\"action\":\"restart\",\"params\":{},\"rule\":\"crash_loop\",\"reason\":\"count(process_exit, 60s) = 3\",\"attempt\":1,\"issued_at\":2000,\"expires_at\":32000}\n";
@@ -284,12 +288,7 @@ fn test_fails_with_a_diff_when_a_rule_no_longer_does_what_its_case_expects() {
 
 #[test]
 fn test_refuses_to_pass_with_nothing_tested() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("crash_loop.rhai"),
-        salve_rules::SHIPPED_RULES[0].1,
-    )
-    .expect("write");
+    let dir = rules_dir(salve_rules::SHIPPED_RULES[0].1);
     let output = salve().arg("test").arg(dir.path()).output().expect("runs");
     assert_eq!(output.status.code(), Some(2), "no cases at all");
     assert!(String::from_utf8_lossy(&output.stderr).contains("no test cases"));
@@ -321,22 +320,10 @@ fn test_refuses_to_pass_with_nothing_tested() {
 
 #[test]
 fn test_compares_json_values_not_spacing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("crash_loop.rhai"),
-        salve_rules::SHIPPED_RULES[0].1,
-    )
-    .expect("write");
+    let dir = rules_dir(salve_rules::SHIPPED_RULES[0].1);
     let case = dir.path().join("tests/three");
     std::fs::create_dir_all(&case).expect("mkdir");
-    let events: String = [0, 1_000, 2_000]
-        .iter()
-        .map(|ts| {
-            format!(
-                "{{\"entity\":\"a\",\"ts\":{ts},\"kind\":\"event\",\"name\":\"process_exit\"}}\n"
-            )
-        })
-        .collect();
+    let events = exits_of_a(&[0, 1_000, 2_000]);
     std::fs::write(case.join("events.jsonl"), events).expect("write");
     let output = salve()
         .args(["test", "--update"])
