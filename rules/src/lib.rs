@@ -11,11 +11,13 @@ mod declaration;
 mod duration;
 mod rule_set;
 mod sandbox;
+mod usage;
 
 pub use declaration::{Declaration, DeclarationError, Selector};
 pub use duration::{duration_ms, parse_duration_ms, DurationError};
-pub use rule_set::{LoadError, LoadErrors, Rule, RuleSet};
+pub use rule_set::{LoadError, LoadErrors, ParamOverrides, Rule, RuleSet};
 pub use sandbox::{EvalError, Limits, Runtime};
+pub use usage::{WindowUse, PERCENTILE_FUNCTIONS, WINDOWED_FUNCTIONS};
 
 /// Rhai's dynamic value and map types, re-exported so that hosts need no direct dependency.
 pub use rhai::{

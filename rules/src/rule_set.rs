@@ -4,10 +4,17 @@
 //! with file:line:column. A caller that already runs a rule set keeps it when loading fails.
 
 use crate::declaration::{to_json, Declaration};
+use crate::duration::duration_ms;
 use crate::sandbox::{EvalError, Runtime};
-use rhai::{Dynamic, AST};
+use crate::usage::{window_uses, WindowUse};
+use rhai::{Dynamic, Map, AST};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+/// Parameter values from the configuration, by rule name and then parameter name. They replace
+/// the defaults a rule file declares, so that thresholds are configuration, not code.
+pub type ParamOverrides = BTreeMap<String, serde_json::Map<String, serde_json::Value>>;
 
 /// One loaded rule.
 #[derive(Debug)]
@@ -19,12 +26,19 @@ pub struct Rule {
     ast: AST,
     params: Dynamic,
     params_json: serde_json::Value,
+    windows: Vec<WindowUse>,
 }
 
 impl Rule {
-    /// The rule's parameters as JSON, for decision logs.
+    /// The rule's parameters, defaults with the configuration's overrides applied, as JSON.
     pub fn params_json(&self) -> &serde_json::Value {
         &self.params_json
+    }
+
+    /// The windowed calls the rule makes, so the engine keeps history only as far back as
+    /// rules look, and percentile samples only for the series that rules ask percentiles of.
+    pub fn window_uses(&self) -> &[WindowUse] {
+        &self.windows
     }
 }
 
@@ -76,6 +90,15 @@ pub struct RuleSet {
 impl RuleSet {
     /// Loads every `*.rhai` file in `dir` (not recursive), in file-name order.
     pub fn load_dir(runtime: &Runtime, dir: &Path) -> Result<Self, LoadErrors> {
+        Self::load_dir_with(runtime, dir, &ParamOverrides::new())
+    }
+
+    /// Like [`RuleSet::load_dir`], with parameter values from the configuration.
+    pub fn load_dir_with(
+        runtime: &Runtime,
+        dir: &Path,
+        overrides: &ParamOverrides,
+    ) -> Result<Self, LoadErrors> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             LoadErrors(vec![LoadError {
                 file: dir.display().to_string(),
@@ -105,7 +128,7 @@ impl RuleSet {
         if !errors.is_empty() {
             return Err(LoadErrors(errors));
         }
-        Self::load_sources(runtime, sources)
+        Self::load_sources_with(runtime, sources, overrides)
     }
 
     /// Loads rules from `(file name, source)` pairs.
@@ -113,10 +136,19 @@ impl RuleSet {
         runtime: &Runtime,
         sources: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, LoadErrors> {
+        Self::load_sources_with(runtime, sources, &ParamOverrides::new())
+    }
+
+    /// Like [`RuleSet::load_sources`], with parameter values from the configuration.
+    pub fn load_sources_with(
+        runtime: &Runtime,
+        sources: impl IntoIterator<Item = (String, String)>,
+        overrides: &ParamOverrides,
+    ) -> Result<Self, LoadErrors> {
         let mut rules: Vec<Rule> = Vec::new();
         let mut errors = Vec::new();
         for (file, source) in sources {
-            match load_one(runtime, &file, &source) {
+            match load_one(runtime, &file, &source, overrides) {
                 Ok(rule) => {
                     if let Some(first) = rules.iter().find(|r| r.decl.name == rule.decl.name) {
                         errors.push(LoadError {
@@ -133,6 +165,20 @@ impl RuleSet {
                     }
                 }
                 Err(error) => errors.push(error),
+            }
+        }
+        // A rule whose file failed is not in `rules`; only a clean load can tell a misspelling.
+        let clean = errors.is_empty();
+        for rule in overrides.keys() {
+            if clean && !rules.iter().any(|r| &r.decl.name == rule) {
+                errors.push(LoadError {
+                    file: format!("rules.params.{rule}"),
+                    line: 0,
+                    column: 0,
+                    message: format!(
+                        "the configuration sets parameters of `{rule}`, but no rule has that name"
+                    ),
+                });
             }
         }
         if errors.is_empty() {
@@ -190,7 +236,12 @@ impl RuleSet {
     }
 }
 
-fn load_one(runtime: &Runtime, file: &str, source: &str) -> Result<Rule, LoadError> {
+fn load_one(
+    runtime: &Runtime,
+    file: &str,
+    source: &str,
+    overrides: &ParamOverrides,
+) -> Result<Rule, LoadError> {
     let engine = runtime.engine();
     let mut ast = engine.compile(source).map_err(|e| {
         let pos = e.position();
@@ -222,10 +273,24 @@ fn load_one(runtime: &Runtime, file: &str, source: &str) -> Result<Rule, LoadErr
             message: format!("evaluating the declaration: {}", e.unwrap_inner()),
         }
     })?;
-    let decl = Declaration::from_dynamic(value).map_err(|e| LoadError {
+    let mut decl = Declaration::from_dynamic(value).map_err(|e| LoadError {
         file: file.to_owned(),
         line: e.key.as_deref().map_or(0, |key| find_key_line(source, key)),
         column: 0,
+        message: e.message,
+    })?;
+    if let Some(values) = overrides.get(&decl.name) {
+        override_params(&decl.name, &mut decl.params, values).map_err(|message| LoadError {
+            file: file.to_owned(),
+            line: find_key_line(source, "params"),
+            column: 0,
+            message,
+        })?;
+    }
+    let windows = window_uses(source, &decl.params).map_err(|e| LoadError {
+        file: file.to_owned(),
+        line: e.line,
+        column: e.column,
         message: e.message,
     })?;
     let params_json = to_json(&Dynamic::from_map(decl.params.clone()));
@@ -239,7 +304,80 @@ fn load_one(runtime: &Runtime, file: &str, source: &str) -> Result<Rule, LoadErr
         ast,
         params,
         params_json,
+        windows,
     })
+}
+
+/// Replaces declared defaults with configured values of the same type. A duration stays a
+/// duration, and an integer may become a float, but nothing else changes type: a threshold
+/// that turns into a string would fail on every event instead of at start-up.
+fn override_params(
+    rule: &str,
+    params: &mut Map,
+    values: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    use serde_json::Value;
+    for (key, value) in values {
+        let path = format!("rules.params.{rule}.{key}");
+        let Some(default) = params.get(key.as_str()) else {
+            let known: Vec<&str> = params.keys().map(|k| k.as_str()).collect();
+            return Err(format!(
+                "{path}: `{rule}` has no parameter `{key}`; its parameters are {known:?}"
+            ));
+        };
+        let expected =
+            |what: &str| format!("{path}: expected {what} like the default {default}, got {value}");
+        let replacement = if default.is_int() {
+            value
+                .as_i64()
+                .map(Dynamic::from_int)
+                .ok_or_else(|| expected("an integer"))?
+        } else if default.is_float() {
+            value
+                .as_f64()
+                .map(Dynamic::from_float)
+                .ok_or_else(|| expected("a number"))?
+        } else if default.is_bool() {
+            value
+                .as_bool()
+                .map(Dynamic::from_bool)
+                .ok_or_else(|| expected("true or false"))?
+        } else if default.is_string() {
+            let text = value.as_str().ok_or_else(|| expected("a string"))?;
+            let replacement = Dynamic::from(text.to_owned());
+            if duration_ms(default).is_ok() && duration_ms(&replacement).is_err() {
+                return Err(expected("a duration such as \"90s\""));
+            }
+            replacement
+        } else {
+            match value {
+                Value::Array(_) if default.is_array() => from_json(value),
+                Value::Object(_) if default.is_map() => from_json(value),
+                _ => return Err(expected(default.type_name())),
+            }
+        };
+        params.insert(key.as_str().into(), replacement);
+    }
+    Ok(())
+}
+
+fn from_json(value: &serde_json::Value) -> Dynamic {
+    use serde_json::Value;
+    match value {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => n
+            .as_i64()
+            .map(Dynamic::from_int)
+            .unwrap_or_else(|| Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN))),
+        Value::String(s) => Dynamic::from(s.clone()),
+        Value::Array(items) => Dynamic::from_array(items.iter().map(from_json).collect()),
+        Value::Object(map) => Dynamic::from_map(
+            map.iter()
+                .map(|(k, v)| (k.as_str().into(), from_json(v)))
+                .collect(),
+        ),
+    }
 }
 
 /// The first line that looks like `key:` in the source, so a bad declaration key can be pointed at.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::ParamOverrides;
 
 fn runtime() -> Runtime {
     Runtime::new(Limits::default(), |engine| {
@@ -178,4 +179,102 @@ fn durations_read_seconds_and_units() {
     assert!(parse_duration_ms("soon").is_err());
     assert_eq!(duration_ms(&rhai::Dynamic::from(60_i64)), Ok(60_000));
     assert!(duration_ms(&rhai::Dynamic::from(-1_i64)).is_err());
+}
+
+fn overrides(rule: &str, json: serde_json::Value) -> ParamOverrides {
+    let mut map = ParamOverrides::new();
+    if let serde_json::Value::Object(values) = json {
+        map.insert(rule.to_owned(), values);
+    }
+    map
+}
+
+fn load_with(source: &str, overrides: &ParamOverrides) -> Result<RuleSet, LoadErrors> {
+    RuleSet::load_sources_with(
+        &runtime(),
+        [("test.rhai".to_owned(), source.to_owned())],
+        overrides,
+    )
+}
+
+#[test]
+fn configured_params_replace_the_defaults() {
+    let rt = runtime();
+    let set = RuleSet::load_sources_with(
+        &rt,
+        [("a.rhai".to_owned(), VALID.to_owned())],
+        &overrides("r", serde_json::json!({ "exits": 4, "window": 120 })),
+    )
+    .expect("loads");
+    // The stub count() says 3: with the threshold raised to 4 the rule no longer holds.
+    assert!(!set.condition(&rt, 0).expect("evaluates"));
+    assert_eq!(
+        set.rules()[0].params_json(),
+        &serde_json::json!({ "exits": 4, "window": 120 })
+    );
+}
+
+#[test]
+fn a_configured_param_of_the_wrong_type_is_refused_naming_the_key() {
+    let err = load_with(
+        VALID,
+        &overrides("r", serde_json::json!({ "exits": "many" })),
+    )
+    .expect_err("refused");
+    let message = &err.0[0].message;
+    assert!(
+        message.contains("rules.params.r.exits: expected an integer like the default 3"),
+        "{message}"
+    );
+    let duration = VALID.replace("window: 60", "window: \"60s\"");
+    let err = load_with(
+        &duration,
+        &overrides("r", serde_json::json!({ "window": "soon" })),
+    )
+    .expect_err("refused");
+    assert!(err.0[0].message.contains("a duration"), "{err}");
+}
+
+#[test]
+fn configured_params_of_unknown_rules_or_parameters_are_refused() {
+    let err =
+        load_with(VALID, &overrides("r", serde_json::json!({ "exitz": 4 }))).expect_err("refused");
+    assert!(
+        err.0[0].message.contains("`r` has no parameter `exitz`"),
+        "{err}"
+    );
+    let err = load_with(
+        VALID,
+        &overrides("crashloop", serde_json::json!({ "exits": 4 })),
+    )
+    .expect_err("refused");
+    assert!(err.0[0].message.contains("no rule has that name"), "{err}");
+}
+
+#[test]
+fn windows_and_percentile_series_are_read_from_the_source() {
+    let source = r#"
+fn condition(p) { p99("latency_ms", p.window) > p.limit && count("process_exit", 60) > 0 }
+#{ name: "r", select: [#{ name: "latency_ms" }], params: #{ limit: 250.0, window: "10s" }, action: "reroute" }
+"#;
+    let set = load_with(
+        source,
+        &overrides("r", serde_json::json!({ "window": "20s" })),
+    )
+    .expect("loads");
+    let uses: Vec<_> = set.rules()[0]
+        .window_uses()
+        .iter()
+        .map(|u| (u.function, u.series.as_deref(), u.window_ms))
+        .collect();
+    assert_eq!(
+        uses,
+        [
+            ("p99", Some("latency_ms"), Some(20_000)),
+            ("count", Some("process_exit"), Some(60_000))
+        ]
+    );
+    let computed = source.replace("p99(\"latency_ms\"", "p99(\"latency\" + \"_ms\"");
+    let err = load_with(&computed, &ParamOverrides::new()).expect_err("refused");
+    assert_eq!(err.0[0].line, 2, "{err}");
 }
