@@ -7,7 +7,7 @@
 use crate::replay::{replay, Actuator, SimulatedOutcome};
 use salve_connectors::file_source::read_lines;
 use salve_engine::{Engine, EngineConfig};
-use salve_rules::LoadErrors;
+use salve_rules::{LoadErrors, ParamOverrides};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -130,6 +130,7 @@ pub fn run(
     case: &Case,
     rules_dir: Option<&Path>,
     config: &EngineConfig,
+    overrides: &ParamOverrides,
 ) -> Result<Vec<String>, CaseError> {
     let own_rules = case.dir.join("rules");
     let rules_dir = if own_rules.is_dir() {
@@ -137,7 +138,9 @@ pub fn run(
     } else {
         rules_dir
     };
-    let mut engine = Engine::new(config.clone(), |rt| crate::load_rules(rt, rules_dir))?;
+    let mut engine = Engine::new(config.clone(), |rt| {
+        crate::load_rules_with(rt, rules_dir, overrides)
+    })?;
     let events = case.dir.join("events.jsonl");
     let file = std::fs::File::open(&events).map_err(io(&events))?;
     let lines = read_lines(std::io::BufReader::new(file)).map_err(io(&events))?;
@@ -246,9 +249,16 @@ pub struct Summary {
 
 /// Runs every case under `dir/tests/` against the rules in `dir`. With `update`, writes each
 /// case's `expected.jsonl` from its output instead of comparing.
-pub fn test_rules(dir: &Path, config: &EngineConfig, update: bool) -> Result<Summary, CaseError> {
+pub fn test_rules(
+    dir: &Path,
+    config: &EngineConfig,
+    overrides: &ParamOverrides,
+    update: bool,
+) -> Result<Summary, CaseError> {
     // Load once up front so a broken rule file is reported once, not per case.
-    Engine::new(config.clone(), |rt| crate::load_rules(rt, Some(dir)))?;
+    Engine::new(config.clone(), |rt| {
+        crate::load_rules_with(rt, Some(dir), overrides)
+    })?;
     let mut summary = Summary::default();
     let root = dir.join("tests");
     // A case directory without events would otherwise be skipped in silence.
@@ -274,7 +284,7 @@ pub fn test_rules(dir: &Path, config: &EngineConfig, update: bool) -> Result<Sum
         });
     }
     for case in cases {
-        let output = match run(&case, Some(dir), config) {
+        let output = match run(&case, Some(dir), config, overrides) {
             Ok(output) => output,
             Err(error) => {
                 summary.failed.push((case.name, error.to_string()));

@@ -27,6 +27,8 @@ pub struct Config {
 pub struct RulesConfig {
     /// A directory of `.rhai` files. When absent, the rules shipped inside salve are used.
     pub dir: Option<PathBuf>,
+    /// `[rules.params.<rule>]`: values that replace a rule's declared parameter defaults.
+    pub params: salve_rules::ParamOverrides,
 }
 
 /// The `[log]` table.

@@ -9,18 +9,28 @@ pub mod run;
 
 pub use config::Config;
 
-use salve_rules::{LoadErrors, RuleSet, Runtime, SHIPPED_RULES};
+use salve_rules::{LoadErrors, ParamOverrides, RuleSet, Runtime, SHIPPED_RULES};
 use std::path::Path;
 
 /// Loads the rules from `dir`, or the rules shipped inside salve when `dir` is `None`.
 pub fn load_rules(runtime: &Runtime, dir: Option<&Path>) -> Result<RuleSet, LoadErrors> {
+    load_rules_with(runtime, dir, &ParamOverrides::new())
+}
+
+/// Like [`load_rules`], with parameter values from the configuration's `[rules.params]`.
+pub fn load_rules_with(
+    runtime: &Runtime,
+    dir: Option<&Path>,
+    overrides: &ParamOverrides,
+) -> Result<RuleSet, LoadErrors> {
     match dir {
-        Some(dir) => RuleSet::load_dir(runtime, dir),
-        None => RuleSet::load_sources(
+        Some(dir) => RuleSet::load_dir_with(runtime, dir, overrides),
+        None => RuleSet::load_sources_with(
             runtime,
             SHIPPED_RULES
                 .iter()
                 .map(|(file, source)| (format!("<shipped>/{file}"), (*source).to_owned())),
+            overrides,
         ),
     }
 }

@@ -258,7 +258,7 @@ fn replay_command(
         };
     let rules_dir = rules.or(config.rules.dir.clone());
     let mut engine = match Engine::new(config.engine.clone(), |rt| {
-        salve::load_rules(rt, rules_dir.as_deref())
+        salve::load_rules_with(rt, rules_dir.as_deref(), &config.rules.params)
     }) {
         Ok(engine) => engine,
         Err(errors) => {
@@ -302,7 +302,10 @@ fn check(config_path: Option<&std::path::Path>, dir: &std::path::Path) -> ExitCo
         Ok(config) => config,
         Err(code) => return code,
     };
-    match Engine::new(config.engine, |rt| salve::load_rules(rt, Some(dir))) {
+    let params = &config.rules.params;
+    match Engine::new(config.engine, |rt| {
+        salve::load_rules_with(rt, Some(dir), params)
+    }) {
         Ok(engine) => {
             for rule in engine.rules().rules() {
                 println!("ok  {}  {}", rule.file, rule.decl.name);
@@ -321,7 +324,8 @@ fn test(config_path: Option<&std::path::Path>, dir: &std::path::Path, update: bo
         Ok(config) => config,
         Err(code) => return code,
     };
-    let summary = match salve::cases::test_rules(dir, &config.engine, update) {
+    let summary = match salve::cases::test_rules(dir, &config.engine, &config.rules.params, update)
+    {
         Ok(summary) => summary,
         Err(error) => {
             eprintln!("{error}");

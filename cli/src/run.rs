@@ -1,7 +1,7 @@
 //! `salve run`: the engine on Kafka, on the embedded broker when no brokers are configured.
 
 use crate::config::Config;
-use crate::load_rules;
+use crate::load_rules_with;
 use salve_connectors::{topics, EmbeddedBroker, RunReport, Shutdown};
 use salve_engine::Engine;
 
@@ -49,7 +49,7 @@ pub fn run(
         topics::ensure_topics(&bootstrap, &config.kafka.consumer, &config.topics)?;
     }
     let mut engine = Engine::new(config.engine.clone(), |runtime| {
-        load_rules(runtime, config.rules.dir.as_deref())
+        load_rules_with(runtime, config.rules.dir.as_deref(), &config.rules.params)
     })
     .map_err(|errors| format!("rules rejected:\n{errors}"))?;
     let ready = Ready {

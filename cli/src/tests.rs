@@ -168,3 +168,28 @@ fn the_example_config_in_deploy_is_valid_and_states_the_defaults() {
         "deploy/salve.toml must show the defaults"
     );
 }
+
+#[test]
+fn rule_parameters_from_the_config_replace_the_rule_s_defaults() {
+    use salve_rules::Limits;
+    let f = file("[rules.params.crash_loop]\nexits = 5\nwindow = \"2m\"\n");
+    let config = Config::load(Some(f.path()), env(&[])).expect("valid");
+    let runtime = salve_rules::Runtime::new(Limits::default(), |engine| {
+        engine.register_fn("count", |_: &str, _: &str| 0_i64);
+        engine.register_fn("consecutive_fails", |_: &str| 0_i64);
+        engine.register_fn("failing_for", |_: &str| 0.0_f64);
+    });
+    let rules = crate::load_rules_with(&runtime, None, &config.rules.params).expect("loads");
+    assert_eq!(
+        rules.rules()[0].params_json(),
+        &serde_json::json!({ "exits": 5, "window": "2m" })
+    );
+    let typo = file("[rules.params.crash_loop]\nexit = 5\n");
+    let config = Config::load(Some(typo.path()), env(&[])).expect("valid toml");
+    let err = crate::load_rules_with(&runtime, None, &config.rules.params).expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("rules.params.crash_loop.exit: `crash_loop` has no parameter `exit`"),
+        "{err}"
+    );
+}

@@ -30,6 +30,9 @@ pub struct EngineConfig {
     /// How long to wait for an actuator's ack when a rule sets no `ack_timeout`.
     #[serde(rename = "ack_timeout", deserialize_with = "duration")]
     pub ack_timeout_ms: i64,
+    /// Percentile samples kept per series at most (16 bytes each). A series busier than this
+    /// within its longest percentile window is thinned, and its percentiles become estimates.
+    pub max_percentile_samples: usize,
     /// Sandbox limits for every rule call.
     pub limits: Limits,
 }
@@ -44,6 +47,7 @@ impl Default for EngineConfig {
             max_future_ms: 60_000,
             entity_ttl_ms: 60 * 60 * 1_000,
             ack_timeout_ms: 30_000,
+            max_percentile_samples: 256,
             limits: Limits::default(),
         }
     }
@@ -107,6 +111,12 @@ impl EngineConfig {
                     expected: "a positive number (0 would lift the limit in Rhai)",
                 });
             }
+        }
+        if self.max_percentile_samples < 2 {
+            return Err(InvalidEngineConfig {
+                key: "max_percentile_samples",
+                expected: "at least 2 samples",
+            });
         }
         if self.max_event_bytes == 0 {
             return Err(InvalidEngineConfig {

@@ -30,6 +30,8 @@ pub struct Frame {
     pub noted: Vec<Noted>,
     /// Window strings already parsed, e.g. `"60s"`: rules use a handful.
     windows: Vec<(ImmutableString, i64)>,
+    /// Reused by percentile queries.
+    scratch: Vec<(f32, u32)>,
 }
 
 /// A value a host function returned, as noted during a call.
@@ -116,7 +118,7 @@ fn note(
 }
 
 /// Computes a windowed function's result, and the number noted as evidence.
-type Windowed = fn(&Frame, &str, i64) -> (Dynamic, f64);
+type Windowed = fn(&mut Frame, &str, i64) -> HostResult<(Dynamic, f64)>;
 
 /// How a rule wrote a window.
 enum Window {
@@ -137,7 +139,7 @@ fn call_windowed(
         Window::Seconds(seconds) => duration_ms(&seconds).map_err(|e| e.to_string())?,
     };
     let window_ms = check_window(&frame, ms)?;
-    let (value, evidence) = compute(&frame, &series, window_ms);
+    let (value, evidence) = compute(&mut frame, &series, window_ms)?;
     note(&mut frame, name, series, Some(window_ms), evidence);
     Ok(value)
 }
@@ -193,11 +195,69 @@ fn aggregate(
     series: &str,
     window_ms: i64,
     pick: fn(&Aggregate, i64) -> f64,
-) -> (Dynamic, f64) {
+) -> HostResult<(Dynamic, f64)> {
     let value = frame.entity.series(series).map_or(f64::NAN, |s| {
         pick(&s.aggregate(frame.now_ms, window_ms), window_ms)
     });
-    (Dynamic::from_float(value), value)
+    Ok((Dynamic::from_float(value), value))
+}
+
+/// The `q`-quantile of the series over the window; NaN when the entity has no samples in it.
+fn quantile(frame: &mut Frame, series: &str, window_ms: i64, q: f64) -> HostResult<(Dynamic, f64)> {
+    if !(0.0..=1.0).contains(&q) {
+        return Err(format!("a quantile must be between 0 and 1, got {q}").into());
+    }
+    let Some(window) = frame.entity.series(series) else {
+        return Ok(float(f64::NAN));
+    };
+    match window.quantile(frame.now_ms, window_ms, q, &mut frame.scratch) {
+        Some(value) => Ok(float(value)),
+        None => Err(format!(
+            "no percentile samples are kept for `{series}`: salve keeps them for the series named in calls such as p99(\"{series}\", \"10s\") or p99(p.series, p.window)"
+        )
+        .into()),
+    }
+}
+
+/// Registers `percentile(series, window, q)` for each way a window is written.
+fn register_percentile(engine: &mut RhaiEngine, frame: &SharedFrame) {
+    fn call(
+        frame: &SharedFrame,
+        series: ImmutableString,
+        window: Window,
+        q: f64,
+    ) -> HostResult<Dynamic> {
+        let mut frame = frame.borrow_mut();
+        let ms = match window {
+            Window::Text(text) => frame.window_text_ms(&text)?,
+            Window::Seconds(seconds) => duration_ms(&seconds).map_err(|e| e.to_string())?,
+        };
+        let window_ms = check_window(&frame, ms)?;
+        let (value, evidence) = quantile(&mut frame, &series, window_ms, q)?;
+        note(&mut frame, "percentile", series, Some(window_ms), evidence);
+        Ok(value)
+    }
+    let f = Rc::clone(frame);
+    engine.register_fn(
+        "percentile",
+        move |series: ImmutableString, window: ImmutableString, q: f64| {
+            call(&f, series, Window::Text(window), q)
+        },
+    );
+    let f = Rc::clone(frame);
+    engine.register_fn(
+        "percentile",
+        move |series: ImmutableString, window: i64, q: f64| {
+            call(&f, series, Window::Seconds(Dynamic::from(window)), q)
+        },
+    );
+    let f = Rc::clone(frame);
+    engine.register_fn(
+        "percentile",
+        move |series: ImmutableString, window: f64, q: f64| {
+            call(&f, series, Window::Seconds(Dynamic::from(window)), q)
+        },
+    );
 }
 
 fn float(value: f64) -> (Dynamic, f64) {
@@ -211,10 +271,10 @@ pub fn register(engine: &mut RhaiEngine, frame: &SharedFrame) {
             .entity
             .series(series)
             .map_or(0, |s| s.aggregate(frame.now_ms, window_ms).count);
-        (
+        Ok((
             Dynamic::from_int(i64::try_from(count).unwrap_or(i64::MAX)),
             count as f64,
-        )
+        ))
     });
     register_windowed(engine, frame, "sum", |f, s, w| {
         aggregate(f, s, w, |a, _| a.sum)
@@ -233,6 +293,12 @@ pub fn register(engine: &mut RhaiEngine, frame: &SharedFrame) {
             a.count as f64 * 1000.0 / window_ms as f64
         })
     });
+    register_windowed(engine, frame, "p50", |f, s, w| quantile(f, s, w, 0.5));
+    register_windowed(engine, frame, "p90", |f, s, w| quantile(f, s, w, 0.9));
+    register_windowed(engine, frame, "p95", |f, s, w| quantile(f, s, w, 0.95));
+    register_windowed(engine, frame, "p99", |f, s, w| quantile(f, s, w, 0.99));
+    register_windowed(engine, frame, "p999", |f, s, w| quantile(f, s, w, 0.999));
+    register_percentile(engine, frame);
     register_plain(engine, frame, "last", |frame, series| {
         float(
             frame

@@ -9,6 +9,8 @@ mod entity;
 mod host;
 pub mod incident;
 mod pipeline;
+mod quantiles;
+mod retention;
 mod router;
 pub mod stats;
 pub mod telemetry;

@@ -9,6 +9,7 @@ use crate::config::EngineConfig;
 use crate::entity::{EntityState, Pending};
 use crate::host::{self, Frame, SharedFrame};
 use crate::incident::{command_id, incident_id, Incident};
+use crate::retention::RetentionPlan;
 use crate::router::Router;
 use crate::stats::Stats;
 use crate::telemetry::{decode, Kind, Rejection, TelemetryEvent};
@@ -71,6 +72,7 @@ pub struct Engine {
     rules: RuleSet,
     rule_names: Vec<Arc<str>>,
     router: Router,
+    retention: RetentionPlan,
     frame: SharedFrame,
     partitions: HashMap<PartitionId, PartitionState>,
     /// Series names and label strings, shared by every entity that uses them.
@@ -93,6 +95,7 @@ impl Engine {
             host::register(engine, &frame)
         });
         let rules = load(&runtime)?;
+        check_windows(&rules, &config)?;
         // The frame holds an empty entity here: the probe sees no data.
         rules.probe(&runtime)?;
         frame.borrow_mut().noted.clear();
@@ -102,6 +105,7 @@ impl Engine {
             rules: RuleSet::default(),
             rule_names: Vec::new(),
             router: Router::default(),
+            retention: RetentionPlan::default(),
             frame,
             partitions: HashMap::new(),
             interned: HashSet::new(),
@@ -114,6 +118,10 @@ impl Engine {
 
     fn install(&mut self, rules: RuleSet) {
         self.router = Router::new(&rules);
+        let interned = &mut self.interned;
+        self.retention = RetentionPlan::new(&rules, self.config.max_window_ms, |name| {
+            intern(interned, name)
+        });
         self.rule_names = rules
             .rules()
             .iter()
@@ -180,7 +188,6 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> Result<(), Rejection> {
         let resolution = self.config.resolution_ms;
-        let retention = self.config.max_window_ms;
         let state = self.partitions.entry(position.partition).or_default();
         let ts = event.ts_ms.unwrap_or(now_ms);
         state.watermark_ms = state.watermark_ms.max(ts);
@@ -205,11 +212,18 @@ impl Engine {
         entity.last_heard_ms = watermark;
         let entity_now = entity.last_seen_ms;
         let series = entity.series_mut(&event.name, |name| intern(interned, name));
-        series.record(ts, event.value.unwrap_or(1.0), resolution);
+        let retention = self.retention.for_series(series.name_arc());
+        series.observe(
+            ts,
+            event.value.unwrap_or(1.0),
+            entity_now,
+            resolution,
+            retention,
+            self.config.max_percentile_samples,
+        );
         if event.kind == Kind::Health {
             series.record_health(event.value == Some(1.0), ts);
         }
-        series.expire(entity_now, retention);
 
         if watermark - state.swept_at_ms >= self.config.entity_ttl_ms / 10 {
             let expired = sweep_idle(state, self.config.entity_ttl_ms);
@@ -599,6 +613,43 @@ impl std::fmt::Debug for Engine {
             .field("partitions", &self.partitions.len())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+/// Refuses windows, as written in the rules' source, that the engine could never answer: the
+/// same check a call makes at run time, made at load time with the call's file and line.
+fn check_windows(rules: &RuleSet, config: &EngineConfig) -> Result<(), LoadErrors> {
+    let mut errors = Vec::new();
+    for rule in rules.rules() {
+        for usage in rule.window_uses() {
+            let Some(window_ms) = usage.window_ms else {
+                continue;
+            };
+            let problem = if window_ms > config.max_window_ms {
+                format!(
+                    "{}: a window of {window_ms} ms exceeds engine.max_window ({} ms)",
+                    usage.function, config.max_window_ms
+                )
+            } else if window_ms < config.resolution_ms {
+                format!(
+                    "{}: a window of {window_ms} ms is shorter than engine.resolution ({} ms), the width of one bucket",
+                    usage.function, config.resolution_ms
+                )
+            } else {
+                continue;
+            };
+            errors.push(salve_rules::LoadError {
+                file: rule.file.clone(),
+                line: usage.line,
+                column: 0,
+                message: problem,
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadErrors(errors))
     }
 }
 

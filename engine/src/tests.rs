@@ -350,7 +350,19 @@ fn rules_cannot_keep_state_in_their_params() {
 
 #[test]
 fn a_window_shorter_than_the_resolution_is_an_error() {
-    let short = "fn condition(p) { count(\"tick\", \"500ms\") > 0 } #{ name: \"short\", select: [#{ name: \"tick\" }], action: \"a\" }";
+    // Written out, it is refused at load (see a_window_longer_than_max_window...); computed,
+    // the call itself refuses it.
+    let short = "fn condition(p) { count(\"tick\", half_a_second()) > 0 } fn half_a_second() { \"500ms\" } #{ name: \"short\", select: [#{ name: \"tick\" }], action: \"a\" }";
+    let literal = short.replacen("half_a_second()", "\"500ms\"", 1);
+    let sources = vec![("short.rhai".to_owned(), literal)];
+    let err = Engine::new(EngineConfig::default(), |rt| {
+        RuleSet::load_sources(rt, sources)
+    })
+    .expect_err("refused at load");
+    assert!(
+        err.0[0].message.contains("shorter than engine.resolution"),
+        "{err}"
+    );
     let mut engine = engine_with(&[("short.rhai", short)]);
     feed(
         &mut engine,
@@ -755,7 +767,7 @@ fn a_rule_that_calls_an_unknown_function_or_reads_a_missing_param_is_refused_at_
 fn a_rule_that_fails_only_on_some_data_still_loads() {
     // Budget stops and data-dependent errors are the runtime's business, not the loader's.
     let spin = "fn condition(p) { loop {} } #{ name: \"spin\", select: [#{ name: \"x\" }], action: \"a\" }";
-    let short = "fn condition(p) { count(\"x\", \"10ms\") > 0 } #{ name: \"short\", select: [#{ name: \"x\" }], action: \"a\" }";
+    let short = "fn condition(p) { count(\"x\", p.window) > 0 } #{ name: \"short\", select: [#{ name: \"x\" }], params: #{ window: \"10s\" }, action: \"a\" }";
     let sources = vec![
         ("spin.rhai".to_owned(), spin.to_owned()),
         ("short.rhai".to_owned(), short.to_owned()),
@@ -849,4 +861,114 @@ fn a_late_health_check_cannot_start_or_end_a_run_of_fails() {
     w.record_health(false, 110_000);
     w.record_health(true, 105_000);
     assert_eq!(w.consecutive_fails(), 1, "a late pass does not end the run");
+}
+
+const P99: &str = r#"
+fn condition(p) { p99("latency_ms", "10s") > p.threshold_ms }
+#{ name: "p99_slow", select: [#{ name: "latency_ms" }], params: #{ threshold_ms: 250.0 }, action: "reroute" }
+"#;
+
+#[test]
+fn a_percentile_rule_acts_on_the_window_s_tail_not_on_one_sample() {
+    let mut engine = engine_with(&[("p99.rhai", P99)]);
+    // 99 fast samples and one slow one in 10 s: the p99 interpolates to 203.98, below 250.
+    let mut events: Vec<String> = (0..99).map(|i| latency(i * 100, 10.0)).collect();
+    events.push(latency(9_900, 20_000.0));
+    let quiet = feed(&mut engine, &events);
+    assert!(
+        commands(&quiet).is_empty(),
+        "one outlier in a hundred is not a p99 breach"
+    );
+    // Two more slow samples move the tail above the threshold.
+    let out = feed_from(
+        &mut engine,
+        100,
+        &[latency(9_950, 20_000.0), latency(9_990, 20_000.0)],
+    );
+    let command = commands(&out)[0];
+    assert_eq!(command.action, "reroute");
+    assert!(
+        command.reason.starts_with("p99(latency_ms, 10s) = "),
+        "{}",
+        command.reason
+    );
+}
+
+#[test]
+fn a_percentile_of_a_series_the_rules_never_name_is_an_error_not_a_guess() {
+    // Through a function pointer the call escapes the source scan, so no samples are kept.
+    let sneaky = r#"
+fn condition(p) { Fn("p99").call("latency_ms", "10s") > 1.0 }
+#{ name: "sneaky", select: [#{ name: "latency_ms" }], action: "reroute" }
+"#;
+    let mut engine = engine_with(&[("sneaky.rhai", sneaky)]);
+    let out = feed(&mut engine, &[latency(0, 500.0)]);
+    assert!(commands(&out).is_empty());
+    assert_eq!(engine.stats().rule_errors, 1);
+}
+
+#[test]
+fn series_keep_history_only_as_far_back_as_the_rules_look() {
+    use crate::retention::{RetentionPlan, SeriesRetention};
+    use std::sync::Arc;
+    let rt = salve_rules::Runtime::new(salve_rules::Limits::default(), |_| {});
+    let rules = RuleSet::load_sources(
+        &rt,
+        SHIPPED_RULES
+            .iter()
+            .chain(&[("p99.rhai", P99), ("slow.rhai", SLOW)])
+            .map(|(f, s)| ((*f).to_owned(), (*s).to_owned())),
+    )
+    .expect("loads");
+    let plan = RetentionPlan::new(&rules, 900_000, |n: &str| Arc::from(n));
+    let of = |name: &str| plan.for_series(&Arc::from(name));
+    assert_eq!(
+        of("process_exit"),
+        SeriesRetention {
+            buckets_ms: 60_000,
+            samples_ms: None
+        }
+    );
+    assert_eq!(
+        of("latency_ms"),
+        SeriesRetention {
+            buckets_ms: 10_000,
+            samples_ms: Some(10_000)
+        }
+    );
+    assert_eq!(
+        of("liveness"),
+        SeriesRetention::default(),
+        "read without a window"
+    );
+    assert_eq!(
+        of("cpu_util"),
+        SeriesRetention::default(),
+        "read by no rule"
+    );
+    // A window the source does not spell out could be any: the longest is kept.
+    let computed = r#"
+fn condition(p) { count(series_name(), "2m") > 0 }
+fn series_name() { "x" }
+#{ name: "computed", select: [#{ name: "x" }], action: "restart" }
+"#;
+    let rules =
+        RuleSet::load_sources(&rt, [("c.rhai".to_owned(), computed.to_owned())]).expect("loads");
+    let plan = RetentionPlan::new(&rules, 900_000, |n: &str| Arc::from(n));
+    assert_eq!(plan.for_series(&Arc::from("anything")).buckets_ms, 120_000);
+}
+
+#[test]
+fn a_window_longer_than_max_window_is_refused_at_load_with_its_line() {
+    let long = "fn condition(p) {\n  count(\"process_exit\", \"1h\") > 3\n}\n#{ name: \"long\", select: [#{ name: \"process_exit\" }], action: \"restart\" }";
+    let sources = vec![("long.rhai".to_owned(), long.to_owned())];
+    let err = Engine::new(EngineConfig::default(), |rt| {
+        RuleSet::load_sources(rt, sources)
+    })
+    .expect_err("refused");
+    assert_eq!(err.0[0].line, 2, "{err}");
+    assert!(
+        err.0[0].message.contains("exceeds engine.max_window"),
+        "{err}"
+    );
 }

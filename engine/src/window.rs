@@ -4,6 +4,8 @@
 //! costs is bounded by the number of buckets it has data in, not by the event rate. A window
 //! of length W evaluated at time `now` covers the buckets that start in (now - W, now].
 
+use crate::quantiles::Quantiles;
+use crate::retention::SeriesRetention;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -53,6 +55,8 @@ pub struct SeriesWindow {
     failing_since: i64,
     /// Event time of the newest health check counted.
     last_check_ts: i64,
+    /// Samples for percentiles, only while some rule asks a percentile of this series.
+    quantiles: Option<Box<Quantiles>>,
 }
 
 impl SeriesWindow {
@@ -67,12 +71,62 @@ impl SeriesWindow {
             consecutive_passes: 0,
             failing_since: 0,
             last_check_ts: i64::MIN,
+            quantiles: None,
         }
     }
 
     /// The series name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The series name, as interned.
+    pub fn name_arc(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Folds one sample into what the series keeps under `retention`, and drops what no
+    /// window up to `now` needs any more.
+    pub fn observe(
+        &mut self,
+        ts: i64,
+        value: f64,
+        now: i64,
+        resolution_ms: i64,
+        retention: SeriesRetention,
+        max_samples: usize,
+    ) {
+        if retention.buckets_ms > 0 {
+            self.record(ts, value, resolution_ms);
+            self.expire(now, retention.buckets_ms);
+        } else {
+            self.note_last(ts, value);
+            if !self.buckets.is_empty() {
+                self.buckets = VecDeque::new();
+            }
+        }
+        match retention.samples_ms {
+            Some(samples_ms) => {
+                let quantiles = self.quantiles.get_or_insert_with(Box::default);
+                quantiles.record(ts, value, max_samples);
+                quantiles.expire(now, samples_ms);
+            }
+            None => self.quantiles = None,
+        }
+    }
+
+    /// The `q`-quantile over (now - window, now]; `None` when the series keeps no samples,
+    /// NaN when the window holds none.
+    pub fn quantile(
+        &self,
+        now: i64,
+        window_ms: i64,
+        q: f64,
+        scratch: &mut Vec<(f32, u32)>,
+    ) -> Option<f64> {
+        self.quantiles
+            .as_ref()
+            .map(|quantiles| quantiles.quantile(now, window_ms, q, scratch))
     }
 
     /// Folds one sample in. Samples may arrive out of order; each lands in its own bucket.
@@ -94,6 +148,10 @@ impl SeriesWindow {
                 Err(i) => self.buckets.insert(i, fresh),
             },
         }
+        self.note_last(ts, value);
+    }
+
+    fn note_last(&mut self, ts: i64, value: f64) {
         if ts >= self.last_ts {
             self.last_ts = ts;
             self.last_value = value;

@@ -24,7 +24,8 @@ fn golden_replays_match_their_expected_output() {
     let config = EngineConfig::default();
     let mut failures = Vec::new();
     for case in &cases {
-        let actual = run(case, None, &config).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let actual = run(case, None, &config, &Default::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let expected_path = case.dir.join("expected.jsonl");
         if bless {
             std::fs::write(&expected_path, expected_text(&actual, Compare::Everything))
@@ -52,8 +53,8 @@ fn golden_replays_match_their_expected_output() {
 fn replay_is_deterministic() {
     let config = EngineConfig::default();
     for case in cases() {
-        let first = run(&case, None, &config).expect("runs");
-        let second = run(&case, None, &config).expect("runs");
+        let first = run(&case, None, &config, &Default::default()).expect("runs");
+        let second = run(&case, None, &config, &Default::default()).expect("runs");
         assert_eq!(first, second, "{}", case.name);
     }
 }
