@@ -23,6 +23,10 @@ pub struct Incident {
     pub issued_at_ms: i64,
     /// When the current attempt times out without an ack.
     pub ack_deadline_ms: i64,
+    /// While mitigated: since when (entity event time) the clear condition has held.
+    pub clear_since_ms: Option<i64>,
+    /// While mitigated: when the clear condition was last seen holding.
+    pub clear_last_ms: i64,
 }
 
 /// The incident id: the rule, the entity, and the position of the record that made the rule

@@ -262,35 +262,50 @@ impl Engine {
         let Some(entity) = state.entities.get_mut(entity_key) else {
             return;
         };
+        let calls = RuleCalls {
+            frame: &self.frame,
+            rules: &self.rules,
+            runtime: &self.runtime,
+            index: rule_index,
+            watermark,
+        };
         // One remediation in flight per rule and entity: a failure that persists joins it.
-        if entity.incidents.iter().any(|i| i.rule == rule_name) {
+        if let Some(open) = entity.incidents.iter().position(|i| i.rule == rule_name) {
+            if entity.incidents[open].state == IncidentState::Mitigated {
+                let Some(cleared) = calls.cleared(entity, &mut self.stats) else {
+                    return;
+                };
+                let rule = &self.rules.rules()[rule_index];
+                let timeout = rule
+                    .decl
+                    .ack_timeout_ms
+                    .unwrap_or(self.config.ack_timeout_ms);
+                let clear = Clear {
+                    cleared,
+                    timeout_ms: timeout,
+                    now_ms,
+                };
+                if let Some(command) = revert_when_clear(rule, entity_key, entity, open, clear, out)
+                {
+                    self.stats.commands += 1;
+                    state.track(command, entity_key);
+                }
+            }
             return;
         }
-        let result = {
-            let mut frame = self.frame.borrow_mut();
-            frame.now_ms = entity.last_seen_ms;
-            frame.partition_now_ms = watermark;
-            frame.noted.clear();
-            std::mem::swap(&mut frame.entity, entity);
-            drop(frame);
-            let result = self.rules.condition(&self.runtime, rule_index);
-            let mut frame = self.frame.borrow_mut();
-            std::mem::swap(&mut frame.entity, entity);
-            result
-        };
-        self.stats.rule_evaluations += 1;
-        let holds = match result {
-            Ok(holds) => holds,
-            Err(error) => {
-                self.rule_failed(&error);
-                return;
-            }
+        let Some(holds) = calls.holds(entity, &mut self.stats) else {
+            return;
         };
         let rule = &self.rules.rules()[rule_index];
         let hold_ms = rule.decl.hold_for_ms;
         let entity_now = entity.last_seen_ms;
         let pending = entity.pending.iter().position(|p| p.rule == rule_name);
         if !holds {
+            // With a clear condition, the band between the two keeps the pending state: the
+            // spike has not ended until the clear condition says so (hysteresis).
+            if pending.is_some() && calls.cleared(entity, &mut self.stats) == Some(false) {
+                return;
+            }
             // A condition that clears before its hold_for ran out was a transient: recorded,
             // never acted on.
             if let Some(index) = pending {
@@ -380,80 +395,39 @@ impl Engine {
         failure.incident = Some(incident.clone());
         let reason = describe_evidence(&failure.evidence, &rule.decl.description);
         out.push(Output::Decision(failure));
-        let mut opened = transition(
-            now_ms,
-            &rule.decl.name,
-            entity_key,
-            &incident,
-            None,
-            IncidentState::Failing,
-            "rule failed".into(),
-        );
-        opened.attempt = Some(1);
-        out.push(Output::Decision(opened));
 
         let timeout = rule
             .decl
             .ack_timeout_ms
             .unwrap_or(self.config.ack_timeout_ms);
-        let id = command_id(&incident, 1);
-        let command = Command {
-            v: WIRE_VERSION,
-            id: id.clone(),
-            incident: incident.clone(),
-            entity: entity_key.to_owned(),
-            action: rule.decl.action.clone(),
-            params: rule.decl.action_params.clone(),
-            rule: rule.decl.name.clone(),
-            reason,
-            attempt: 1,
-            issued_at: now_ms,
-            expires_at: now_ms.saturating_add(timeout),
-        };
-        let mut issued = transition(
-            now_ms,
-            &rule.decl.name,
-            entity_key,
-            &incident,
-            Some(IncidentState::Failing),
-            IncidentState::Remediating,
-            format!("{} issued", command.action),
-        );
-        issued.attempt = Some(1);
-        issued.command_id = Some(id.clone());
-        out.push(Output::Command(command));
-        out.push(Output::Decision(issued));
-        self.stats.commands += 1;
-
-        entity.incidents.push(Incident {
+        let mut incident = Incident {
             id: incident,
             rule: rule_name,
             opened_at_ms: entity.last_seen_ms,
-            state: IncidentState::Remediating,
-            attempt: 1,
-            command_id: id.clone(),
+            state: IncidentState::Failing,
+            attempt: 0,
+            command_id: String::new(),
             issued_at_ms: now_ms,
-            ack_deadline_ms: now_ms.saturating_add(timeout),
-        });
-        state.deadlines.push(Reverse(AckDeadline {
-            at_ms: now_ms.saturating_add(timeout),
-            command_id: id.clone(),
-        }));
-        state.open_commands.insert(id, Box::from(entity_key));
-    }
-
-    fn rule_failed(&mut self, error: &EvalError) {
-        self.stats.rule_errors += 1;
-        let count = if matches!(error, EvalError::BudgetExceeded { .. }) {
-            self.stats.rule_budget_stops += 1;
-            self.stats.rule_budget_stops
-        } else {
-            self.stats.rule_errors
+            ack_deadline_ms: now_ms,
+            clear_since_ms: None,
+            clear_last_ms: 0,
         };
-        // A broken rule fails on every event it sees; log the 1st, 2nd, 4th, 8th... time.
-        if count.is_power_of_two() {
-            tracing::warn!(occurrences = count, "{error}");
-        }
+        let issued = issue(
+            &mut incident,
+            entity_key,
+            Issue {
+                action: &rule.decl.action,
+                params: &rule.decl.action_params,
+                reason,
+                to: IncidentState::Remediating,
+                timeout_ms: timeout,
+                now_ms,
+            },
+            out,
+        );
+        self.stats.commands += 1;
+        entity.incidents.push(incident);
+        state.track(issued, entity_key);
     }
 
     /// Decodes and applies one ack message.
@@ -521,6 +495,41 @@ impl Engine {
             AckStatus::Received => return,
             AckStatus::Succeeded => {
                 self.stats.attempts_succeeded += 1;
+                let paired = self
+                    .rules
+                    .rules()
+                    .iter()
+                    .find(|r| *r.decl.name == *incident.rule)
+                    .filter(|_| incident.state == IncidentState::Remediating)
+                    .and_then(|r| {
+                        r.decl
+                            .revert
+                            .as_deref()
+                            .map(|revert| (revert, r.decl.clear_for_ms))
+                    });
+                if let Some((revert, clear_for)) = paired {
+                    // The action holds the entity in a mitigated state (e.g. traffic rerouted)
+                    // until its revert: the incident stays open and watches the clear condition.
+                    let incident = &mut entity.incidents[position];
+                    state.open_commands.remove(&ack.command_id);
+                    let mut record = transition(
+                        now_ms,
+                        &incident.rule,
+                        &entity_key,
+                        &incident.id,
+                        Some(incident.state),
+                        IncidentState::Mitigated,
+                        format!(
+                            "the actuator reported success; {revert} follows once the rule is clear for {clear_for} ms"
+                        ),
+                    );
+                    record.attempt = Some(incident.attempt);
+                    record.command_id = Some(incident.command_id.clone());
+                    incident.state = IncidentState::Mitigated;
+                    incident.clear_since_ms = None;
+                    out.push(Output::Decision(record));
+                    return;
+                }
                 (
                     IncidentState::Resolved,
                     "the actuator reported success".to_owned(),
@@ -606,6 +615,202 @@ impl Engine {
     }
 }
 
+impl PartitionState {
+    /// Watches an issued command for its ack and its deadline.
+    fn track(&mut self, command: Issued, entity_key: &str) {
+        self.deadlines.push(Reverse(AckDeadline {
+            at_ms: command.deadline_ms,
+            command_id: command.id.clone(),
+        }));
+        self.open_commands.insert(command.id, Box::from(entity_key));
+    }
+}
+
+/// Calls one rule's functions with an entity's state in the frame.
+struct RuleCalls<'a> {
+    frame: &'a SharedFrame,
+    rules: &'a RuleSet,
+    runtime: &'a Runtime,
+    index: usize,
+    watermark: i64,
+}
+
+impl RuleCalls<'_> {
+    fn call(
+        &self,
+        entity: &mut EntityState,
+        call: impl FnOnce(&RuleSet, &Runtime, usize) -> Option<Result<bool, EvalError>>,
+        stats: &mut Stats,
+    ) -> Option<bool> {
+        let mut frame = self.frame.borrow_mut();
+        frame.now_ms = entity.last_seen_ms;
+        frame.partition_now_ms = self.watermark;
+        frame.noted.clear();
+        std::mem::swap(&mut frame.entity, entity);
+        drop(frame);
+        let result = call(self.rules, self.runtime, self.index);
+        let mut frame = self.frame.borrow_mut();
+        std::mem::swap(&mut frame.entity, entity);
+        drop(frame);
+        let result = result?;
+        stats.rule_evaluations += 1;
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                rule_failed(stats, &error);
+                None
+            }
+        }
+    }
+
+    /// Whether the condition holds; `None` when the call failed.
+    fn holds(&self, entity: &mut EntityState, stats: &mut Stats) -> Option<bool> {
+        self.call(entity, |rules, rt, i| Some(rules.condition(rt, i)), stats)
+    }
+
+    /// Whether the entity is clear: `fn clear(p)` when the rule has one, else the condition
+    /// not holding. `None` when a call failed.
+    fn cleared(&self, entity: &mut EntityState, stats: &mut Stats) -> Option<bool> {
+        let has_clear = self.rules.rules()[self.index].has_clear();
+        if has_clear {
+            self.call(entity, |rules, rt, i| rules.clear(rt, i), stats)
+        } else {
+            self.holds(entity, stats).map(|holds| !holds)
+        }
+    }
+}
+
+/// A command to issue for an incident.
+struct Issue<'a> {
+    action: &'a str,
+    params: &'a serde_json::Map<String, serde_json::Value>,
+    reason: String,
+    /// The state the incident enters once the command is out.
+    to: IncidentState,
+    timeout_ms: i64,
+    now_ms: i64,
+}
+
+/// What [`PartitionState::track`] needs of an issued command.
+struct Issued {
+    id: String,
+    deadline_ms: i64,
+}
+
+/// Starts the incident's next attempt: the command, and the transition that records it.
+fn issue(
+    incident: &mut Incident,
+    entity_key: &str,
+    issue: Issue<'_>,
+    out: &mut Vec<Output>,
+) -> Issued {
+    incident.attempt += 1;
+    let id = command_id(&incident.id, incident.attempt);
+    let deadline_ms = issue.now_ms.saturating_add(issue.timeout_ms);
+    if incident.attempt == 1 {
+        let mut opened = transition(
+            issue.now_ms,
+            &incident.rule,
+            entity_key,
+            &incident.id,
+            None,
+            IncidentState::Failing,
+            "rule failed".into(),
+        );
+        opened.attempt = Some(1);
+        out.push(Output::Decision(opened));
+    }
+    let mut issued = transition(
+        issue.now_ms,
+        &incident.rule,
+        entity_key,
+        &incident.id,
+        Some(incident.state),
+        issue.to,
+        format!("{} issued", issue.action),
+    );
+    issued.attempt = Some(incident.attempt);
+    issued.command_id = Some(id.clone());
+    out.push(Output::Command(Command {
+        v: WIRE_VERSION,
+        id: id.clone(),
+        incident: incident.id.clone(),
+        entity: entity_key.to_owned(),
+        action: issue.action.to_owned(),
+        params: issue.params.clone(),
+        rule: incident.rule.to_string(),
+        reason: issue.reason,
+        attempt: incident.attempt,
+        issued_at: issue.now_ms,
+        expires_at: deadline_ms,
+    }));
+    out.push(Output::Decision(issued));
+    incident.state = issue.to;
+    incident.command_id = id.clone();
+    incident.issued_at_ms = issue.now_ms;
+    incident.ack_deadline_ms = deadline_ms;
+    Issued { id, deadline_ms }
+}
+
+/// What one evaluation of a mitigated incident found.
+struct Clear {
+    cleared: bool,
+    timeout_ms: i64,
+    now_ms: i64,
+}
+
+/// Times the clear condition of a mitigated incident, and issues the revert once it has held
+/// for the rule's `clear_for`.
+fn revert_when_clear(
+    rule: &salve_rules::Rule,
+    entity_key: &str,
+    entity: &mut EntityState,
+    open: usize,
+    Clear {
+        cleared,
+        timeout_ms,
+        now_ms,
+    }: Clear,
+    out: &mut Vec<Output>,
+) -> Option<Issued> {
+    let entity_now = entity.last_seen_ms;
+    let clear_for = rule.decl.clear_for_ms;
+    let incident = &mut entity.incidents[open];
+    if !cleared {
+        incident.clear_since_ms = None;
+        return None;
+    }
+    // Not seen clear for longer than clear_for (the entity fell silent): start over.
+    let since = match incident.clear_since_ms {
+        Some(since) if entity_now - incident.clear_last_ms <= clear_for => since,
+        _ => entity_now,
+    };
+    incident.clear_since_ms = Some(since);
+    incident.clear_last_ms = entity_now;
+    let held = entity_now - since;
+    if held < clear_for {
+        return None;
+    }
+    let revert = rule.decl.revert.as_deref()?;
+    let reason = format!(
+        "clear for {held} ms (clear_for {clear_for} ms): undo {}",
+        rule.decl.action
+    );
+    Some(issue(
+        incident,
+        entity_key,
+        Issue {
+            action: revert,
+            params: &rule.decl.action_params,
+            reason,
+            to: IncidentState::Reverting,
+            timeout_ms,
+            now_ms,
+        },
+        out,
+    ))
+}
+
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
@@ -650,6 +855,21 @@ fn check_windows(rules: &RuleSet, config: &EngineConfig) -> Result<(), LoadError
         Ok(())
     } else {
         Err(LoadErrors(errors))
+    }
+}
+
+/// Counts a failed rule call, and logs it at a rate that keeps a broken rule from flooding the
+/// log: the 1st, 2nd, 4th, 8th... time.
+fn rule_failed(stats: &mut Stats, error: &EvalError) {
+    stats.rule_errors += 1;
+    let count = if matches!(error, EvalError::BudgetExceeded { .. }) {
+        stats.rule_budget_stops += 1;
+        stats.rule_budget_stops
+    } else {
+        stats.rule_errors
+    };
+    if count.is_power_of_two() {
+        tracing::warn!(occurrences = count, "{error}");
     }
 }
 

@@ -577,10 +577,12 @@ fn idle_entities_are_forgotten_after_the_ttl_unless_an_incident_is_open() {
     assert_eq!(engine.entity_count(), 2);
 }
 
-const SLOW: &str = "fn condition(p) { max(\"latency_ms\", \"10s\") > 250.0 } #{ name: \"slow\", select: [#{ name: \"latency_ms\" }], action: \"reroute\", hold_for: \"30s\" }";
+const SLOW: &str = "fn condition(p) { max(\"response_ms\", \"10s\") > 250.0 } #{ name: \"slow\", select: [#{ name: \"response_ms\" }], action: \"reroute\", hold_for: \"30s\" }";
 
 fn latency(ts: i64, value: f64) -> String {
-    format!(r#"{{"entity":"api-1","ts":{ts},"kind":"metric","name":"latency_ms","value":{value}}}"#)
+    format!(
+        r#"{{"entity":"api-1","ts":{ts},"kind":"metric","name":"response_ms","value":{value}}}"#
+    )
 }
 
 fn verdicts(out: &[Output]) -> Vec<crate::wire::Verdict> {
@@ -645,10 +647,10 @@ fn a_condition_that_clears_within_its_hold_for_is_a_transient() {
 #[test]
 fn host_functions_win_over_rhai_builtins_of_the_same_name_for_every_window_spelling() {
     // Rhai has a string min/max(a, b): with a catch-all window parameter it would be chosen,
-    // and `min("latency_ms", "10s")` would be a string that compares false with any number.
+    // and `min("response_ms", "10s")` would be a string that compares false with any number.
     for window in ["\"10s\"", "10", "10.0"] {
         let rule = format!(
-            "fn condition(p) {{ min(\"latency_ms\", {window}) > 200.0 && max(\"latency_ms\", {window}) < 400.0 }} #{{ name: \"band\", select: [#{{ name: \"latency_ms\" }}], action: \"a\" }}"
+            "fn condition(p) {{ min(\"response_ms\", {window}) > 200.0 && max(\"response_ms\", {window}) < 400.0 }} #{{ name: \"band\", select: [#{{ name: \"response_ms\" }}], action: \"a\" }}"
         );
         let mut engine = engine_with(&[("band.rhai", rule.as_str())]);
         let out = feed(&mut engine, &[latency(0, 300.0)]);
@@ -864,8 +866,8 @@ fn a_late_health_check_cannot_start_or_end_a_run_of_fails() {
 }
 
 const P99: &str = r#"
-fn condition(p) { p99("latency_ms", "10s") > p.threshold_ms }
-#{ name: "p99_slow", select: [#{ name: "latency_ms" }], params: #{ threshold_ms: 250.0 }, action: "reroute" }
+fn condition(p) { p99("response_ms", "10s") > p.threshold_ms }
+#{ name: "p99_slow", select: [#{ name: "response_ms" }], params: #{ threshold_ms: 250.0 }, action: "reroute" }
 "#;
 
 #[test]
@@ -888,7 +890,7 @@ fn a_percentile_rule_acts_on_the_window_s_tail_not_on_one_sample() {
     let command = commands(&out)[0];
     assert_eq!(command.action, "reroute");
     assert!(
-        command.reason.starts_with("p99(latency_ms, 10s) = "),
+        command.reason.starts_with("p99(response_ms, 10s) = "),
         "{}",
         command.reason
     );
@@ -898,8 +900,8 @@ fn a_percentile_rule_acts_on_the_window_s_tail_not_on_one_sample() {
 fn a_percentile_of_a_series_the_rules_never_name_is_an_error_not_a_guess() {
     // Through a function pointer the call escapes the source scan, so no samples are kept.
     let sneaky = r#"
-fn condition(p) { Fn("p99").call("latency_ms", "10s") > 1.0 }
-#{ name: "sneaky", select: [#{ name: "latency_ms" }], action: "reroute" }
+fn condition(p) { Fn("p99").call("response_ms", "10s") > 1.0 }
+#{ name: "sneaky", select: [#{ name: "response_ms" }], action: "reroute" }
 "#;
     let mut engine = engine_with(&[("sneaky.rhai", sneaky)]);
     let out = feed(&mut engine, &[latency(0, 500.0)]);
@@ -930,7 +932,7 @@ fn series_keep_history_only_as_far_back_as_the_rules_look() {
         }
     );
     assert_eq!(
-        of("latency_ms"),
+        of("response_ms"),
         SeriesRetention {
             buckets_ms: 10_000,
             samples_ms: Some(10_000)

@@ -112,7 +112,12 @@ pub enum IncidentState {
     Failing,
     /// A command is out; salve waits for the actuator's ack.
     Remediating,
-    /// The actuator reported success.
+    /// A paired action succeeded (e.g. `reroute`); its revert waits for the rule's clear
+    /// condition to hold for `clear_for`.
+    Mitigated,
+    /// The revert command (e.g. `restore_route`) is out; salve waits for its ack.
+    Reverting,
+    /// The actuator reported success (of the revert, for a paired action).
     Resolved,
     /// The attempt failed: a failed or rejected ack, or none before the deadline.
     Failed,

@@ -23,6 +23,11 @@ pub struct Declaration {
     /// How long the condition must hold before it is a failure (Prometheus' `for`, which is a
     /// keyword in Rhai). 0 acts at once. A condition that clears sooner is a transient.
     pub hold_for_ms: i64,
+    /// The action that undoes `action` once the entity is healthy again, e.g. `restore_route`
+    /// after `reroute`: a paired action.
+    pub revert: Option<String>,
+    /// How long the clear condition must hold, after the action succeeded, before `revert`.
+    pub clear_for_ms: i64,
 }
 
 /// Picks the events a rule looks at. Every field that is set must match.
@@ -55,6 +60,8 @@ const KEYS: &[&str] = &[
     "action_params",
     "ack_timeout",
     "hold_for",
+    "revert",
+    "clear_for",
 ];
 const SELECTOR_KEYS: &[&str] = &["kind", "name", "labels"];
 const KINDS: &[&str] = &["metric", "health", "event"];
@@ -139,6 +146,25 @@ impl Declaration {
                 duration_ms(value).map_err(|e| error("hold_for", format!("`hold_for`: {e}")))?
             }
         };
+        let revert = optional_string(&map, "revert")?;
+        if revert.as_deref() == Some(action.as_str()) {
+            return Err(error(
+                "revert",
+                format!("`revert` must undo `action`, so it cannot be `{action}` too"),
+            ));
+        }
+        let clear_for_ms = match map.get("clear_for") {
+            None => 0,
+            Some(_) if revert.is_none() => {
+                return Err(error(
+                    "clear_for",
+                    "`clear_for` times the `revert` action, and this rule has none".into(),
+                ))
+            }
+            Some(value) => {
+                duration_ms(value).map_err(|e| error("clear_for", format!("`clear_for`: {e}")))?
+            }
+        };
         Ok(Self {
             name,
             description,
@@ -148,6 +174,8 @@ impl Declaration {
             action_params,
             ack_timeout_ms,
             hold_for_ms,
+            revert,
+            clear_for_ms,
         })
     }
 }

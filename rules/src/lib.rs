@@ -31,6 +31,10 @@ pub const SHIPPED_RULES: &[(&str, &str)] = &[
         "node_unhealthy.rhai",
         include_str!("../pack/node_unhealthy.rhai"),
     ),
+    (
+        "latency_breaker.rhai",
+        include_str!("../pack/latency_breaker.rhai"),
+    ),
 ];
 
 #[cfg(test)]

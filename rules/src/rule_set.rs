@@ -24,6 +24,8 @@ pub struct Rule {
     /// The file it came from, as shown in errors.
     pub file: String,
     ast: AST,
+    /// Whether the file defines `fn clear(p)`.
+    has_clear: bool,
     params: Dynamic,
     params_json: serde_json::Value,
     windows: Vec<WindowUse>,
@@ -33,6 +35,11 @@ impl Rule {
     /// The rule's parameters, defaults with the configuration's overrides applied, as JSON.
     pub fn params_json(&self) -> &serde_json::Value {
         &self.params_json
+    }
+
+    /// Whether the rule defines `fn clear(p)`.
+    pub fn has_clear(&self) -> bool {
+        self.has_clear
     }
 
     /// The windowed calls the rule makes, so the engine keeps history only as far back as
@@ -199,7 +206,14 @@ impl RuleSet {
     /// Paths that this call does not take are not checked.
     pub fn probe(&self, runtime: &Runtime) -> Result<(), LoadErrors> {
         let errors: Vec<LoadError> = (0..self.rules.len())
-            .filter_map(|index| match self.condition(runtime, index) {
+            .flat_map(|index| {
+                [
+                    Some(self.condition(runtime, index)),
+                    self.clear(runtime, index),
+                ]
+            })
+            .flatten()
+            .filter_map(|result| match result {
                 Err(EvalError::Script {
                     file,
                     line,
@@ -221,6 +235,21 @@ impl RuleSet {
         } else {
             Err(LoadErrors(errors))
         }
+    }
+
+    /// Evaluates rule `index`'s clear condition, `fn clear(p)`; `None` when the rule defines
+    /// none, and the condition not holding is what clears it.
+    pub fn clear(&self, runtime: &Runtime, index: usize) -> Option<Result<bool, EvalError>> {
+        let rule = &self.rules[index];
+        rule.has_clear.then(|| {
+            runtime.call_bool(
+                &rule.decl.name,
+                &rule.file,
+                &rule.ast,
+                "clear",
+                rule.params.clone(),
+            )
+        })
     }
 
     /// Evaluates rule `index`'s condition. Host functions see whatever frame the caller set up.
@@ -256,6 +285,9 @@ fn load_one(
     let has_condition = ast
         .iter_functions()
         .any(|f| f.name == "condition" && f.params.len() == 1);
+    let has_clear = ast
+        .iter_functions()
+        .any(|f| f.name == "clear" && f.params.len() == 1);
     if !has_condition {
         return Err(LoadError {
             file: file.to_owned(),
@@ -302,6 +334,7 @@ fn load_one(
         decl,
         file: file.to_owned(),
         ast,
+        has_clear,
         params,
         params_json,
         windows,

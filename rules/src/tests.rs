@@ -278,3 +278,45 @@ fn condition(p) { p99("latency_ms", p.window) > p.limit && count("process_exit",
     let err = load_with(&computed, &ParamOverrides::new()).expect_err("refused");
     assert_eq!(err.0[0].line, 2, "{err}");
 }
+
+#[test]
+fn a_revert_must_differ_from_the_action_and_clear_for_needs_a_revert() {
+    let same = VALID.replace(
+        "action: \"restart\"",
+        "action: \"restart\", revert: \"restart\"",
+    );
+    let err = load(&same).expect_err("refused");
+    assert!(
+        err.0[0].message.contains("cannot be `restart` too"),
+        "{err}"
+    );
+    let orphan = VALID.replace(
+        "action: \"restart\"",
+        "action: \"restart\", clear_for: \"1m\"",
+    );
+    let err = load(&orphan).expect_err("refused");
+    assert!(err.0[0].message.contains("this rule has none"), "{err}");
+    let paired = VALID.replace(
+        "action: \"restart\"",
+        "action: \"reroute\", revert: \"restore_route\", clear_for: \"1m\"",
+    );
+    let set = load(&paired).expect("loads");
+    assert_eq!(set.rules()[0].decl.revert.as_deref(), Some("restore_route"));
+    assert_eq!(set.rules()[0].decl.clear_for_ms, 60_000);
+    assert!(!set.rules()[0].has_clear());
+}
+
+#[test]
+fn a_clear_function_is_probed_like_the_condition() {
+    let source = VALID.replace(
+        "fn condition(p)",
+        "fn clear(p) { count(\"process_exit\", p.windw) == 0 }\nfn condition(p)",
+    );
+    let rt = runtime();
+    let set = load(&source).expect("compiles");
+    assert!(set.rules()[0].has_clear());
+    let err = set
+        .probe(&rt)
+        .expect_err("the typo is found before any event");
+    assert!(err.0[0].message.contains("windw"), "{err}");
+}
