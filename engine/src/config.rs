@@ -33,6 +33,11 @@ pub struct EngineConfig {
     /// Percentile samples kept per series at most (16 bytes each). A series busier than this
     /// within its longest percentile window is thinned, and its percentiles become estimates.
     pub max_percentile_samples: usize,
+    /// Labels whose value keys a telemetry message instead of its entity: the first of them
+    /// that an event carries. Producers that key a group's events by the group label (e.g.
+    /// `service`) put the whole group on one partition, which group rules need. Empty: every
+    /// message is keyed by its entity.
+    pub partition_by: Vec<String>,
     /// Sandbox limits for every rule call.
     pub limits: Limits,
 }
@@ -48,6 +53,7 @@ impl Default for EngineConfig {
             entity_ttl_ms: 60 * 60 * 1_000,
             ack_timeout_ms: 30_000,
             max_percentile_samples: 256,
+            partition_by: Vec::new(),
             limits: Limits::default(),
         }
     }

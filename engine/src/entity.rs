@@ -16,16 +16,77 @@ pub struct Pending {
     pub last_held_ms: i64,
 }
 
-/// One entity's state. It lives in its partition's map and moves with the partition.
+/// What rules have found about something they judge: an entity, or a group of entities.
 #[derive(Debug, Default)]
-pub struct EntityState {
-    /// Interned: most label values are shared by many entities.
-    labels: Box<[(Arc<str>, Arc<str>)]>,
-    series: Vec<SeriesWindow>,
+pub struct Subject {
     /// Open incidents, at most one per rule.
     pub incidents: Vec<Incident>,
     /// Rules whose condition holds but not yet for their `hold_for`.
     pub pending: Vec<Pending>,
+    /// Rules whose last incident here closed while their condition still held: they open no
+    /// new incident until the condition has cleared once, so a fix that did not take is not
+    /// repeated every event. Boxed, since most subjects never have one.
+    latched: Option<Box<Vec<Arc<str>>>>,
+}
+
+impl Subject {
+    /// The index of the open incident whose current attempt is `command_id`.
+    pub fn incident_by_command(&self, command_id: &str) -> Option<usize> {
+        self.incidents
+            .iter()
+            .position(|i| i.command_id == command_id)
+    }
+
+    /// Holds `rule` back until its condition clears.
+    pub fn latch(&mut self, rule: Arc<str>) {
+        let latched = self.latched.get_or_insert_with(Box::default);
+        if !latched.contains(&rule) {
+            latched.push(rule);
+        }
+    }
+
+    /// Whether `rule` is held back.
+    pub fn is_latched(&self, rule: &str) -> bool {
+        self.latched
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|r| &**r == rule))
+    }
+
+    /// Re-arms `rule`, once its condition cleared.
+    pub fn unlatch(&mut self, rule: &str) {
+        if let Some(latched) = &mut self.latched {
+            latched.retain(|r| &**r != rule);
+            if latched.is_empty() {
+                self.latched = None;
+            }
+        }
+    }
+
+    /// Whether rule `rule` has an open incident here.
+    pub fn has_incident_of(&self, rule: &str) -> bool {
+        self.incidents.iter().any(|i| &*i.rule == rule)
+    }
+}
+
+/// A group that group rules judge, e.g. `service=checkout`.
+#[derive(Debug, Default)]
+pub struct GroupSubject {
+    /// What the rules found.
+    pub subject: Subject,
+    /// The partition's event time when a rule last judged the group.
+    pub last_heard_ms: i64,
+}
+
+/// Labels as an entity holds them: interned, since most values are shared by many entities.
+pub type InternedLabels = Box<[(Arc<str>, Arc<str>)]>;
+
+/// One entity's state. It lives in its partition's map and moves with the partition.
+#[derive(Debug, Default)]
+pub struct EntityState {
+    labels: InternedLabels,
+    series: Vec<SeriesWindow>,
+    /// What entity rules found about this entity.
+    pub subject: Subject,
     /// Event time of the latest event.
     pub last_seen_ms: i64,
     /// The partition's event time when this entity was last heard from. Expiry measures
@@ -34,13 +95,6 @@ pub struct EntityState {
 }
 
 impl EntityState {
-    /// The index of the open incident whose current attempt is `command_id`.
-    pub fn incident_by_command(&self, command_id: &str) -> Option<usize> {
-        self.incidents
-            .iter()
-            .position(|i| i.command_id == command_id)
-    }
-
     /// The series called `name`, if the entity has reported it.
     pub fn series(&self, name: &str) -> Option<&SeriesWindow> {
         self.series.iter().find(|s| s.name() == name)
@@ -78,10 +132,14 @@ impl EntityState {
     }
 
     /// Replaces the labels when the event carries different ones; most events repeat them.
-    /// `intern` returns the shared copy of a string.
-    pub fn update_labels(&mut self, labels: &Labels<'_>, mut intern: impl FnMut(&str) -> Arc<str>) {
+    /// `intern` returns the shared copy of a string. Returns the labels replaced, if any.
+    pub fn update_labels(
+        &mut self,
+        labels: &Labels<'_>,
+        mut intern: impl FnMut(&str) -> Arc<str>,
+    ) -> Option<InternedLabels> {
         if labels.0.is_empty() {
-            return;
+            return None;
         }
         let same = labels.0.len() == self.labels.len()
             && labels
@@ -89,13 +147,20 @@ impl EntityState {
                 .iter()
                 .zip(self.labels.iter())
                 .all(|((k, v), (k2, v2))| k.as_ref() == &**k2 && v.as_ref() == &**v2);
-        if !same {
-            self.labels = labels
-                .0
-                .iter()
-                .map(|(k, v)| (intern(k), intern(v)))
-                .collect();
+        if same {
+            return None;
         }
+        let fresh = labels
+            .0
+            .iter()
+            .map(|(k, v)| (intern(k), intern(v)))
+            .collect();
+        Some(std::mem::replace(&mut self.labels, fresh))
+    }
+
+    /// The entity's labels, as held.
+    pub fn interned_labels(&self) -> &InternedLabels {
+        &self.labels
     }
 
     /// The entity's labels.

@@ -5,9 +5,10 @@
 //! they return, so each verdict carries the numbers it rested on as evidence.
 
 use crate::entity::EntityState;
+use crate::group::GroupIndex;
 use crate::window::Aggregate;
 use crate::wire::Evidence;
-use salve_rules::{duration_ms, Dynamic, EvalAltResult, ImmutableString, RhaiEngine};
+use salve_rules::{duration_ms, Array, Dynamic, EvalAltResult, ImmutableString, Map, RhaiEngine};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -25,6 +26,12 @@ pub struct Frame {
     pub resolution_ms: i64,
     /// The entity under evaluation, moved in for the call.
     pub entity: EntityState,
+    /// Its id.
+    pub key: String,
+    /// For rules that read groups: the partition's other entities, moved in for the call.
+    pub others: hashbrown::HashMap<Box<str>, EntityState>,
+    /// For rules that read groups: the partition's group index, moved in for the call.
+    pub groups: GroupIndex,
     /// Values returned so far in this call. They are cheap records, turned into [`Evidence`]
     /// only when a verdict is emitted, and most calls emit none.
     pub noted: Vec<Noted>,
@@ -264,8 +271,237 @@ fn float(value: f64) -> (Dynamic, f64) {
     (Dynamic::from_float(value), value)
 }
 
+/// Calls `visit` for each member of the entity's group by `label`, the entity included. An
+/// entity without the label is in no group, and has no members.
+fn each_member(
+    frame: &Frame,
+    label: &str,
+    mut visit: impl FnMut(&str, &EntityState),
+) -> HostResult<()> {
+    if !frame.groups.indexes(label) {
+        return Err(format!(
+            "entities are not grouped by `{label}` for this call: name the label as a string literal or parameter in a group function, or in `group_by`"
+        )
+        .into());
+    }
+    let Some(value) = frame.entity.label(label) else {
+        return Ok(());
+    };
+    for key in frame.groups.members(label, value) {
+        if **key == *frame.key {
+            visit(key, &frame.entity);
+        } else if let Some(member) = frame.others.get(&**key) {
+            visit(key, member);
+        }
+    }
+    Ok(())
+}
+
+/// A windowed aggregate over a group's members, each member's window ending at its own
+/// latest event.
+type GroupWindowed = fn(&Frame, &str, &str, i64) -> HostResult<(Dynamic, f64)>;
+
+fn group_aggregate(
+    frame: &Frame,
+    label: &str,
+    series: &str,
+    window_ms: i64,
+) -> HostResult<Aggregate> {
+    let mut total = Aggregate {
+        count: 0,
+        sum: 0.0,
+        min: f64::NAN,
+        max: f64::NAN,
+    };
+    each_member(frame, label, |_, member| {
+        if let Some(window) = member.series(series) {
+            let agg = window.aggregate(member.last_seen_ms, window_ms);
+            total.count += agg.count;
+            total.sum += agg.sum;
+            total.min = total.min.min(agg.min);
+            total.max = total.max.max(agg.max);
+        }
+    })?;
+    Ok(total)
+}
+
+/// Registers `name(label, series, window)` for each way a window is written.
+fn register_group_windowed(
+    engine: &mut RhaiEngine,
+    frame: &SharedFrame,
+    name: &'static str,
+    compute: GroupWindowed,
+) {
+    fn call(
+        frame: &SharedFrame,
+        name: &'static str,
+        label: ImmutableString,
+        series: ImmutableString,
+        window: Window,
+        compute: GroupWindowed,
+    ) -> HostResult<Dynamic> {
+        let mut frame = frame.borrow_mut();
+        let ms = match window {
+            Window::Text(text) => frame.window_text_ms(&text)?,
+            Window::Seconds(seconds) => duration_ms(&seconds).map_err(|e| e.to_string())?,
+        };
+        let window_ms = check_window(&frame, ms)?;
+        let (value, evidence) = compute(&frame, &label, &series, window_ms)?;
+        note(&mut frame, name, series, Some(window_ms), evidence);
+        Ok(value)
+    }
+    let f = Rc::clone(frame);
+    engine.register_fn(
+        name,
+        move |label: ImmutableString, series: ImmutableString, window: ImmutableString| {
+            call(&f, name, label, series, Window::Text(window), compute)
+        },
+    );
+    let f = Rc::clone(frame);
+    engine.register_fn(
+        name,
+        move |label: ImmutableString, series: ImmutableString, window: i64| {
+            let window = Window::Seconds(Dynamic::from(window));
+            call(&f, name, label, series, window, compute)
+        },
+    );
+    let f = Rc::clone(frame);
+    engine.register_fn(
+        name,
+        move |label: ImmutableString, series: ImmutableString, window: f64| {
+            let window = Window::Seconds(Dynamic::from(window));
+            call(&f, name, label, series, window, compute)
+        },
+    );
+}
+
+/// The member of the group whose latest `series` value is the smallest (or largest), among
+/// those carrying every label in `filter`; `()` when none qualifies.
+fn pick(
+    frame: &SharedFrame,
+    name: &'static str,
+    label: &str,
+    series: ImmutableString,
+    filter: &Map,
+    smallest: bool,
+) -> HostResult<Dynamic> {
+    let mut frame = frame.borrow_mut();
+    let mut best: Option<(String, f64)> = None;
+    each_member(&frame, label, |key, member| {
+        let qualifies = filter.iter().all(|(k, v)| {
+            member.label(k).is_some_and(|have| {
+                v.clone()
+                    .into_immutable_string()
+                    .is_ok_and(|want| want == have)
+            })
+        });
+        let Some(value) = qualifies
+            .then(|| member.series(&series).and_then(|s| s.last()))
+            .flatten()
+            .map(|(_, v)| v)
+        else {
+            return;
+        };
+        let better = best.as_ref().is_none_or(|(best_key, best_value)| {
+            let ordering = value.total_cmp(best_value);
+            // Ties go to the smaller id, so the pick does not depend on the index's order.
+            ordering
+                == if smallest {
+                    std::cmp::Ordering::Less
+                } else {
+                    std::cmp::Ordering::Greater
+                }
+                || (ordering == std::cmp::Ordering::Equal && key < best_key.as_str())
+        });
+        if better {
+            best = Some((key.to_owned(), value));
+        }
+    })?;
+    let (picked, value) = best.map_or((Dynamic::UNIT, f64::NAN), |(key, value)| {
+        (Dynamic::from(key), value)
+    });
+    note(&mut frame, name, series, None, value);
+    Ok(picked)
+}
+
+/// Registers the functions over the entity's group.
+fn register_groups(engine: &mut RhaiEngine, frame: &SharedFrame) {
+    register_group_windowed(engine, frame, "group_count", |f, l, s, w| {
+        let count = group_aggregate(f, l, s, w)?.count;
+        Ok((
+            Dynamic::from_int(i64::try_from(count).unwrap_or(i64::MAX)),
+            count as f64,
+        ))
+    });
+    register_group_windowed(engine, frame, "group_sum", |f, l, s, w| {
+        Ok(float(group_aggregate(f, l, s, w)?.sum))
+    });
+    register_group_windowed(engine, frame, "group_mean", |f, l, s, w| {
+        Ok(float(group_aggregate(f, l, s, w)?.mean()))
+    });
+    register_group_windowed(engine, frame, "group_min", |f, l, s, w| {
+        Ok(float(group_aggregate(f, l, s, w)?.min))
+    });
+    register_group_windowed(engine, frame, "group_max", |f, l, s, w| {
+        Ok(float(group_aggregate(f, l, s, w)?.max))
+    });
+    let f = Rc::clone(frame);
+    engine.register_fn(
+        "members",
+        move |label: ImmutableString| -> HostResult<Array> {
+            let frame = f.borrow();
+            let mut members = Array::new();
+            each_member(&frame, &label, |key, _| {
+                members.push(Dynamic::from(key.to_owned()))
+            })?;
+            Ok(members)
+        },
+    );
+    let f = Rc::clone(frame);
+    engine.register_fn(
+        "failing",
+        move |label: ImmutableString| -> HostResult<i64> {
+            let frame = f.borrow();
+            let mut failing = 0;
+            each_member(&frame, &label, |_, member| {
+                failing += i64::from(!member.subject.incidents.is_empty());
+            })?;
+            Ok(failing)
+        },
+    );
+    let f = Rc::clone(frame);
+    engine.register_fn(
+        "failing",
+        move |label: ImmutableString, rule: ImmutableString| -> HostResult<i64> {
+            let frame = f.borrow();
+            let mut failing = 0;
+            each_member(&frame, &label, |_, member| {
+                failing += i64::from(member.subject.has_incident_of(&rule));
+            })?;
+            Ok(failing)
+        },
+    );
+    let f = Rc::clone(frame);
+    engine.register_fn(
+        "pick_min",
+        move |label: ImmutableString, series: ImmutableString, filter: Map| {
+            pick(&f, "pick_min", &label, series, &filter, true)
+        },
+    );
+    let f = Rc::clone(frame);
+    engine.register_fn(
+        "pick_max",
+        move |label: ImmutableString, series: ImmutableString, filter: Map| {
+            pick(&f, "pick_max", &label, series, &filter, false)
+        },
+    );
+    let f = Rc::clone(frame);
+    engine.register_fn("entity", move || -> String { f.borrow().key.clone() });
+}
+
 /// Registers every host function on a rule engine.
 pub fn register(engine: &mut RhaiEngine, frame: &SharedFrame) {
+    register_groups(engine, frame);
     register_windowed(engine, frame, "count", |frame, series, window_ms| {
         let count = frame
             .entity

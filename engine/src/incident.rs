@@ -23,6 +23,10 @@ pub struct Incident {
     pub issued_at_ms: i64,
     /// When the current attempt times out without an ack.
     pub ack_deadline_ms: i64,
+    /// The entity the incident's commands act on.
+    pub target: String,
+    /// The action's params, which its revert repeats.
+    pub params: serde_json::Map<String, serde_json::Value>,
     /// While mitigated: since when (entity event time) the clear condition has held.
     pub clear_since_ms: Option<i64>,
     /// While mitigated: when the clear condition was last seen holding.

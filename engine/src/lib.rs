@@ -6,6 +6,7 @@
 
 pub mod config;
 mod entity;
+mod group;
 mod host;
 pub mod incident;
 mod pipeline;
@@ -21,7 +22,7 @@ pub use config::EngineConfig;
 pub use entity::EntityState;
 pub use pipeline::{Engine, PartitionId, RecordPosition};
 pub use stats::Stats;
-pub use telemetry::{decode, DecodeError, Rejection, TelemetryEvent};
+pub use telemetry::{decode, decode_partitioned, DecodeError, Rejection, TelemetryEvent};
 pub use wire::{Ack, AckStatus, Command, Decision, Output};
 
 #[cfg(test)]

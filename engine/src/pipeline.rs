@@ -6,13 +6,14 @@
 //! when the partition is revoked and rebuilt wherever it is assigned next.
 
 use crate::config::EngineConfig;
-use crate::entity::{EntityState, Pending};
+use crate::entity::{EntityState, GroupSubject, InternedLabels, Pending, Subject};
+use crate::group::{group_id, GroupIndex};
 use crate::host::{self, Frame, SharedFrame};
 use crate::incident::{command_id, incident_id, Incident};
 use crate::retention::RetentionPlan;
 use crate::router::Router;
 use crate::stats::Stats;
-use crate::telemetry::{decode, Kind, Rejection, TelemetryEvent};
+use crate::telemetry::{decode_partitioned, Kind, Rejection, TelemetryEvent};
 use crate::wire::{
     Ack, AckDecodeError, AckStatus, Command, Decision, DecisionKind, IncidentState, Output,
     Verdict, WIRE_VERSION,
@@ -56,13 +57,23 @@ struct AckDeadline {
 #[derive(Debug, Default)]
 struct PartitionState {
     entities: HashMap<Box<str>, EntityState>,
+    /// The entities by the labels that rules group by.
+    groups: GroupIndex,
+    /// What group rules found, by group id (`service=checkout`).
+    group_subjects: HashMap<Box<str>, GroupSubject>,
     /// The largest event time seen: the end of every window evaluated here.
     watermark_ms: i64,
-    deadlines: BinaryHeap<Reverse<AckDeadline>>,
-    /// Open attempts by command id, for matching acks.
-    open_commands: HashMap<String, Box<str>>,
+    commands: OpenCommands,
     /// The watermark at the last sweep for idle entities.
     swept_at_ms: i64,
+}
+
+/// The commands awaiting an ack.
+#[derive(Debug, Default)]
+struct OpenCommands {
+    deadlines: BinaryHeap<Reverse<AckDeadline>>,
+    /// The subject (entity or group id) whose incident each open command belongs to.
+    subjects: HashMap<String, Box<str>>,
 }
 
 /// The decision pipeline for the partitions this process owns.
@@ -73,6 +84,11 @@ pub struct Engine {
     rule_names: Vec<Arc<str>>,
     router: Router,
     retention: RetentionPlan,
+    /// The labels rules group by, interned.
+    group_labels: Vec<Arc<str>>,
+    /// Per rule: whether it calls group functions or groups by a label, and so needs the
+    /// partition's other entities during its calls.
+    needs_group: Vec<bool>,
     frame: SharedFrame,
     partitions: HashMap<PartitionId, PartitionState>,
     /// Series names and label strings, shared by every entity that uses them.
@@ -106,6 +122,8 @@ impl Engine {
             rule_names: Vec::new(),
             router: Router::default(),
             retention: RetentionPlan::default(),
+            group_labels: Vec::new(),
+            needs_group: Vec::new(),
             frame,
             partitions: HashMap::new(),
             interned: HashSet::new(),
@@ -127,6 +145,25 @@ impl Engine {
             .iter()
             .map(|r| Arc::from(r.decl.name.as_str()))
             .collect();
+        self.needs_group = rules
+            .rules()
+            .iter()
+            .map(|r| !r.group_labels().is_empty())
+            .collect();
+        let mut labels: Vec<Arc<str>> = Vec::new();
+        for label in rules.rules().iter().flat_map(|r| r.group_labels()) {
+            if !labels.iter().any(|l| **l == **label) {
+                labels.push(intern(&mut self.interned, label));
+            }
+        }
+        self.group_labels = labels;
+        for state in self.partitions.values_mut() {
+            state.groups = GroupIndex::new(self.group_labels.iter().cloned());
+            let none = InternedLabels::default();
+            for (key, entity) in &state.entities {
+                state.groups.relabel(key, &none, entity.interned_labels());
+            }
+        }
         self.rules = rules;
     }
 
@@ -159,7 +196,13 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> Result<(), Rejection> {
         self.stats.events_in += 1;
-        let mut event = match decode(payload, key, self.config.max_event_bytes) {
+        let decoded = decode_partitioned(
+            payload,
+            key,
+            self.config.max_event_bytes,
+            &self.config.partition_by,
+        );
+        let mut event = match decoded {
             Ok(event) => event,
             Err(error) => {
                 self.stats.decode_errors += 1;
@@ -188,7 +231,14 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> Result<(), Rejection> {
         let resolution = self.config.resolution_ms;
-        let state = self.partitions.entry(position.partition).or_default();
+        let group_labels = &self.group_labels;
+        let state = self
+            .partitions
+            .entry(position.partition)
+            .or_insert_with(|| PartitionState {
+                groups: GroupIndex::new(group_labels.iter().cloned()),
+                ..PartitionState::default()
+            });
         let ts = event.ts_ms.unwrap_or(now_ms);
         state.watermark_ms = state.watermark_ms.max(ts);
         let watermark = state.watermark_ms;
@@ -207,7 +257,14 @@ impl Engine {
             });
         }
         let interned = &mut self.interned;
-        entity.update_labels(&event.labels, |text| intern(interned, text));
+        let replaced = entity.update_labels(&event.labels, |text| intern(interned, text));
+        if let Some(old) = replaced {
+            if !state.groups.is_empty() {
+                state
+                    .groups
+                    .relabel(entity_key, &old, entity.interned_labels());
+            }
+        }
         entity.last_seen_ms = entity.last_seen_ms.max(ts);
         entity.last_heard_ms = watermark;
         let entity_now = entity.last_seen_ms;
@@ -255,179 +312,58 @@ impl Engine {
         now_ms: i64,
         out: &mut Vec<Output>,
     ) {
-        let rule_name = Arc::clone(&self.rule_names[rule_index]);
         let Some(state) = self.partitions.get_mut(&position.partition) else {
             return;
         };
-        let Some(entity) = state.entities.get_mut(entity_key) else {
-            return;
-        };
-        let calls = RuleCalls {
-            frame: &self.frame,
-            rules: &self.rules,
-            runtime: &self.runtime,
-            index: rule_index,
-            watermark,
-        };
-        // One remediation in flight per rule and entity: a failure that persists joins it.
-        if let Some(open) = entity.incidents.iter().position(|i| i.rule == rule_name) {
-            if entity.incidents[open].state == IncidentState::Mitigated {
-                let Some(cleared) = calls.cleared(entity, &mut self.stats) else {
-                    return;
-                };
-                let rule = &self.rules.rules()[rule_index];
-                let timeout = rule
-                    .decl
-                    .ack_timeout_ms
-                    .unwrap_or(self.config.ack_timeout_ms);
-                let clear = Clear {
-                    cleared,
-                    timeout_ms: timeout,
-                    now_ms,
-                };
-                if let Some(command) = revert_when_clear(rule, entity_key, entity, open, clear, out)
-                {
-                    self.stats.commands += 1;
-                    state.track(command, entity_key);
-                }
-            }
-            return;
-        }
-        let Some(holds) = calls.holds(entity, &mut self.stats) else {
-            return;
-        };
         let rule = &self.rules.rules()[rule_index];
-        let hold_ms = rule.decl.hold_for_ms;
-        let entity_now = entity.last_seen_ms;
-        let pending = entity.pending.iter().position(|p| p.rule == rule_name);
-        if !holds {
-            // With a clear condition, the band between the two keeps the pending state: the
-            // spike has not ended until the clear condition says so (hysteresis).
-            if pending.is_some() && calls.cleared(entity, &mut self.stats) == Some(false) {
-                return;
-            }
-            // A condition that clears before its hold_for ran out was a transient: recorded,
-            // never acted on.
-            if let Some(index) = pending {
-                let since = entity.pending.swap_remove(index).since_ms;
-                self.stats.verdicts_transient += 1;
-                let reason = if entity_now - since < hold_ms {
-                    format!(
-                        "condition of {} cleared after {} ms, within its hold_for of {hold_ms} ms: a transient",
-                        rule.decl.name,
-                        entity_now - since
-                    )
-                } else {
-                    format!(
-                        "condition of {} cleared before an event confirmed it had held for its hold_for of {hold_ms} ms: a transient",
-                        rule.decl.name
-                    )
-                };
-                out.push(Output::Decision(verdict(
-                    &self.frame,
-                    now_ms,
-                    &rule.decl.name,
-                    entity_key,
-                    Verdict::Transient,
-                    reason,
-                )));
+        let mut judge = Judge {
+            calls: RuleCalls {
+                frame: &self.frame,
+                rules: &self.rules,
+                runtime: &self.runtime,
+                index: rule_index,
+                watermark,
+                key: entity_key,
+                group: None,
+            },
+            rule,
+            rule_name: Arc::clone(&self.rule_names[rule_index]),
+            config: &self.config,
+            stats: &mut self.stats,
+            position,
+            now_ms,
+        };
+        if !self.needs_group[rule_index] {
+            if let Some(entity) = state.entities.get_mut(entity_key) {
+                judge.judge(entity_key, entity, None, &mut state.commands, out);
             }
             return;
         }
-        let mut held_ms = 0;
-        if hold_ms > 0 {
-            let mut pending = pending;
-            if let Some(index) = pending {
-                // Not seen holding for longer than hold_for (the entity fell silent): the
-                // pending state went stale, and its timing restarts rather than firing at once.
-                if entity_now - entity.pending[index].last_held_ms > hold_ms {
-                    entity.pending.swap_remove(index);
-                    pending = None;
-                }
-            }
-            match pending {
-                None => {
-                    entity.pending.push(Pending {
-                        rule: rule_name,
-                        since_ms: entity_now,
-                        last_held_ms: entity_now,
-                    });
-                    self.stats.verdicts_pending += 1;
-                    let reason = format!(
-                        "condition of {} holds; a failure if it still holds after {hold_ms} ms",
-                        rule.decl.name
-                    );
-                    out.push(Output::Decision(verdict(
-                        &self.frame,
-                        now_ms,
-                        &rule.decl.name,
-                        entity_key,
-                        Verdict::Pending,
-                        reason,
-                    )));
-                    return;
-                }
-                Some(index) => {
-                    entity.pending[index].last_held_ms = entity_now;
-                    held_ms = entity_now - entity.pending[index].since_ms;
-                    if held_ms < hold_ms {
-                        return;
-                    }
-                    entity.pending.swap_remove(index);
-                }
-            }
+        // Group functions read the partition's other entities: the map moves into the frame
+        // for the calls, with this entity out of it.
+        let Some(mut entity) = state.entities.remove(entity_key) else {
+            return;
+        };
+        let group_key = match &rule.decl.group_by {
+            None => None,
+            // An entity without the label belongs to no group this rule judges.
+            Some(label) => entity.label(label).map(|value| group_id(label, value)),
+        };
+        if rule.decl.group_by.is_none() || group_key.is_some() {
+            let mut others = std::mem::take(&mut state.entities);
+            judge.calls.group = Some((&mut others, &mut state.groups));
+            let mut group = group_key.map(|key| {
+                let subject = state.group_subjects.entry_ref(key.as_str()).or_default();
+                subject.last_heard_ms = watermark;
+                (key, subject)
+            });
+            let group = group
+                .as_mut()
+                .map(|(key, subject)| (key.as_str(), &mut subject.subject));
+            judge.judge(entity_key, &mut entity, group, &mut state.commands, out);
+            state.entities = others;
         }
-        self.stats.verdicts_failure += 1;
-        let incident = incident_id(&rule.decl.name, entity_key, position);
-        let held = if held_ms > 0 {
-            format!("condition of {} held for {held_ms} ms", rule.decl.name)
-        } else {
-            format!("condition of {} holds", rule.decl.name)
-        };
-        let mut failure = verdict(
-            &self.frame,
-            now_ms,
-            &rule.decl.name,
-            entity_key,
-            Verdict::Failure,
-            held,
-        );
-        failure.incident = Some(incident.clone());
-        let reason = describe_evidence(&failure.evidence, &rule.decl.description);
-        out.push(Output::Decision(failure));
-
-        let timeout = rule
-            .decl
-            .ack_timeout_ms
-            .unwrap_or(self.config.ack_timeout_ms);
-        let mut incident = Incident {
-            id: incident,
-            rule: rule_name,
-            opened_at_ms: entity.last_seen_ms,
-            state: IncidentState::Failing,
-            attempt: 0,
-            command_id: String::new(),
-            issued_at_ms: now_ms,
-            ack_deadline_ms: now_ms,
-            clear_since_ms: None,
-            clear_last_ms: 0,
-        };
-        let issued = issue(
-            &mut incident,
-            entity_key,
-            Issue {
-                action: &rule.decl.action,
-                params: &rule.decl.action_params,
-                reason,
-                to: IncidentState::Remediating,
-                timeout_ms: timeout,
-                now_ms,
-            },
-            out,
-        );
-        self.stats.commands += 1;
-        entity.incidents.push(incident);
-        state.track(issued, entity_key);
+        state.entities.insert(Box::from(entity_key), entity);
     }
 
     /// Decodes and applies one ack message.
@@ -453,7 +389,8 @@ impl Engine {
     pub fn on_ack(&mut self, ack: &Ack, now_ms: i64, out: &mut Vec<Output>) {
         let found = self.partitions.iter_mut().find_map(|(_, state)| {
             state
-                .open_commands
+                .commands
+                .subjects
                 .get(&ack.command_id)
                 .cloned()
                 .map(|e| (state, e))
@@ -463,7 +400,8 @@ impl Engine {
             tracing::debug!(command_id = %ack.command_id, "ack matches no open attempt here");
             return;
         };
-        let Some(entity) = state.entities.get_mut(&entity_key) else {
+        let Some(entity) = subject_mut(&mut state.entities, &mut state.group_subjects, &entity_key)
+        else {
             self.stats.acks_unmatched += 1;
             return;
         };
@@ -511,7 +449,7 @@ impl Engine {
                     // The action holds the entity in a mitigated state (e.g. traffic rerouted)
                     // until its revert: the incident stays open and watches the clear condition.
                     let incident = &mut entity.incidents[position];
-                    state.open_commands.remove(&ack.command_id);
+                    state.commands.subjects.remove(&ack.command_id);
                     let mut record = transition(
                         now_ms,
                         &incident.rule,
@@ -549,7 +487,8 @@ impl Engine {
             }
         };
         let incident = entity.incidents.remove(position);
-        state.open_commands.remove(&ack.command_id);
+        entity.latch(Arc::clone(&incident.rule));
+        state.commands.subjects.remove(&ack.command_id);
         out.push(Output::Decision(close_attempt(
             incident,
             &entity_key,
@@ -563,23 +502,27 @@ impl Engine {
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
         for state in self.partitions.values_mut() {
             while state
+                .commands
                 .deadlines
                 .peek()
                 .is_some_and(|Reverse(d)| d.at_ms <= now_ms)
             {
-                let Some(Reverse(deadline)) = state.deadlines.pop() else {
+                let Some(Reverse(deadline)) = state.commands.deadlines.pop() else {
                     break;
                 };
-                let Some(entity_key) = state.open_commands.remove(&deadline.command_id) else {
+                let Some(entity_key) = state.commands.subjects.remove(&deadline.command_id) else {
                     continue;
                 };
-                let Some(entity) = state.entities.get_mut(&entity_key) else {
+                let Some(entity) =
+                    subject_mut(&mut state.entities, &mut state.group_subjects, &entity_key)
+                else {
                     continue;
                 };
                 let Some(position) = entity.incident_by_command(&deadline.command_id) else {
                     continue;
                 };
                 let incident = entity.incidents.remove(position);
+                entity.latch(Arc::clone(&incident.rule));
                 self.stats.attempts_timed_out += 1;
                 let reason = format!(
                     "no final ack within {} ms of issuing the command",
@@ -600,7 +543,7 @@ impl Engine {
     pub fn next_deadline(&self) -> Option<i64> {
         self.partitions
             .values()
-            .filter_map(|s| s.deadlines.peek().map(|Reverse(d)| d.at_ms))
+            .filter_map(|s| s.commands.deadlines.peek().map(|Reverse(d)| d.at_ms))
             .min()
     }
 
@@ -615,16 +558,31 @@ impl Engine {
     }
 }
 
-impl PartitionState {
+impl OpenCommands {
     /// Watches an issued command for its ack and its deadline.
-    fn track(&mut self, command: Issued, entity_key: &str) {
+    fn track(&mut self, command: Issued, subject_key: &str) {
         self.deadlines.push(Reverse(AckDeadline {
             at_ms: command.deadline_ms,
             command_id: command.id.clone(),
         }));
-        self.open_commands.insert(command.id, Box::from(entity_key));
+        self.subjects.insert(command.id, Box::from(subject_key));
     }
 }
+
+/// The incidents and pending states of an entity, or of a group by its id.
+fn subject_mut<'a>(
+    entities: &'a mut HashMap<Box<str>, EntityState>,
+    groups: &'a mut HashMap<Box<str>, GroupSubject>,
+    key: &str,
+) -> Option<&'a mut Subject> {
+    if entities.contains_key(key) {
+        return entities.get_mut(key).map(|e| &mut e.subject);
+    }
+    groups.get_mut(key).map(|g| &mut g.subject)
+}
+
+/// The partition's other entities and its group index, lent to group functions for a call.
+type GroupAccess<'a> = (&'a mut HashMap<Box<str>, EntityState>, &'a mut GroupIndex);
 
 /// Calls one rule's functions with an entity's state in the frame.
 struct RuleCalls<'a> {
@@ -633,24 +591,38 @@ struct RuleCalls<'a> {
     runtime: &'a Runtime,
     index: usize,
     watermark: i64,
+    /// The entity under evaluation.
+    key: &'a str,
+    /// For rules that read other entities.
+    group: Option<GroupAccess<'a>>,
 }
 
 impl RuleCalls<'_> {
-    fn call(
-        &self,
+    fn call<T>(
+        &mut self,
         entity: &mut EntityState,
-        call: impl FnOnce(&RuleSet, &Runtime, usize) -> Option<Result<bool, EvalError>>,
+        call: impl FnOnce(&RuleSet, &Runtime, usize) -> Option<Result<T, EvalError>>,
         stats: &mut Stats,
-    ) -> Option<bool> {
+    ) -> Option<T> {
         let mut frame = self.frame.borrow_mut();
         frame.now_ms = entity.last_seen_ms;
         frame.partition_now_ms = self.watermark;
         frame.noted.clear();
+        frame.key.clear();
+        frame.key.push_str(self.key);
         std::mem::swap(&mut frame.entity, entity);
+        if let Some((others, groups)) = &mut self.group {
+            std::mem::swap(&mut frame.others, *others);
+            std::mem::swap(&mut frame.groups, *groups);
+        }
         drop(frame);
         let result = call(self.rules, self.runtime, self.index);
         let mut frame = self.frame.borrow_mut();
         std::mem::swap(&mut frame.entity, entity);
+        if let Some((others, groups)) = &mut self.group {
+            std::mem::swap(&mut frame.others, *others);
+            std::mem::swap(&mut frame.groups, *groups);
+        }
         drop(frame);
         let result = result?;
         stats.rule_evaluations += 1;
@@ -664,15 +636,14 @@ impl RuleCalls<'_> {
     }
 
     /// Whether the condition holds; `None` when the call failed.
-    fn holds(&self, entity: &mut EntityState, stats: &mut Stats) -> Option<bool> {
+    fn holds(&mut self, entity: &mut EntityState, stats: &mut Stats) -> Option<bool> {
         self.call(entity, |rules, rt, i| Some(rules.condition(rt, i)), stats)
     }
 
     /// Whether the entity is clear: `fn clear(p)` when the rule has one, else the condition
     /// not holding. `None` when a call failed.
-    fn cleared(&self, entity: &mut EntityState, stats: &mut Stats) -> Option<bool> {
-        let has_clear = self.rules.rules()[self.index].has_clear();
-        if has_clear {
+    fn cleared(&mut self, entity: &mut EntityState, stats: &mut Stats) -> Option<bool> {
+        if self.rules.rules()[self.index].has_clear() {
             self.call(entity, |rules, rt, i| rules.clear(rt, i), stats)
         } else {
             self.holds(entity, stats).map(|holds| !holds)
@@ -680,10 +651,319 @@ impl RuleCalls<'_> {
     }
 }
 
+/// One rule judging one event's entity, or the entity's group.
+struct Judge<'a> {
+    calls: RuleCalls<'a>,
+    rule: &'a salve_rules::Rule,
+    rule_name: Arc<str>,
+    config: &'a EngineConfig,
+    stats: &'a mut Stats,
+    position: RecordPosition,
+    now_ms: i64,
+}
+
+/// The subject a rule judges: the group when it has one, else the entity itself. Borrowed
+/// afresh at each use, since the entity is lent to the frame for every call in between.
+fn subject<'a>(
+    entity: &'a mut EntityState,
+    group: &'a mut Option<(&str, &mut Subject)>,
+) -> &'a mut Subject {
+    match group {
+        Some((_, subject)) => subject,
+        None => &mut entity.subject,
+    }
+}
+
+impl Judge<'_> {
+    fn judge(
+        &mut self,
+        entity_key: &str,
+        entity: &mut EntityState,
+        mut group: Option<(&str, &mut Subject)>,
+        commands: &mut OpenCommands,
+        out: &mut Vec<Output>,
+    ) {
+        let subject_key = group
+            .as_ref()
+            .map_or(entity_key, |(key, _)| *key)
+            .to_owned();
+        let subject_key = subject_key.as_str();
+        let rule = self.rule;
+        let rule_name = Arc::clone(&self.rule_name);
+        let now_ms = self.now_ms;
+        // One remediation in flight per rule and subject: a failure that persists joins it.
+        let open = subject(entity, &mut group)
+            .incidents
+            .iter()
+            .position(|i| i.rule == rule_name);
+        if let Some(open) = open {
+            if subject(entity, &mut group).incidents[open].state == IncidentState::Mitigated {
+                let Some(cleared) = self.calls.cleared(entity, self.stats) else {
+                    return;
+                };
+                let entity_now = entity.last_seen_ms;
+                let clear = Clear {
+                    cleared,
+                    timeout_ms: self.timeout_ms(),
+                    now_ms,
+                    entity_now,
+                };
+                let subject = subject(entity, &mut group);
+                if let Some(command) =
+                    revert_when_clear(rule, subject_key, &mut subject.incidents[open], clear, out)
+                {
+                    self.stats.commands += 1;
+                    commands.track(command, subject_key);
+                }
+            }
+            return;
+        }
+        let Some(holds) = self.calls.holds(entity, self.stats) else {
+            return;
+        };
+        // After an incident closed, the rule waits for its condition to clear before it may
+        // open another: what still fails after a fix is the lifecycle's business (verify,
+        // retry, escalate), not a reason to fire again on every event.
+        let latched = subject(entity, &mut group);
+        if latched.is_latched(&rule_name) {
+            if holds {
+                self.stats.verdicts_latched += 1;
+            } else {
+                latched.unlatch(&rule_name);
+            }
+            return;
+        }
+        let hold_ms = rule.decl.hold_for_ms;
+        let entity_now = entity.last_seen_ms;
+        let pending = subject(entity, &mut group)
+            .pending
+            .iter()
+            .position(|p| p.rule == rule_name);
+        if !holds {
+            // With a clear condition, the band between the two keeps the pending state: the
+            // spike has not ended until the clear condition says so (hysteresis).
+            if pending.is_some() && self.calls.cleared(entity, self.stats) == Some(false) {
+                return;
+            }
+            // A condition that clears before its hold_for ran out was a transient: recorded,
+            // never acted on.
+            if let Some(index) = pending {
+                let since = subject(entity, &mut group)
+                    .pending
+                    .swap_remove(index)
+                    .since_ms;
+                self.stats.verdicts_transient += 1;
+                let reason = if entity_now - since < hold_ms {
+                    format!(
+                        "condition of {} cleared after {} ms, within its hold_for of {hold_ms} ms: a transient",
+                        rule.decl.name,
+                        entity_now - since
+                    )
+                } else {
+                    format!(
+                        "condition of {} cleared before an event confirmed it had held for its hold_for of {hold_ms} ms: a transient",
+                        rule.decl.name
+                    )
+                };
+                out.push(Output::Decision(verdict(
+                    self.calls.frame,
+                    now_ms,
+                    &rule.decl.name,
+                    subject_key,
+                    Verdict::Transient,
+                    reason,
+                )));
+            }
+            return;
+        }
+        let mut held_ms = 0;
+        if hold_ms > 0 {
+            let pendings = &mut subject(entity, &mut group).pending;
+            let mut pending = pending;
+            if let Some(index) = pending {
+                // Not seen holding for longer than hold_for (the entity fell silent): the
+                // pending state went stale, and its timing restarts rather than firing at once.
+                if entity_now - pendings[index].last_held_ms > hold_ms {
+                    pendings.swap_remove(index);
+                    pending = None;
+                }
+            }
+            match pending {
+                None => {
+                    pendings.push(Pending {
+                        rule: rule_name,
+                        since_ms: entity_now,
+                        last_held_ms: entity_now,
+                    });
+                    self.stats.verdicts_pending += 1;
+                    let reason = format!(
+                        "condition of {} holds; a failure if it still holds after {hold_ms} ms",
+                        rule.decl.name
+                    );
+                    out.push(Output::Decision(verdict(
+                        self.calls.frame,
+                        now_ms,
+                        &rule.decl.name,
+                        subject_key,
+                        Verdict::Pending,
+                        reason,
+                    )));
+                    return;
+                }
+                Some(index) => {
+                    pendings[index].last_held_ms = entity_now;
+                    held_ms = entity_now - pendings[index].since_ms;
+                    if held_ms < hold_ms {
+                        return;
+                    }
+                    pendings.swap_remove(index);
+                }
+            }
+        }
+        self.stats.verdicts_failure += 1;
+        let incident_id = incident_id(&rule.decl.name, subject_key, self.position);
+        let held = if held_ms > 0 {
+            format!("condition of {} held for {held_ms} ms", rule.decl.name)
+        } else {
+            format!("condition of {} holds", rule.decl.name)
+        };
+        let mut failure = verdict(
+            self.calls.frame,
+            now_ms,
+            &rule.decl.name,
+            subject_key,
+            Verdict::Failure,
+            held,
+        );
+        failure.incident = Some(incident_id.clone());
+        let reason = describe_evidence(&failure.evidence, &rule.decl.description);
+        out.push(Output::Decision(failure));
+
+        let mut incident = Incident {
+            id: incident_id,
+            rule: rule_name,
+            opened_at_ms: entity_now,
+            state: IncidentState::Failing,
+            attempt: 0,
+            command_id: String::new(),
+            issued_at_ms: now_ms,
+            ack_deadline_ms: now_ms,
+            clear_since_ms: None,
+            clear_last_ms: 0,
+            target: String::new(),
+            params: serde_json::Map::new(),
+        };
+        // Where the command goes and what it carries may depend on the state: the replica to
+        // promote, the primary it replaces.
+        let target = match self
+            .calls
+            .call(entity, |rules, rt, i| rules.target(rt, i), self.stats)
+        {
+            None if rule.has_target() => {
+                self.give_up(&incident, subject_key, "target() failed", out);
+                subject(entity, &mut group).latch(incident.rule);
+                return;
+            }
+            None => subject_key.to_owned(),
+            Some(value) if value.is_unit() => {
+                self.give_up(
+                    &incident,
+                    subject_key,
+                    "target() found no entity to act on",
+                    out,
+                );
+                subject(entity, &mut group).latch(incident.rule);
+                return;
+            }
+            Some(value) => value.to_string(),
+        };
+        let mut params = rule.decl.action_params.clone();
+        if let Some(group_label) = &rule.decl.group_by {
+            if let Some(value) = entity.label(group_label) {
+                params
+                    .entry(group_label.clone())
+                    .or_insert_with(|| serde_json::Value::from(value));
+            }
+        }
+        match self.calls.call(
+            entity,
+            |rules, rt, i| rules.action_params(rt, i),
+            self.stats,
+        ) {
+            Some(computed) => params.extend(computed),
+            None if rule.has_action_params() => {
+                self.give_up(&incident, subject_key, "action_params() failed", out);
+                subject(entity, &mut group).latch(incident.rule);
+                return;
+            }
+            None => {}
+        }
+        let issued = issue(
+            &mut incident,
+            subject_key,
+            Issue {
+                target: &target,
+                action: &rule.decl.action,
+                params,
+                reason,
+                to: IncidentState::Remediating,
+                timeout_ms: self.timeout_ms(),
+                now_ms,
+            },
+            out,
+        );
+        self.stats.commands += 1;
+        subject(entity, &mut group).incidents.push(incident);
+        commands.track(issued, subject_key);
+    }
+
+    fn timeout_ms(&self) -> i64 {
+        self.rule
+            .decl
+            .ack_timeout_ms
+            .unwrap_or(self.config.ack_timeout_ms)
+    }
+
+    /// Records an incident that cannot be acted on: opened and failed at once, for a human.
+    fn give_up(
+        &mut self,
+        incident: &Incident,
+        subject_key: &str,
+        why: &str,
+        out: &mut Vec<Output>,
+    ) {
+        self.stats.attempts_failed += 1;
+        let mut opened = transition(
+            self.now_ms,
+            &incident.rule,
+            subject_key,
+            &incident.id,
+            None,
+            IncidentState::Failing,
+            "rule failed".into(),
+        );
+        opened.attempt = Some(1);
+        out.push(Output::Decision(opened));
+        let mut failed = transition(
+            self.now_ms,
+            &incident.rule,
+            subject_key,
+            &incident.id,
+            Some(IncidentState::Failing),
+            IncidentState::Failed,
+            format!("no command issued: {why}"),
+        );
+        failed.attempt = Some(1);
+        out.push(Output::Decision(failed));
+    }
+}
+
 /// A command to issue for an incident.
 struct Issue<'a> {
+    /// The entity the command acts on (the failing one, unless the rule picks a target).
+    target: &'a str,
     action: &'a str,
-    params: &'a serde_json::Map<String, serde_json::Value>,
+    params: serde_json::Map<String, serde_json::Value>,
     reason: String,
     /// The state the incident enters once the command is out.
     to: IncidentState,
@@ -691,16 +971,17 @@ struct Issue<'a> {
     now_ms: i64,
 }
 
-/// What [`PartitionState::track`] needs of an issued command.
+/// What [`OpenCommands::track`] needs of an issued command.
 struct Issued {
     id: String,
     deadline_ms: i64,
 }
 
 /// Starts the incident's next attempt: the command, and the transition that records it.
+/// `subject_key` names the entity or group the incident is about.
 fn issue(
     incident: &mut Incident,
-    entity_key: &str,
+    subject_key: &str,
     issue: Issue<'_>,
     out: &mut Vec<Output>,
 ) -> Issued {
@@ -711,7 +992,7 @@ fn issue(
         let mut opened = transition(
             issue.now_ms,
             &incident.rule,
-            entity_key,
+            subject_key,
             &incident.id,
             None,
             IncidentState::Failing,
@@ -723,11 +1004,15 @@ fn issue(
     let mut issued = transition(
         issue.now_ms,
         &incident.rule,
-        entity_key,
+        subject_key,
         &incident.id,
         Some(incident.state),
         issue.to,
-        format!("{} issued", issue.action),
+        if issue.target == subject_key {
+            format!("{} issued", issue.action)
+        } else {
+            format!("{} issued to {}", issue.action, issue.target)
+        },
     );
     issued.attempt = Some(incident.attempt);
     issued.command_id = Some(id.clone());
@@ -735,7 +1020,7 @@ fn issue(
         v: WIRE_VERSION,
         id: id.clone(),
         incident: incident.id.clone(),
-        entity: entity_key.to_owned(),
+        entity: issue.target.to_owned(),
         action: issue.action.to_owned(),
         params: issue.params.clone(),
         rule: incident.rule.to_string(),
@@ -749,6 +1034,10 @@ fn issue(
     incident.command_id = id.clone();
     incident.issued_at_ms = issue.now_ms;
     incident.ack_deadline_ms = deadline_ms;
+    if incident.attempt == 1 {
+        incident.target = issue.target.to_owned();
+        incident.params = issue.params;
+    }
     Issued { id, deadline_ms }
 }
 
@@ -757,25 +1046,25 @@ struct Clear {
     cleared: bool,
     timeout_ms: i64,
     now_ms: i64,
+    /// The entity's event time: the clock clear_for is measured on.
+    entity_now: i64,
 }
 
 /// Times the clear condition of a mitigated incident, and issues the revert once it has held
-/// for the rule's `clear_for`.
+/// for the rule's `clear_for`. The revert goes where the action went, with the same params.
 fn revert_when_clear(
     rule: &salve_rules::Rule,
-    entity_key: &str,
-    entity: &mut EntityState,
-    open: usize,
+    subject_key: &str,
+    incident: &mut Incident,
     Clear {
         cleared,
         timeout_ms,
         now_ms,
+        entity_now,
     }: Clear,
     out: &mut Vec<Output>,
 ) -> Option<Issued> {
-    let entity_now = entity.last_seen_ms;
     let clear_for = rule.decl.clear_for_ms;
-    let incident = &mut entity.incidents[open];
     if !cleared {
         incident.clear_since_ms = None;
         return None;
@@ -796,12 +1085,15 @@ fn revert_when_clear(
         "clear for {held} ms (clear_for {clear_for} ms): undo {}",
         rule.decl.action
     );
+    let target = incident.target.clone();
+    let params = incident.params.clone();
     Some(issue(
         incident,
-        entity_key,
+        subject_key,
         Issue {
+            target: &target,
             action: revert,
-            params: &rule.decl.action_params,
+            params,
             reason,
             to: IncidentState::Reverting,
             timeout_ms,
@@ -874,14 +1166,29 @@ fn rule_failed(stats: &mut Stats, error: &EvalError) {
 }
 
 /// Forgets the partition's entities idle for `ttl_ms` of event time, unless an incident of
-/// theirs is open. A full pass, but only every tenth of the TTL of event time, so its cost per
-/// event stays constant.
+/// theirs is open, and the groups no rule has judged for as long. A full pass, but only every
+/// tenth of the TTL of event time, so its cost per event stays constant.
 fn sweep_idle(state: &mut PartitionState, ttl_ms: i64) -> u64 {
     let horizon = state.watermark_ms.saturating_sub(ttl_ms);
     let before = state.entities.len();
+    let idle =
+        |last_heard: i64, subject: &Subject| last_heard <= horizon && subject.incidents.is_empty();
+    if state.groups.is_empty() {
+        state
+            .entities
+            .retain(|_, entity| !idle(entity.last_heard_ms, &entity.subject));
+    } else {
+        let none = InternedLabels::default();
+        for (key, entity) in state
+            .entities
+            .extract_if(|_, entity| idle(entity.last_heard_ms, &entity.subject))
+        {
+            state.groups.relabel(&key, entity.interned_labels(), &none);
+        }
+    }
     state
-        .entities
-        .retain(|_, entity| entity.last_heard_ms > horizon || !entity.incidents.is_empty());
+        .group_subjects
+        .retain(|_, group| !idle(group.last_heard_ms, &group.subject));
     state.swept_at_ms = state.watermark_ms;
     (before - state.entities.len()) as u64
 }

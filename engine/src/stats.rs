@@ -25,6 +25,9 @@ pub struct Stats {
     pub verdicts_pending: u64,
     /// Conditions that cleared within their `hold_for`.
     pub verdicts_transient: u64,
+    /// Evaluations that found the condition still holding after an incident closed, and so
+    /// opened nothing until it clears.
+    pub verdicts_latched: u64,
     /// Commands issued.
     pub commands: u64,
     /// Acks matched to an open attempt.

@@ -148,13 +148,16 @@ pub enum DecodeError {
         /// What was expected.
         problem: String,
     },
-    /// The Kafka key names another entity than the payload.
-    #[error("the message key {key:?} differs from the field entity {entity:?}")]
+    /// The Kafka key is not what the event's partitioning calls for: its entity, or the value
+    /// of its first `engine.partition_by` label.
+    #[error("the message key {key:?} differs from the {source_field} {expected:?}")]
     KeyMismatch {
         /// The key.
         key: String,
-        /// The payload's entity.
-        entity: String,
+        /// What the key should have been.
+        expected: String,
+        /// Where that came from: `field entity`, or `label service`.
+        source_field: String,
     },
 }
 
@@ -219,6 +222,19 @@ pub fn decode<'a>(
     key: Option<&[u8]>,
     max_bytes: usize,
 ) -> Result<TelemetryEvent<'a>, DecodeError> {
+    decode_partitioned(bytes, key, max_bytes, &[])
+}
+
+/// Decodes one message. `key`, when present, must equal the value of the first label of
+/// `partition_by` that the event carries, or its `entity` field when it carries none of them.
+/// Keying a group's events by the group's label puts the whole group on one partition, where
+/// group rules can see all of it.
+pub fn decode_partitioned<'a>(
+    bytes: &'a [u8],
+    key: Option<&[u8]>,
+    max_bytes: usize,
+    partition_by: &[String],
+) -> Result<TelemetryEvent<'a>, DecodeError> {
     if bytes.len() > max_bytes {
         return Err(DecodeError::TooLarge {
             size: bytes.len(),
@@ -239,10 +255,18 @@ pub fn decode<'a>(
     };
     let event = validate(raw)?;
     if let Some(key) = key {
-        if key != event.entity.as_bytes() {
+        let by_label = partition_by
+            .iter()
+            .find_map(|label| event.labels.get(label).map(|value| (label, value)));
+        let (expected, source_field) = match by_label {
+            Some((label, value)) => (value, format!("label {label}")),
+            None => (event.entity.as_ref(), "field entity".to_owned()),
+        };
+        if key != expected.as_bytes() {
             return Err(DecodeError::KeyMismatch {
                 key: String::from_utf8_lossy(key).into_owned(),
-                entity: event.entity.into_owned(),
+                expected: expected.to_owned(),
+                source_field,
             });
         }
     }

@@ -330,7 +330,11 @@ fn a_new_incident_never_reuses_an_old_command_id() {
     let first = commands(&out)[0].id.clone();
     let mut acked = Vec::new();
     engine.on_ack(&ack(&first, AckStatus::Succeeded), 0, &mut acked);
-    let again = feed_from(&mut engine, 3, &[exit("z", 3_000)]);
+    let later: Vec<String> = [70_000, 71_000, 72_000]
+        .iter()
+        .map(|&ts| exit("z", ts))
+        .collect();
+    let again = feed_from(&mut engine, 3, &later);
     let second = commands(&again)[0].id.clone();
     assert_ne!(first, second);
 }
@@ -447,11 +451,22 @@ fn no_ack_before_the_deadline_fails_the_attempt() {
     engine.tick(30_100, &mut out);
     assert_eq!(last_transition(&out), Some(IncidentState::Failed));
     assert_eq!(engine.stats().attempts_timed_out, 1);
-    let again = feed(&mut engine, &[exit("a", 4_000)]);
+    let still = feed(&mut engine, &[exit("a", 4_000)]);
+    assert!(
+        commands(&still).is_empty(),
+        "the condition never cleared: no second incident on every further event"
+    );
+    assert_eq!(engine.stats().verdicts_latched, 1);
+    // Once the exits age out of the window the rule re-arms, and a new crash loop acts.
+    let later: Vec<String> = [70_000, 71_000, 72_000]
+        .iter()
+        .map(|&ts| exit("a", ts))
+        .collect();
+    let again = feed_from(&mut engine, 4, &later);
     assert_eq!(
         commands(&again).len(),
         1,
-        "a closed incident no longer holds back new ones"
+        "re-armed after the condition cleared"
     );
 }
 
@@ -944,7 +959,7 @@ fn series_keep_history_only_as_far_back_as_the_rules_look() {
         "read without a window"
     );
     assert_eq!(
-        of("cpu_util"),
+        of("mem_rss_mb"),
         SeriesRetention::default(),
         "read by no rule"
     );
@@ -973,4 +988,103 @@ fn a_window_longer_than_max_window_is_refused_at_load_with_its_line() {
         err.0[0].message.contains("exceeds engine.max_window"),
         "{err}"
     );
+}
+
+#[test]
+fn with_partition_by_a_message_is_keyed_by_its_group_label() {
+    use crate::decode_partitioned;
+    let by = vec!["cluster".to_owned(), "service".to_owned()];
+    let replica = br#"{"entity":"db/replica-1","kind":"metric","name":"replication_lag_s","value":1,"labels":{"role":"replica","cluster":"orders"}}"#;
+    assert!(decode_partitioned(replica, Some(b"orders"), MB, &by).is_ok());
+    let err = decode_partitioned(replica, Some(b"db/replica-1"), MB, &by).expect_err("refused");
+    assert_eq!(err.code(), "key_mismatch");
+    assert!(
+        err.to_string().contains("the label cluster \"orders\""),
+        "{err}"
+    );
+    // An event with none of the labels is keyed by its entity, as without partition_by.
+    let lone = br#"{"entity":"batch-7","kind":"event","name":"process_exit"}"#;
+    assert!(decode_partitioned(lone, Some(b"batch-7"), MB, &by).is_ok());
+}
+
+const CRASHING_SERVICE: &str = r#"
+fn condition(p) { failing("service", "crash_loop") >= p.at_least && members("service").len() == p.pods }
+#{ name: "crashing_service", select: [#{ name: "process_exit" }], group_by: "service",
+   params: #{ at_least: 2, pods: 3 }, action: "page" }
+"#;
+
+fn pod_event(pod: &str, name: &str, ts: i64) -> String {
+    format!(
+        r#"{{"entity":"checkout/{pod}","ts":{ts},"kind":"event","name":"{name}","labels":{{"service":"checkout"}}}}"#
+    )
+}
+
+#[test]
+fn a_group_rule_sees_its_members_and_their_incidents_and_acts_once_for_the_group() {
+    let mut engine = engine_with(&[("crashing.rhai", CRASHING_SERVICE)]);
+    let mut events = vec![pod_event("pod-3", "hello", 0)];
+    for pod in ["pod-1", "pod-2"] {
+        events.extend((1..=3).map(|i| pod_event(pod, "process_exit", i * 1_000)));
+    }
+    let out = feed(&mut engine, &events);
+    let sent: Vec<(&str, &str)> = commands(&out)
+        .iter()
+        .map(|c| (c.entity.as_str(), c.action.as_str()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("checkout/pod-1", "restart"),
+            ("checkout/pod-2", "restart"),
+            ("service=checkout", "page")
+        ]
+    );
+    let page = commands(&out)[2];
+    assert_eq!(page.params["service"], "checkout");
+    assert!(page
+        .incident
+        .starts_with("crashing_service/service=checkout@"));
+    // The group incident is open: a third crash-looping pod joins it, no second page.
+    let more: Vec<String> = (4..=6)
+        .map(|i| pod_event("pod-3", "process_exit", i * 1_000))
+        .collect();
+    let out = feed_from(&mut engine, events.len() as i64, &more);
+    assert_eq!(commands(&out).len(), 1, "only pod-3's restart");
+}
+
+#[test]
+fn expired_entities_leave_their_groups() {
+    let config = EngineConfig {
+        max_future_ms: i64::MAX,
+        entity_ttl_ms: 20 * 60_000,
+        ..EngineConfig::default()
+    };
+    let two = r#"
+fn condition(p) { members("service").len() == 2 }
+#{ name: "two_pods", select: [#{ name: "tick" }], group_by: "service", action: "note" }
+"#;
+    let mut engine = engine_configured(config, &[("two.rhai", two)]);
+    let out = feed(
+        &mut engine,
+        &[
+            pod_event("pod-1", "hello", 0),
+            pod_event("pod-2", "hello", 0),
+            pod_event("pod-3", "tick", 0),
+        ],
+    );
+    assert!(commands(&out).is_empty(), "three members");
+    // pod-1 and pod-2 fall silent for longer than the TTL; pod-3 and pod-4 keep talking.
+    let mut later = Vec::new();
+    for minute in 1..=25 {
+        later.push(pod_event("pod-3", "hello", minute * 60_000));
+        later.push(pod_event("pod-4", "hello", minute * 60_000));
+    }
+    later.push(pod_event("pod-3", "tick", 26 * 60_000));
+    let out = feed_from(&mut engine, 3, &later);
+    assert_eq!(
+        commands(&out).len(),
+        1,
+        "pod-1 and pod-2 expired: the group has pod-3 and pod-4 only"
+    );
+    assert_eq!(engine.stats().entities_expired, 2);
 }

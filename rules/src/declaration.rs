@@ -28,6 +28,9 @@ pub struct Declaration {
     pub revert: Option<String>,
     /// How long the clear condition must hold, after the action succeeded, before `revert`.
     pub clear_for_ms: i64,
+    /// A label: the rule judges the group of entities sharing its value (e.g. a `service`)
+    /// rather than each entity. Incidents and commands are then per group.
+    pub group_by: Option<String>,
 }
 
 /// Picks the events a rule looks at. Every field that is set must match.
@@ -62,6 +65,7 @@ const KEYS: &[&str] = &[
     "hold_for",
     "revert",
     "clear_for",
+    "group_by",
 ];
 const SELECTOR_KEYS: &[&str] = &["kind", "name", "labels"];
 const KINDS: &[&str] = &["metric", "health", "event"];
@@ -165,6 +169,10 @@ impl Declaration {
                 duration_ms(value).map_err(|e| error("clear_for", format!("`clear_for`: {e}")))?
             }
         };
+        let group_by = optional_string(&map, "group_by")?;
+        if group_by.as_deref() == Some("") {
+            return Err(error("group_by", "`group_by` must name a label".into()));
+        }
         Ok(Self {
             name,
             description,
@@ -176,6 +184,7 @@ impl Declaration {
             hold_for_ms,
             revert,
             clear_for_ms,
+            group_by,
         })
     }
 }

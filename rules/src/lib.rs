@@ -17,11 +17,12 @@ pub use declaration::{Declaration, DeclarationError, Selector};
 pub use duration::{duration_ms, parse_duration_ms, DurationError};
 pub use rule_set::{LoadError, LoadErrors, ParamOverrides, Rule, RuleSet};
 pub use sandbox::{EvalError, Limits, Runtime};
-pub use usage::{WindowUse, PERCENTILE_FUNCTIONS, WINDOWED_FUNCTIONS};
+pub use usage::{WindowUse, GROUP_FUNCTIONS, PERCENTILE_FUNCTIONS, WINDOWED_FUNCTIONS};
 
 /// Rhai's dynamic value and map types, re-exported so that hosts need no direct dependency.
 pub use rhai::{
-    Dynamic, Engine as RhaiEngine, EvalAltResult, ImmutableString, Map, NativeCallContext, Position,
+    Array, Dynamic, Engine as RhaiEngine, EvalAltResult, ImmutableString, Map, NativeCallContext,
+    Position,
 };
 
 /// The rule files that ship with salve, embedded so the binary runs from any directory.
@@ -34,6 +35,14 @@ pub const SHIPPED_RULES: &[(&str, &str)] = &[
     (
         "latency_breaker.rhai",
         include_str!("../pack/latency_breaker.rhai"),
+    ),
+    (
+        "saturation_scale.rhai",
+        include_str!("../pack/saturation_scale.rhai"),
+    ),
+    (
+        "primary_failover.rhai",
+        include_str!("../pack/primary_failover.rhai"),
     ),
 ];
 

@@ -6,7 +6,7 @@
 use crate::declaration::{to_json, Declaration};
 use crate::duration::duration_ms;
 use crate::sandbox::{EvalError, Runtime};
-use crate::usage::{window_uses, WindowUse};
+use crate::usage::{usage, WindowUse};
 use rhai::{Dynamic, Map, AST};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,12 +29,32 @@ pub struct Rule {
     params: Dynamic,
     params_json: serde_json::Value,
     windows: Vec<WindowUse>,
+    group_labels: Vec<String>,
+    /// Which optional functions the file defines.
+    has_target: bool,
+    has_action_params: bool,
 }
 
 impl Rule {
     /// The rule's parameters, defaults with the configuration's overrides applied, as JSON.
     pub fn params_json(&self) -> &serde_json::Value {
         &self.params_json
+    }
+
+    /// The labels the rule groups entities by: its `group_by`, and the labels its group
+    /// functions name.
+    pub fn group_labels(&self) -> &[String] {
+        &self.group_labels
+    }
+
+    /// Whether the rule defines `fn target(p)`.
+    pub fn has_target(&self) -> bool {
+        self.has_target
+    }
+
+    /// Whether the rule defines `fn action_params(p)`.
+    pub fn has_action_params(&self) -> bool {
+        self.has_action_params
     }
 
     /// Whether the rule defines `fn clear(p)`.
@@ -252,6 +272,51 @@ impl RuleSet {
         })
     }
 
+    /// Calls rule `index`'s `fn target(p)`: the entity a command goes to, when it is not the
+    /// failing entity (e.g. the replica to promote). `None` when the rule defines none.
+    pub fn target(&self, runtime: &Runtime, index: usize) -> Option<Result<Dynamic, EvalError>> {
+        let rule = &self.rules[index];
+        rule.has_target.then(|| {
+            runtime.call_value(
+                &rule.decl.name,
+                &rule.file,
+                &rule.ast,
+                "target",
+                rule.params.clone(),
+            )
+        })
+    }
+
+    /// Calls rule `index`'s `fn action_params(p)`: command parameters computed from the state,
+    /// laid over the declared `action_params`. `None` when the rule defines none.
+    pub fn action_params(
+        &self,
+        runtime: &Runtime,
+        index: usize,
+    ) -> Option<Result<serde_json::Map<String, serde_json::Value>, EvalError>> {
+        let rule = &self.rules[index];
+        rule.has_action_params.then(|| {
+            let value = runtime.call_value(
+                &rule.decl.name,
+                &rule.file,
+                &rule.ast,
+                "action_params",
+                rule.params.clone(),
+            )?;
+            match to_json(&value) {
+                serde_json::Value::Object(map) => Ok(map),
+                other => Err(EvalError::Script {
+                    rule: rule.decl.name.clone(),
+                    file: rule.file.clone(),
+                    line: 0,
+                    column: 0,
+                    message: format!("action_params must return a map, got {other}"),
+                    always: false,
+                }),
+            }
+        })
+    }
+
     /// Evaluates rule `index`'s condition. Host functions see whatever frame the caller set up.
     pub fn condition(&self, runtime: &Runtime, index: usize) -> Result<bool, EvalError> {
         let rule = &self.rules[index];
@@ -319,12 +384,23 @@ fn load_one(
             message,
         })?;
     }
-    let windows = window_uses(source, &decl.params).map_err(|e| LoadError {
+    let usage = usage(source, &decl.params).map_err(|e| LoadError {
         file: file.to_owned(),
         line: e.line,
         column: e.column,
         message: e.message,
     })?;
+    let mut group_labels = usage.group_labels;
+    if let Some(label) = &decl.group_by {
+        if !group_labels.contains(label) {
+            group_labels.push(label.clone());
+        }
+    }
+    let defines = |name: &str| {
+        ast.iter_functions()
+            .any(|f| f.name == name && f.params.len() == 1)
+    };
+    let (has_target, has_action_params) = (defines("target"), defines("action_params"));
     let params_json = to_json(&Dynamic::from_map(decl.params.clone()));
     // Not shared: each call gets its own copy, so a rule cannot keep state between calls.
     let params = Dynamic::from_map(decl.params.clone());
@@ -337,7 +413,10 @@ fn load_one(
         has_clear,
         params,
         params_json,
-        windows,
+        windows: usage.windows,
+        group_labels,
+        has_target,
+        has_action_params,
     })
 }
 

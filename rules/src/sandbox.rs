@@ -123,6 +123,24 @@ impl Runtime {
         &self.limits
     }
 
+    /// Calls `fn_name(arg)` in `ast` and returns whatever it returns.
+    pub(crate) fn call_value(
+        &self,
+        rule: &str,
+        file: &str,
+        ast: &AST,
+        fn_name: &str,
+        arg: Dynamic,
+    ) -> Result<Dynamic, EvalError> {
+        let mut scope = self.scope.borrow_mut();
+        scope.clear();
+        // The AST's top level ran once at load; only the function is called per event.
+        let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        self.engine
+            .call_fn_with_options::<Dynamic>(options, &mut scope, ast, fn_name, (arg,))
+            .map_err(|err| self.classify(rule, file, *err))
+    }
+
     /// Calls `fn_name(arg)` in `ast` and expects a boolean.
     pub(crate) fn call_bool(
         &self,
@@ -132,20 +150,11 @@ impl Runtime {
         fn_name: &str,
         arg: Dynamic,
     ) -> Result<bool, EvalError> {
-        let mut scope = self.scope.borrow_mut();
-        scope.clear();
-        // The AST's top level ran once at load; only the function is called per event.
-        let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
-        let result =
-            self.engine
-                .call_fn_with_options::<Dynamic>(options, &mut scope, ast, fn_name, (arg,));
-        match result {
-            Ok(value) => value.as_bool().map_err(|type_name| EvalError::NotABool {
-                rule: rule.to_owned(),
-                type_name: type_name.to_owned(),
-            }),
-            Err(err) => Err(self.classify(rule, file, *err)),
-        }
+        let value = self.call_value(rule, file, ast, fn_name, arg)?;
+        value.as_bool().map_err(|type_name| EvalError::NotABool {
+            rule: rule.to_owned(),
+            type_name: type_name.to_owned(),
+        })
     }
 
     fn classify(&self, rule: &str, file: &str, err: EvalAltResult) -> EvalError {

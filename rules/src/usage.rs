@@ -16,6 +16,56 @@ pub const PERCENTILE_FUNCTIONS: &[&str] = &["p50", "p90", "p95", "p99", "p999", 
 /// The other host functions that take `(series, window)`.
 pub const WINDOWED_FUNCTIONS: &[&str] = &["count", "sum", "mean", "min", "max", "rate"];
 
+/// The host functions over a group: `(label, series, window)` for the aggregates,
+/// `(label, series, filter)` for the picks, `(label)` or `(label, rule)` for the others.
+pub const GROUP_FUNCTIONS: &[&str] = &[
+    "group_count",
+    "group_sum",
+    "group_mean",
+    "group_min",
+    "group_max",
+    "members",
+    "failing",
+    "pick_min",
+    "pick_max",
+];
+
+/// Where a host function takes its label, series and window, by argument position.
+struct Signature {
+    label: Option<usize>,
+    series: Option<usize>,
+    window: Option<usize>,
+}
+
+fn signature(function: &str) -> Option<Signature> {
+    let (label, series, window) =
+        if PERCENTILE_FUNCTIONS.contains(&function) || WINDOWED_FUNCTIONS.contains(&function) {
+            (None, Some(0), Some(1))
+        } else if function.starts_with("group_") {
+            (Some(0), Some(1), Some(2))
+        } else if function.starts_with("pick_") {
+            (Some(0), Some(1), None)
+        } else if GROUP_FUNCTIONS.contains(&function) {
+            (Some(0), None, None)
+        } else {
+            return None;
+        };
+    Some(Signature {
+        label,
+        series,
+        window,
+    })
+}
+
+/// What a rule's calls ask of the engine's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Calls that read a series over a window.
+    pub windows: Vec<WindowUse>,
+    /// Labels that group functions group by, so the engine indexes entities by them.
+    pub group_labels: Vec<String>,
+}
+
 /// One windowed call found in a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowUse {
@@ -51,60 +101,72 @@ enum Arg<'a> {
 }
 
 /// Finds every windowed call in `source`, resolving `<name>.<param>` arguments in `params`.
+#[cfg(test)]
 pub fn window_uses(source: &str, params: &Map) -> Result<Vec<WindowUse>, UsageError> {
+    usage(source, params).map(|usage| usage.windows)
+}
+
+/// Reads the host calls in `source`, resolving `<name>.<param>` arguments in `params`.
+pub fn usage(source: &str, params: &Map) -> Result<Usage, UsageError> {
     let tokens = tokenize(source);
-    let mut uses = Vec::new();
-    let mut i = 0;
-    while i < tokens.len() {
-        let token = &tokens[i];
+    let mut usage = Usage::default();
+    for (i, token) in tokens.iter().enumerate() {
         let function = PERCENTILE_FUNCTIONS
             .iter()
             .chain(WINDOWED_FUNCTIONS)
+            .chain(GROUP_FUNCTIONS)
             .find(|f| **f == token.text);
         let previous = i.checked_sub(1).map(|p| tokens[p].text);
         let (Some(function), TokenKind::Ident, Some("(")) =
             (function, token.kind, tokens.get(i + 1).map(|t| t.text))
         else {
-            i += 1;
             continue;
         };
         // `fn p99(...)` defines a function of the rule's own; it is not the host's.
-        if previous == Some("fn") {
-            i += 1;
+        let Some(signature) = signature(function).filter(|_| previous != Some("fn")) else {
             continue;
-        }
-        let (mut args, next) = arguments(&tokens, i + 2);
-        // `"latency_ms".p99("10s")`: the series is the receiver, which this scan does not read.
+        };
+        // Arguments may hold calls too; the scan goes on inside them.
+        let (mut args, _) = arguments(&tokens, i + 2);
+        // `"latency_ms".p99("10s")`: the first argument is the receiver, which this scan does
+        // not read.
         if previous == Some(".") {
             args.insert(0, Arg::Other);
         }
-        let percentile = PERCENTILE_FUNCTIONS.contains(function);
         let refuse = |message: String| UsageError {
             line: token.line,
             column: token.column,
             message,
         };
-        let series = match args.first() {
+        let text_of = |index: Option<usize>| match index.and_then(|i| args.get(i)) {
             Some(Arg::Text(text)) => Some((*text).to_owned()),
-            Some(Arg::Param(name)) => {
-                match params.get(*name).map(|v| v.clone().into_immutable_string()) {
-                    Some(Ok(text)) => Some(text.to_string()),
-                    _ if percentile => {
-                        return Err(refuse(format!(
-                            "{function}: parameter `{name}` must be a string naming the series"
-                        )))
-                    }
-                    _ => None,
-                }
-            }
-            _ if percentile => {
-                return Err(refuse(format!(
-                    "{function}'s series must be a string literal or a parameter such as p.series, in a call {function}(series, window): salve keeps percentile samples only for the series that rules name"
-                )))
-            }
+            Some(Arg::Param(name)) => params
+                .get(*name)
+                .and_then(|v| v.clone().into_immutable_string().ok())
+                .map(|text| text.to_string()),
             _ => None,
         };
-        let window_ms = match args.get(1) {
+        if signature.label.is_some() {
+            let Some(label) = text_of(signature.label) else {
+                return Err(refuse(format!(
+                    "{function}'s label must be a string literal or a string parameter such as p.label: salve indexes entities by the labels that rules group by"
+                )));
+            };
+            if !usage.group_labels.contains(&label) {
+                usage.group_labels.push(label);
+            }
+        }
+        // A pick reads the latest value, which every series keeps: no window to plan for.
+        let (Some(series_at), Some(_)) = (signature.series, signature.window) else {
+            continue;
+        };
+        let series = text_of(Some(series_at));
+        if series.is_none() && PERCENTILE_FUNCTIONS.contains(function) {
+            return Err(refuse(format!(
+                "{function}'s series must be a string literal or a string parameter such as p.series, in a call {function}(series, window): salve keeps percentile samples only for the series that rules name"
+            )));
+        }
+        let window_ms = match signature.window.and_then(|w| args.get(w)) {
             Some(Arg::Text(text)) => duration_ms(&rhai::Dynamic::from(text.to_string())).ok(),
             Some(Arg::Number(text)) => text
                 .parse::<f64>()
@@ -113,15 +175,14 @@ pub fn window_uses(source: &str, params: &Map) -> Result<Vec<WindowUse>, UsageEr
             Some(Arg::Param(name)) => params.get(*name).and_then(|v| duration_ms(v).ok()),
             _ => None,
         };
-        uses.push(WindowUse {
+        usage.windows.push(WindowUse {
             function,
             series,
             window_ms,
             line: token.line,
         });
-        i = next;
     }
-    Ok(uses)
+    Ok(usage)
 }
 
 /// Reads the arguments of a call whose `(` was just passed, up to its matching `)`.
@@ -327,6 +388,35 @@ mod tests {
     }
 
     #[test]
+    fn group_calls_name_their_label_and_calls_inside_arguments_are_found() {
+        let source = r#"
+            fn condition(p) {
+                max(p99("a", "10s"), 1.0) > 2 && group_mean("service", "cpu_util", "2m") > 0.9
+                    && failing(p.label) > 0 && pick_min("cluster", "lag_s", #{ role: "replica" }) != ()
+            }"#;
+        let mut params = params();
+        params.insert("label".into(), "zone".into());
+        let found = usage(source, &params).expect("scans");
+        assert_eq!(found.group_labels, ["service", "zone", "cluster"]);
+        let windows: Vec<_> = found
+            .windows
+            .iter()
+            .map(|u| (u.function, u.series.as_deref(), u.window_ms))
+            .collect();
+        assert_eq!(
+            windows,
+            [
+                // Rhai's own max(a, b) looks like a window call: it costs memory, never a verdict.
+                ("max", None, Some(1_000)),
+                ("p99", Some("a"), Some(10_000)),
+                ("group_mean", Some("cpu_util"), Some(120_000)),
+            ]
+        );
+        let err = usage("fn c(p) { members(label(\"x\")) }", &params).expect_err("refused");
+        assert!(err.message.contains("members's label"), "{}", err.message);
+    }
+
+    #[test]
     fn comments_strings_and_own_functions_are_not_calls() {
         let source = r#"
             // p99("in_a_comment", "1s")
@@ -342,21 +432,17 @@ mod tests {
             .expect_err("refused");
         assert_eq!((err.line, err.column), (3, 3));
         assert!(
-            err.message.contains("string literal or a parameter"),
+            err.message.contains("string literal or a string parameter"),
             "{}",
             err.message
         );
         let err = window_uses("fn c(p) { p99(p.limit, 10) }", &params()).expect_err("refused");
+        assert!(err.message.contains("string parameter"), "{}", err.message);
         let err2 = window_uses("fn c(p) { \"x\".p99(10) }", &params()).expect_err("refused");
         assert!(
             err2.message.contains("p99(series, window)"),
             "{}",
             err2.message
-        );
-        assert!(
-            err.message.contains("`limit` must be a string"),
-            "{}",
-            err.message
         );
     }
 }
