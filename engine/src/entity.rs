@@ -26,7 +26,7 @@ pub struct Subject {
     /// Rules whose last incident here closed while their condition still held: they open no
     /// new incident until the condition has cleared once, so a fix that did not take is not
     /// repeated every event. Boxed, since most subjects never have one.
-    latched: Option<Box<Vec<Arc<str>>>>,
+    latched: Option<Box<[Arc<str>]>>,
 }
 
 impl Subject {
@@ -39,10 +39,11 @@ impl Subject {
 
     /// Holds `rule` back until its condition clears.
     pub fn latch(&mut self, rule: Arc<str>) {
-        let latched = self.latched.get_or_insert_with(Box::default);
-        if !latched.contains(&rule) {
-            latched.push(rule);
+        if self.is_latched(&rule) {
+            return;
         }
+        let held = self.latched.take().unwrap_or_default();
+        self.latched = Some(held.iter().cloned().chain([rule]).collect());
     }
 
     /// Whether `rule` is held back.
@@ -54,11 +55,9 @@ impl Subject {
 
     /// Re-arms `rule`, once its condition cleared.
     pub fn unlatch(&mut self, rule: &str) {
-        if let Some(latched) = &mut self.latched {
-            latched.retain(|r| &**r != rule);
-            if latched.is_empty() {
-                self.latched = None;
-            }
+        if let Some(latched) = self.latched.take() {
+            let kept: Box<[Arc<str>]> = latched.iter().filter(|r| &***r != rule).cloned().collect();
+            self.latched = (!kept.is_empty()).then_some(kept);
         }
     }
 

@@ -8,10 +8,13 @@ use crate::entity::InternedLabels;
 use hashbrown::HashMap;
 use std::sync::Arc;
 
+/// The members of each group of one label, by the label's value.
+type Groups = HashMap<Arc<str>, Vec<Box<str>>>;
+
 /// Members by label value, for each label that rules group by.
 #[derive(Debug, Default)]
 pub struct GroupIndex {
-    by_label: Vec<(Arc<str>, HashMap<Arc<str>, Vec<Box<str>>>)>,
+    by_label: Vec<(Arc<str>, Groups)>,
 }
 
 impl GroupIndex {
