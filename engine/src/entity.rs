@@ -14,6 +14,20 @@ pub struct Pending {
     pub since_ms: i64,
     /// When the condition was last seen holding.
     pub last_held_ms: i64,
+    /// Whether an upstream incident inhibits the action (recorded once, when it started).
+    pub inhibited: bool,
+}
+
+impl Pending {
+    /// A condition that started holding at `since_ms`.
+    pub fn new(rule: Arc<str>, since_ms: i64) -> Self {
+        Self {
+            rule,
+            since_ms,
+            last_held_ms: since_ms,
+            inhibited: false,
+        }
+    }
 }
 
 /// What rules have found about something they judge: an entity, or a group of entities.

@@ -288,9 +288,9 @@ fn each_member(
         return Ok(());
     };
     for key in frame.groups.members(label, value) {
-        if **key == *frame.key {
+        if *key == *frame.key {
             visit(key, &frame.entity);
-        } else if let Some(member) = frame.others.get(&**key) {
+        } else if let Some(member) = frame.others.get(key) {
             visit(key, member);
         }
     }

@@ -777,9 +777,9 @@ impl Judge<'_> {
             return;
         }
         let mut held_ms = 0;
+        let mut pending = pending;
         if hold_ms > 0 {
             let pendings = &mut subject(entity, &mut group).pending;
-            let mut pending = pending;
             if let Some(index) = pending {
                 // Not seen holding for longer than hold_for (the entity fell silent): the
                 // pending state went stale, and its timing restarts rather than firing at once.
@@ -790,11 +790,7 @@ impl Judge<'_> {
             }
             match pending {
                 None => {
-                    pendings.push(Pending {
-                        rule: rule_name,
-                        since_ms: entity_now,
-                        last_held_ms: entity_now,
-                    });
+                    pendings.push(Pending::new(rule_name, entity_now));
                     self.stats.verdicts_pending += 1;
                     let reason = format!(
                         "condition of {} holds; a failure if it still holds after {hold_ms} ms",
@@ -816,9 +812,35 @@ impl Judge<'_> {
                     if held_ms < hold_ms {
                         return;
                     }
-                    pendings.swap_remove(index);
                 }
             }
+        }
+        // An open incident upstream (the shared database, say) holds the action back: the
+        // failure is recorded once as inhibited, and acts when the upstream incident closes
+        // if it still holds then.
+        if let Some(reason) = self.inhibition(entity_key, entity) {
+            let pendings = &mut subject(entity, &mut group).pending;
+            let index = pending.unwrap_or_else(|| {
+                pendings.push(Pending::new(Arc::clone(&rule_name), entity_now));
+                pendings.len() - 1
+            });
+            pendings[index].last_held_ms = entity_now;
+            if !pendings[index].inhibited {
+                pendings[index].inhibited = true;
+                self.stats.verdicts_inhibited += 1;
+                out.push(Output::Decision(verdict(
+                    self.calls.frame,
+                    now_ms,
+                    &rule.decl.name,
+                    subject_key,
+                    Verdict::Inhibited,
+                    reason,
+                )));
+            }
+            return;
+        }
+        if let Some(index) = pending {
+            subject(entity, &mut group).pending.swap_remove(index);
         }
         self.stats.verdicts_failure += 1;
         let incident_id = incident_id(&rule.decl.name, subject_key, self.position);
@@ -915,6 +937,30 @@ impl Judge<'_> {
         self.stats.commands += 1;
         subject(entity, &mut group).incidents.push(incident);
         commands.track(issued, subject_key);
+    }
+
+    /// Why an upstream incident inhibits this rule's action on `entity`, if one does.
+    fn inhibition(&self, entity_key: &str, entity: &EntityState) -> Option<String> {
+        let (others, groups) = self.calls.group.as_ref()?;
+        for inhibitor in &self.rule.decl.inhibited_by {
+            let Some(value) = entity.label(&inhibitor.label) else {
+                continue;
+            };
+            for member in groups.members(&inhibitor.upstream_label, value) {
+                let state = if member == entity_key {
+                    Some(entity)
+                } else {
+                    others.get(member)
+                };
+                if state.is_some_and(|s| s.subject.has_incident_of(&inhibitor.rule)) {
+                    return Some(format!(
+                        "condition of {} holds, but {} has an open incident on {member} ({}={value}): inhibited",
+                        self.rule.decl.name, inhibitor.rule, inhibitor.upstream_label
+                    ));
+                }
+            }
+        }
+        None
     }
 
     fn timeout_ms(&self) -> i64 {

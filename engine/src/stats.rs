@@ -28,6 +28,8 @@ pub struct Stats {
     /// Evaluations that found the condition still holding after an incident closed, and so
     /// opened nothing until it clears.
     pub verdicts_latched: u64,
+    /// Failures held back by an open incident upstream.
+    pub verdicts_inhibited: u64,
     /// Commands issued.
     pub commands: u64,
     /// Acks matched to an open attempt.

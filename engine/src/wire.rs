@@ -134,6 +134,9 @@ pub enum Verdict {
     Pending,
     /// The condition cleared before its `hold_for` ran out: recorded, not acted on.
     Transient,
+    /// The condition holds, but an open incident upstream (a rule's `inhibited_by`) holds the
+    /// action back.
+    Inhibited,
 }
 
 /// What kind of decision-log record this is.

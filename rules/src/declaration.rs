@@ -31,6 +31,21 @@ pub struct Declaration {
     /// A label: the rule judges the group of entities sharing its value (e.g. a `service`)
     /// rather than each entity. Incidents and commands are then per group.
     pub group_by: Option<String>,
+    /// Open incidents that hold this rule's action back, e.g. on the database its services
+    /// share.
+    pub inhibited_by: Vec<Inhibitor>,
+}
+
+/// An incident elsewhere that inhibits a rule: an open incident of `rule` on any entity whose
+/// `upstream_label` has the value that the judged entity's `label` has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inhibitor {
+    /// The upstream rule, e.g. `primary_failover`.
+    pub rule: String,
+    /// The dependent's label that names its upstream, e.g. `database` = `orders`.
+    pub label: String,
+    /// The upstream's label with that value, e.g. `cluster` = `orders`; `label` by default.
+    pub upstream_label: String,
 }
 
 /// Picks the events a rule looks at. Every field that is set must match.
@@ -66,6 +81,7 @@ const KEYS: &[&str] = &[
     "revert",
     "clear_for",
     "group_by",
+    "inhibited_by",
 ];
 const SELECTOR_KEYS: &[&str] = &["kind", "name", "labels"];
 const KINDS: &[&str] = &["metric", "health", "event"];
@@ -173,6 +189,7 @@ impl Declaration {
         if group_by.as_deref() == Some("") {
             return Err(error("group_by", "`group_by` must name a label".into()));
         }
+        let inhibited_by = inhibitors(&map)?;
         Ok(Self {
             name,
             description,
@@ -185,6 +202,7 @@ impl Declaration {
             revert,
             clear_for_ms,
             group_by,
+            inhibited_by,
         })
     }
 }
@@ -202,6 +220,48 @@ fn optional_string(map: &Map, key: &str) -> Result<Option<String>, DeclarationEr
             .map(|s| Some(s.to_string()))
             .map_err(|type_name| error(key, format!("`{key}` must be a string, got {type_name}"))),
     }
+}
+
+fn inhibitors(map: &Map) -> Result<Vec<Inhibitor>, DeclarationError> {
+    let Some(value) = map.get("inhibited_by") else {
+        return Ok(Vec::new());
+    };
+    let shape = || {
+        error(
+            "inhibited_by",
+            "`inhibited_by` must be an array of #{ rule: \"...\", label: \"...\" } maps, with an optional upstream_label".into(),
+        )
+    };
+    let list = value.clone().into_array().map_err(|_| shape())?;
+    list.into_iter()
+        .map(|item| {
+            let entry = item.try_cast::<Map>().ok_or_else(shape)?;
+            if entry
+                .keys()
+                .any(|k| !["rule", "label", "upstream_label"].contains(&k.as_str()))
+            {
+                return Err(shape());
+            }
+            let field = |key: &str| {
+                entry
+                    .get(key)
+                    .and_then(|v| v.clone().into_immutable_string().ok())
+                    .map(|s| s.to_string())
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(shape)
+            };
+            let label = field("label")?;
+            let upstream_label = match entry.get("upstream_label") {
+                None => label.clone(),
+                Some(_) => field("upstream_label")?,
+            };
+            Ok(Inhibitor {
+                rule: field("rule")?,
+                label,
+                upstream_label,
+            })
+        })
+        .collect()
 }
 
 fn selectors(map: &Map) -> Result<Vec<Selector>, DeclarationError> {

@@ -13,7 +13,7 @@ mod rule_set;
 mod sandbox;
 mod usage;
 
-pub use declaration::{Declaration, DeclarationError, Selector};
+pub use declaration::{Declaration, DeclarationError, Inhibitor, Selector};
 pub use duration::{duration_ms, parse_duration_ms, DurationError};
 pub use rule_set::{LoadError, LoadErrors, ParamOverrides, Rule, RuleSet};
 pub use sandbox::{EvalError, Limits, Runtime};
@@ -43,6 +43,10 @@ pub const SHIPPED_RULES: &[(&str, &str)] = &[
     (
         "primary_failover.rhai",
         include_str!("../pack/primary_failover.rhai"),
+    ),
+    (
+        "deploy_regression.rhai",
+        include_str!("../pack/deploy_regression.rhai"),
     ),
 ];
 

@@ -196,6 +196,21 @@ impl RuleSet {
         }
         // A rule whose file failed is not in `rules`; only a clean load can tell a misspelling.
         let clean = errors.is_empty();
+        for rule in &rules {
+            for inhibitor in &rule.decl.inhibited_by {
+                if clean && !rules.iter().any(|r| r.decl.name == inhibitor.rule) {
+                    errors.push(LoadError {
+                        file: rule.file.clone(),
+                        line: 0,
+                        column: 0,
+                        message: format!(
+                            "inhibited_by names the rule `{}`, which is not loaded",
+                            inhibitor.rule
+                        ),
+                    });
+                }
+            }
+        }
         for rule in overrides.keys() {
             if clean && !rules.iter().any(|r| &r.decl.name == rule) {
                 errors.push(LoadError {
@@ -391,7 +406,11 @@ fn load_one(
         message: e.message,
     })?;
     let mut group_labels = usage.group_labels;
-    if let Some(label) = &decl.group_by {
+    for label in decl
+        .group_by
+        .iter()
+        .chain(decl.inhibited_by.iter().map(|i| &i.upstream_label))
+    {
         if !group_labels.contains(label) {
             group_labels.push(label.clone());
         }

@@ -320,3 +320,35 @@ fn a_clear_function_is_probed_like_the_condition() {
         .expect_err("the typo is found before any event");
     assert!(err.0[0].message.contains("windw"), "{err}");
 }
+
+#[test]
+fn inhibitors_name_loaded_rules_and_index_the_upstream_label() {
+    let inhibited = VALID.replace(
+        "action: \"restart\"",
+        "action: \"restart\", inhibited_by: [#{ rule: \"db_down\", label: \"database\", upstream_label: \"cluster\" }]",
+    );
+    let err = load(&inhibited).expect_err("db_down is not loaded");
+    assert!(
+        err.0[0].message.contains("`db_down`, which is not loaded"),
+        "{err}"
+    );
+    let upstream = "fn condition(p) { true } #{ name: \"db_down\", select: [#{ name: \"liveness\" }], action: \"promote\" }";
+    let set = RuleSet::load_sources(
+        &runtime(),
+        [
+            ("a.rhai".to_owned(), inhibited),
+            ("b.rhai".to_owned(), upstream.to_owned()),
+        ],
+    )
+    .expect("loads");
+    let rule = &set.rules()[0];
+    assert_eq!(rule.decl.inhibited_by[0].upstream_label, "cluster");
+    assert_eq!(rule.group_labels(), ["cluster"]);
+    let bad = VALID.replace(
+        "action: \"restart\"",
+        "action: \"restart\", inhibited_by: [#{ rule: \"db_down\", lable: \"x\" }]",
+    );
+    assert!(load(&bad).expect_err("refused").0[0]
+        .message
+        .contains("inhibited_by"));
+}
