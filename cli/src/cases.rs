@@ -167,6 +167,7 @@ fn keep(line: &str, compare: Compare) -> bool {
         return true;
     };
     value["type"] == "command"
+        || value["type"] == "escalation"
         || value["type"] == "dead_letter"
         || (value["type"] == "decision" && value["kind"] == "verdict")
 }

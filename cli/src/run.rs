@@ -83,12 +83,13 @@ pub fn banner(config: &Config, ready: &Ready) -> String {
         "external broker"
     };
     let mut text = format!(
-        "salve is running on the {broker}\n  bootstrap    {}\n  telemetry    {}   <- produce events here\n  commands     {}   -> actuators consume these\n  acks         {}   <- actuators report here\n  decisions    {}\n  dead letter  {}\n  rules        {}\n",
+        "salve is running on the {broker}\n  bootstrap    {}\n  telemetry    {}   <- produce events here\n  commands     {}   -> actuators consume these\n  acks         {}   <- actuators report here\n  decisions    {}\n  escalations  {}   -> for humans\n  dead letter  {}\n  rules        {}\n",
         ready.bootstrap,
         t.telemetry.join(", "),
         t.commands,
         t.acks,
         t.decisions,
+        t.escalations,
         t.dead_letter,
         ready.rules.join(", "),
     );

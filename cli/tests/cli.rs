@@ -219,6 +219,8 @@ fn replay_prints_typed_json_lines() {
             "dead_letter",
             "ack",
             "decision",
+            // remediating -> verifying, then verifying -> resolved once verify_for has passed
+            "decision",
             "decision"
         ]
     );

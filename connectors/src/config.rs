@@ -96,6 +96,8 @@ pub struct TopicsConfig {
     pub acks: String,
     /// The decision log.
     pub decisions: String,
+    /// Incidents handed to a human: paging and ticketing systems consume these.
+    pub escalations: String,
     /// Messages that could not be read, with the reason in headers.
     pub dead_letter: String,
     /// Dead-lettered payloads larger than this keep only their head; a header gives the size.
@@ -116,6 +118,7 @@ impl Default for TopicsConfig {
             actuators: BTreeMap::new(),
             acks: "salve.acks".into(),
             decisions: "salve.decisions".into(),
+            escalations: "salve.escalations".into(),
             dead_letter: "salve.deadletter".into(),
             dead_letter_max_bytes: 1_000_000,
             create: true,
@@ -148,6 +151,7 @@ impl TopicsConfig {
             self.commands.as_str(),
             self.acks.as_str(),
             self.decisions.as_str(),
+            self.escalations.as_str(),
             self.dead_letter.as_str(),
         ]);
         all.extend(self.actuators.values().map(String::as_str));
@@ -162,6 +166,7 @@ impl TopicsConfig {
             &self.commands,
             &self.acks,
             &self.decisions,
+            &self.escalations,
             &self.dead_letter,
         ];
         if outputs
@@ -171,7 +176,7 @@ impl TopicsConfig {
         {
             return Err(InvalidConfig {
                 key: "topics.telemetry",
-                expected: "topics that salve does not also write to (commands, acks, decisions, dead_letter, actuators): it would read its own output",
+                expected: "topics that salve does not also write to (commands, acks, decisions, escalations, dead_letter, actuators): it would read its own output",
             });
         }
         if self.telemetry.is_empty() || self.telemetry.iter().any(String::is_empty) {

@@ -287,6 +287,10 @@ impl Publisher<'_> {
                     self.topics.decisions.as_str(),
                     serde_json::to_writer(&mut self.buffer, decision),
                 ),
+                Output::Escalation(escalation) => (
+                    self.topics.escalations.as_str(),
+                    serde_json::to_writer(&mut self.buffer, escalation),
+                ),
             };
             if let Err(error) = written {
                 tracing::error!("cannot serialize an output, skipping it: {error}");

@@ -38,6 +38,12 @@ pub struct EngineConfig {
     /// `service`) put the whole group on one partition, which group rules need. Empty: every
     /// message is keyed by its entity.
     pub partition_by: Vec<String>,
+    /// Flap protection for rules that set none: at most this many commands of one action
+    /// on one entity within `flap_window`; the next need escalates instead.
+    pub flap_max_attempts: u32,
+    /// See `flap_max_attempts`.
+    #[serde(rename = "flap_window", deserialize_with = "duration")]
+    pub flap_window_ms: i64,
     /// Sandbox limits for every rule call.
     pub limits: Limits,
 }
@@ -54,6 +60,8 @@ impl Default for EngineConfig {
             ack_timeout_ms: 30_000,
             max_percentile_samples: 256,
             partition_by: Vec::new(),
+            flap_max_attempts: 3,
+            flap_window_ms: 60_000,
             limits: Limits::default(),
         }
     }
@@ -117,6 +125,12 @@ impl EngineConfig {
                     expected: "a positive number (0 would lift the limit in Rhai)",
                 });
             }
+        }
+        if self.flap_max_attempts == 0 {
+            return Err(InvalidEngineConfig {
+                key: "flap_max_attempts",
+                expected: "at least 1 command",
+            });
         }
         if self.max_percentile_samples < 2 {
             return Err(InvalidEngineConfig {

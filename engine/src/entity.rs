@@ -41,6 +41,8 @@ pub struct Subject {
     /// new incident until the condition has cleared once, so a fix that did not take is not
     /// repeated every event. Boxed, since most subjects never have one.
     latched: Option<Box<[Arc<str>]>>,
+    /// Recent commands, as (action, processing time), for flap protection.
+    recent: Option<Box<[Issued]>>,
 }
 
 impl Subject {
@@ -75,11 +77,44 @@ impl Subject {
         }
     }
 
+    /// Notes a command of `action` at `now_ms`, unless more than `max` were issued within
+    /// `within_ms` before it; then returns how many were.
+    pub fn admit(
+        &mut self,
+        action: &str,
+        now_ms: i64,
+        max: u32,
+        within_ms: i64,
+    ) -> Result<(), usize> {
+        let kept: Vec<(Arc<str>, i64)> = self
+            .recent
+            .take()
+            .into_iter()
+            .flat_map(|recent| recent.into_vec())
+            .filter(|(_, at)| *at > now_ms - within_ms)
+            .collect();
+        let same = kept.iter().filter(|(a, _)| &**a == action).count();
+        let result = if same >= max as usize {
+            Err(same)
+        } else {
+            Ok(())
+        };
+        let mut kept = kept;
+        if result.is_ok() {
+            kept.push((Arc::from(action), now_ms));
+        }
+        self.recent = (!kept.is_empty()).then(|| kept.into_boxed_slice());
+        result
+    }
+
     /// Whether rule `rule` has an open incident here.
     pub fn has_incident_of(&self, rule: &str) -> bool {
         self.incidents.iter().any(|i| &*i.rule == rule)
     }
 }
+
+/// A command issued on a subject: its action, and when (processing time).
+type Issued = (Arc<str>, i64);
 
 /// A group that group rules judge, e.g. `service=checkout`.
 #[derive(Debug, Default)]

@@ -15,8 +15,12 @@ pub struct Incident {
     pub opened_at_ms: i64,
     /// Where it stands.
     pub state: IncidentState,
-    /// The current attempt, from 1.
+    /// The current attempt, from 1, counted over every action of the incident.
     pub attempt: u32,
+    /// The rung of the ladder: 0 for the rule's `action`, then its `ladder` steps.
+    pub step: usize,
+    /// Attempts of the current step's action.
+    pub step_attempts: u32,
     /// The current attempt's command id.
     pub command_id: String,
     /// When the current attempt's command was issued.
@@ -27,6 +31,8 @@ pub struct Incident {
     pub target: String,
     /// The action's params, which its revert repeats.
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// While verifying: from when (processing time) a condition that holds fails the attempt.
+    pub verify_from_ms: i64,
     /// While mitigated: since when (entity event time) the clear condition has held.
     pub clear_since_ms: Option<i64>,
     /// While mitigated: when the clear condition was last seen holding.

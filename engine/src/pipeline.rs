@@ -15,8 +15,8 @@ use crate::router::Router;
 use crate::stats::Stats;
 use crate::telemetry::{decode_partitioned, Kind, Rejection, TelemetryEvent};
 use crate::wire::{
-    Ack, AckDecodeError, AckStatus, Command, Decision, DecisionKind, IncidentState, Output,
-    Verdict, WIRE_VERSION,
+    Ack, AckDecodeError, AckStatus, Command, Decision, DecisionKind, Escalation, IncidentState,
+    Output, Verdict, WIRE_VERSION,
 };
 use hashbrown::HashMap;
 use salve_rules::{EvalError, LoadErrors, RuleSet, Runtime};
@@ -47,10 +47,23 @@ pub struct RecordPosition {
     pub offset: i64,
 }
 
+/// A moment at which an incident's attempt must be looked at again.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct AckDeadline {
     at_ms: i64,
+    /// The attempt's command; a deadline whose attempt has moved on is stale, and ignored.
     command_id: String,
+    kind: DeadlineKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum DeadlineKind {
+    /// No final ack by now fails the attempt.
+    Ack,
+    /// The condition stayed away this long after the fix: resolved.
+    Verify,
+    /// The backoff is over: the next attempt.
+    Retry,
 }
 
 /// The state of one source partition.
@@ -395,28 +408,39 @@ impl Engine {
                 .cloned()
                 .map(|e| (state, e))
         });
-        let Some((state, entity_key)) = found else {
+        let Some((state, subject_key)) = found else {
             self.stats.acks_unmatched += 1;
             tracing::debug!(command_id = %ack.command_id, "ack matches no open attempt here");
             return;
         };
-        let Some(entity) = subject_mut(&mut state.entities, &mut state.group_subjects, &entity_key)
+        let Some(subject) =
+            subject_mut(&mut state.entities, &mut state.group_subjects, &subject_key)
         else {
             self.stats.acks_unmatched += 1;
             return;
         };
-        let Some(position) = entity.incident_by_command(&ack.command_id) else {
+        let Some(index) = subject.incident_by_command(&ack.command_id) else {
             self.stats.acks_unmatched += 1;
             return;
         };
+        let incident = &subject.incidents[index];
+        // Only an attempt that waits for its ack can take one: a late or repeated ack for an
+        // attempt already verifying, or failed, is recorded and changes nothing.
+        let awaiting = matches!(
+            incident.state,
+            IncidentState::Remediating | IncidentState::Reverting
+        );
+        if !awaiting {
+            self.stats.acks_unmatched += 1;
+            return;
+        }
         self.stats.acks += 1;
-        let incident = &entity.incidents[position];
         let detail = ack.detail.as_deref().unwrap_or("");
         let mut record = Decision::new(
             DecisionKind::Ack,
             now_ms,
             &incident.rule,
-            &entity_key,
+            &subject_key,
             if detail.is_empty() {
                 format!("actuator reported {}", ack.status.as_str())
             } else {
@@ -429,77 +453,47 @@ impl Engine {
         record.ack_status = Some(ack.status);
         record.actuator = ack.actuator.clone();
         out.push(Output::Decision(record));
-        let (to, reason) = match ack.status {
-            AckStatus::Received => return,
+        let mut lifecycle = Lifecycle {
+            rules: &self.rules,
+            config: &self.config,
+            stats: &mut self.stats,
+            now_ms,
+        };
+        match ack.status {
+            AckStatus::Received => {}
             AckStatus::Succeeded => {
-                self.stats.attempts_succeeded += 1;
-                let paired = self
-                    .rules
-                    .rules()
-                    .iter()
-                    .find(|r| *r.decl.name == *incident.rule)
-                    .filter(|_| incident.state == IncidentState::Remediating)
-                    .and_then(|r| {
-                        r.decl
-                            .revert
-                            .as_deref()
-                            .map(|revert| (revert, r.decl.clear_for_ms))
-                    });
-                if let Some((revert, clear_for)) = paired {
-                    // The action holds the entity in a mitigated state (e.g. traffic rerouted)
-                    // until its revert: the incident stays open and watches the clear condition.
-                    let incident = &mut entity.incidents[position];
-                    state.commands.subjects.remove(&ack.command_id);
-                    let mut record = transition(
-                        now_ms,
-                        &incident.rule,
-                        &entity_key,
-                        &incident.id,
-                        Some(incident.state),
-                        IncidentState::Mitigated,
-                        format!(
-                            "the actuator reported success; {revert} follows once the rule is clear for {clear_for} ms"
-                        ),
-                    );
-                    record.attempt = Some(incident.attempt);
-                    record.command_id = Some(incident.command_id.clone());
-                    incident.state = IncidentState::Mitigated;
-                    incident.clear_since_ms = None;
-                    out.push(Output::Decision(record));
-                    return;
-                }
-                (
-                    IncidentState::Resolved,
-                    "the actuator reported success".to_owned(),
-                )
+                lifecycle.stats.attempts_succeeded += 1;
+                lifecycle.succeeded(&subject_key, subject, index, &mut state.commands, out);
             }
             AckStatus::Failed | AckStatus::Rejected => {
-                self.stats.attempts_failed += 1;
+                lifecycle.stats.attempts_failed += 1;
                 let verb = if ack.status == AckStatus::Failed {
                     "failed"
                 } else {
                     "rejected"
                 };
-                (
-                    IncidentState::Failed,
-                    format!("the actuator {verb} the command: {detail}"),
-                )
+                let reason = format!("the actuator {verb} the command: {detail}");
+                lifecycle.failed(
+                    &subject_key,
+                    subject,
+                    index,
+                    reason,
+                    &mut state.commands,
+                    out,
+                );
             }
-        };
-        let incident = entity.incidents.remove(position);
-        entity.latch(Arc::clone(&incident.rule));
-        state.commands.subjects.remove(&ack.command_id);
-        out.push(Output::Decision(close_attempt(
-            incident,
-            &entity_key,
-            now_ms,
-            to,
-            reason,
-        )));
+        }
     }
 
-    /// Fires every deadline at or before `now_ms`.
+    /// Fires every deadline at or before `now_ms`: ack timeouts, verifications that held,
+    /// and retries whose backoff is over.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
+        let mut lifecycle = Lifecycle {
+            rules: &self.rules,
+            config: &self.config,
+            stats: &mut self.stats,
+            now_ms,
+        };
         for state in self.partitions.values_mut() {
             while state
                 .commands
@@ -510,31 +504,64 @@ impl Engine {
                 let Some(Reverse(deadline)) = state.commands.deadlines.pop() else {
                     break;
                 };
-                let Some(entity_key) = state.commands.subjects.remove(&deadline.command_id) else {
-                    continue;
-                };
-                let Some(entity) =
-                    subject_mut(&mut state.entities, &mut state.group_subjects, &entity_key)
+                let Some(subject_key) = state.commands.subjects.get(&deadline.command_id).cloned()
                 else {
                     continue;
                 };
-                let Some(position) = entity.incident_by_command(&deadline.command_id) else {
+                let Some(subject) =
+                    subject_mut(&mut state.entities, &mut state.group_subjects, &subject_key)
+                else {
                     continue;
                 };
-                let incident = entity.incidents.remove(position);
-                entity.latch(Arc::clone(&incident.rule));
-                self.stats.attempts_timed_out += 1;
-                let reason = format!(
-                    "no final ack within {} ms of issuing the command",
-                    incident.ack_deadline_ms - incident.issued_at_ms
-                );
-                out.push(Output::Decision(close_attempt(
-                    incident,
-                    &entity_key,
-                    now_ms,
-                    IncidentState::Failed,
-                    reason,
-                )));
+                let Some(index) = subject.incident_by_command(&deadline.command_id) else {
+                    continue;
+                };
+                let incident = &subject.incidents[index];
+                match (deadline.kind, incident.state) {
+                    (DeadlineKind::Ack, IncidentState::Remediating | IncidentState::Reverting) => {
+                        lifecycle.stats.attempts_timed_out += 1;
+                        let reason = format!(
+                            "no final ack within {} ms of issuing the command",
+                            incident.ack_deadline_ms - incident.issued_at_ms
+                        );
+                        lifecycle.failed(
+                            &subject_key,
+                            subject,
+                            index,
+                            reason,
+                            &mut state.commands,
+                            out,
+                        );
+                    }
+                    (DeadlineKind::Verify, IncidentState::Verifying) => {
+                        lifecycle.stats.verified += 1;
+                        // No latch: the verification saw the condition stay away, so the next
+                        // time it holds is a new failure.
+                        let incident = subject.incidents.remove(index);
+                        state.commands.subjects.remove(&deadline.command_id);
+                        let reason = "verified: the condition stayed away for the rule's verify_for after the fix".to_owned();
+                        out.push(Output::Decision(close_attempt(
+                            incident,
+                            &subject_key,
+                            now_ms,
+                            IncidentState::Resolved,
+                            reason,
+                        )));
+                    }
+                    (DeadlineKind::Retry, IncidentState::BackingOff) => {
+                        lifecycle.stats.retries += 1;
+                        lifecycle.next_attempt(
+                            &subject_key,
+                            subject,
+                            index,
+                            None,
+                            &mut state.commands,
+                            out,
+                        );
+                    }
+                    // The attempt moved on since this deadline was set.
+                    _ => {}
+                }
             }
         }
     }
@@ -564,6 +591,7 @@ impl OpenCommands {
         self.deadlines.push(Reverse(AckDeadline {
             at_ms: command.deadline_ms,
             command_id: command.id.clone(),
+            kind: DeadlineKind::Ack,
         }));
         self.subjects.insert(command.id, Box::from(subject_key));
     }
@@ -715,6 +743,30 @@ impl Judge<'_> {
                     self.stats.commands += 1;
                     commands.track(command, subject_key);
                 }
+            } else if subject(entity, &mut group).incidents[open].state == IncidentState::Verifying
+            {
+                // Two-phase validation: the actuator said it worked; the telemetry disagrees.
+                // Within `settle` of the fix, windows still hold data from before it.
+                if now_ms < subject(entity, &mut group).incidents[open].verify_from_ms {
+                    return;
+                }
+                let Some(true) = self.calls.holds(entity, self.stats) else {
+                    return;
+                };
+                self.stats.verifications_failed += 1;
+                let evidence = self.calls.frame.borrow().evidence();
+                let reason = format!(
+                    "the condition held again while verifying: {}",
+                    describe_evidence(&evidence, "no evidence noted")
+                );
+                let mut lifecycle = Lifecycle {
+                    rules: self.calls.rules,
+                    config: self.config,
+                    stats: self.stats,
+                    now_ms,
+                };
+                let subject = subject(entity, &mut group);
+                lifecycle.failed(subject_key, subject, open, reason, commands, out);
             }
             return;
         }
@@ -867,11 +919,14 @@ impl Judge<'_> {
             opened_at_ms: entity_now,
             state: IncidentState::Failing,
             attempt: 0,
+            step: 0,
+            step_attempts: 0,
             command_id: String::new(),
             issued_at_ms: now_ms,
             ack_deadline_ms: now_ms,
             clear_since_ms: None,
             clear_last_ms: 0,
+            verify_from_ms: 0,
             target: String::new(),
             params: serde_json::Map::new(),
         };
@@ -882,19 +937,28 @@ impl Judge<'_> {
             .call(entity, |rules, rt, i| rules.target(rt, i), self.stats)
         {
             None if rule.has_target() => {
-                self.give_up(&incident, subject_key, "target() failed", out);
-                subject(entity, &mut group).latch(incident.rule);
+                let why = "no command issued: target() failed";
+                self.give_up(
+                    incident,
+                    subject(entity, &mut group),
+                    subject_key,
+                    why,
+                    commands,
+                    out,
+                );
                 return;
             }
             None => subject_key.to_owned(),
             Some(value) if value.is_unit() => {
+                let why = "no command issued: target() found no entity to act on";
                 self.give_up(
-                    &incident,
+                    incident,
+                    subject(entity, &mut group),
                     subject_key,
-                    "target() found no entity to act on",
+                    why,
+                    commands,
                     out,
                 );
-                subject(entity, &mut group).latch(incident.rule);
                 return;
             }
             Some(value) => value.to_string(),
@@ -914,29 +978,31 @@ impl Judge<'_> {
         ) {
             Some(computed) => params.extend(computed),
             None if rule.has_action_params() => {
-                self.give_up(&incident, subject_key, "action_params() failed", out);
-                subject(entity, &mut group).latch(incident.rule);
+                let why = "no command issued: action_params() failed";
+                self.give_up(
+                    incident,
+                    subject(entity, &mut group),
+                    subject_key,
+                    why,
+                    commands,
+                    out,
+                );
                 return;
             }
             None => {}
         }
-        let issued = issue(
-            &mut incident,
-            subject_key,
-            Issue {
-                target: &target,
-                action: &rule.decl.action,
-                params,
-                reason,
-                to: IncidentState::Remediating,
-                timeout_ms: self.timeout_ms(),
-                now_ms,
-            },
-            out,
-        );
-        self.stats.commands += 1;
-        subject(entity, &mut group).incidents.push(incident);
-        commands.track(issued, subject_key);
+        incident.target = target;
+        incident.params = params;
+        let subject = subject(entity, &mut group);
+        subject.incidents.push(incident);
+        let index = subject.incidents.len() - 1;
+        let mut lifecycle = Lifecycle {
+            rules: self.calls.rules,
+            config: self.config,
+            stats: self.stats,
+            now_ms,
+        };
+        lifecycle.next_attempt(subject_key, subject, index, Some(reason), commands, out);
     }
 
     /// Why an upstream incident inhibits this rule's action on `entity`, if one does.
@@ -970,38 +1036,359 @@ impl Judge<'_> {
             .unwrap_or(self.config.ack_timeout_ms)
     }
 
-    /// Records an incident that cannot be acted on: opened and failed at once, for a human.
+    /// An incident that cannot be acted on goes straight to a human.
     fn give_up(
         &mut self,
-        incident: &Incident,
+        incident: Incident,
+        subject: &mut Subject,
         subject_key: &str,
         why: &str,
+        commands: &mut OpenCommands,
         out: &mut Vec<Output>,
     ) {
-        self.stats.attempts_failed += 1;
-        let mut opened = transition(
-            self.now_ms,
-            &incident.rule,
-            subject_key,
-            &incident.id,
-            None,
-            IncidentState::Failing,
-            "rule failed".into(),
-        );
-        opened.attempt = Some(1);
-        out.push(Output::Decision(opened));
-        let mut failed = transition(
-            self.now_ms,
-            &incident.rule,
-            subject_key,
-            &incident.id,
-            Some(IncidentState::Failing),
-            IncidentState::Failed,
-            format!("no command issued: {why}"),
-        );
-        failed.attempt = Some(1);
-        out.push(Output::Decision(failed));
+        subject.incidents.push(incident);
+        let index = subject.incidents.len() - 1;
+        let mut lifecycle = Lifecycle {
+            rules: self.calls.rules,
+            config: self.config,
+            stats: self.stats,
+            now_ms: self.now_ms,
+        };
+        lifecycle.escalate(subject_key, subject, index, why.to_owned(), commands, out);
     }
+}
+
+/// What happens to an incident after its attempts succeed or fail: verification, retries
+/// with backoff, the ladder, flap protection and escalation.
+struct Lifecycle<'a> {
+    rules: &'a RuleSet,
+    config: &'a EngineConfig,
+    stats: &'a mut Stats,
+    now_ms: i64,
+}
+
+impl Lifecycle<'_> {
+    fn rule(&self, name: &str) -> Option<&salve_rules::Rule> {
+        self.rules.rules().iter().find(|r| r.decl.name == name)
+    }
+
+    /// The actuator reported success: a paired action waits for its revert, a rule with
+    /// `verify_for` verifies, and any other incident is resolved.
+    fn succeeded(
+        &mut self,
+        subject_key: &str,
+        subject: &mut Subject,
+        index: usize,
+        commands: &mut OpenCommands,
+        out: &mut Vec<Output>,
+    ) {
+        let now_ms = self.now_ms;
+        let incident = &subject.incidents[index];
+        let rule = self.rule(&incident.rule);
+        let paired = rule
+            .filter(|_| incident.state == IncidentState::Remediating)
+            .and_then(|r| {
+                r.decl
+                    .revert
+                    .as_deref()
+                    .map(|v| (v.to_owned(), r.decl.clear_for_ms))
+            });
+        let (verify_for, settle) = rule
+            .filter(|_| incident.state == IncidentState::Remediating)
+            .map_or((0, 0), |r| (r.decl.verify_for_ms, r.decl.settle_ms));
+        let (to, reason) = if let Some((revert, clear_for)) = paired {
+            // The action holds the entity in a mitigated state (e.g. traffic rerouted) until
+            // its revert: the incident stays open and watches the clear condition.
+            (
+                IncidentState::Mitigated,
+                format!("the actuator reported success; {revert} follows once the rule is clear for {clear_for} ms"),
+            )
+        } else if verify_for > 0 {
+            commands.deadlines.push(Reverse(AckDeadline {
+                at_ms: now_ms.saturating_add(verify_for),
+                command_id: incident.command_id.clone(),
+                kind: DeadlineKind::Verify,
+            }));
+            (
+                IncidentState::Verifying,
+                format!("the actuator reported success; resolved if the condition stays away for {verify_for} ms"),
+            )
+        } else {
+            let incident = subject.incidents.remove(index);
+            commands.subjects.remove(&incident.command_id);
+            subject.latch(Arc::clone(&incident.rule));
+            out.push(Output::Decision(close_attempt(
+                incident,
+                subject_key,
+                now_ms,
+                IncidentState::Resolved,
+                "the actuator reported success".to_owned(),
+            )));
+            return;
+        };
+        let incident = &mut subject.incidents[index];
+        if to == IncidentState::Mitigated {
+            commands.subjects.remove(&incident.command_id);
+        }
+        incident.verify_from_ms = now_ms.saturating_add(settle);
+        let mut record = transition(
+            now_ms,
+            &incident.rule,
+            subject_key,
+            &incident.id,
+            Some(incident.state),
+            to,
+            reason,
+        );
+        record.attempt = Some(incident.attempt);
+        record.command_id = Some(incident.command_id.clone());
+        incident.state = to;
+        incident.clear_since_ms = None;
+        out.push(Output::Decision(record));
+    }
+
+    /// An attempt failed: retry after a backoff, climb the ladder, or escalate.
+    fn failed(
+        &mut self,
+        subject_key: &str,
+        subject: &mut Subject,
+        index: usize,
+        reason: String,
+        commands: &mut OpenCommands,
+        out: &mut Vec<Output>,
+    ) {
+        let now_ms = self.now_ms;
+        let incident = &subject.incidents[index];
+        let Some(rule) = self.rule(&incident.rule) else {
+            // The rule is gone (reloaded away): its incidents end here.
+            let incident = subject.incidents.remove(index);
+            commands.subjects.remove(&incident.command_id);
+            out.push(Output::Decision(close_attempt(
+                incident,
+                subject_key,
+                now_ms,
+                IncidentState::Failed,
+                reason,
+            )));
+            return;
+        };
+        let action = step_action(rule, incident.step).to_owned();
+        let retry = &rule.decl.retry;
+        if incident.state == IncidentState::Reverting {
+            // A revert that fails leaves the entity mitigated, not broken: a human decides.
+            self.escalate(
+                subject_key,
+                subject,
+                index,
+                format!("{action} failed: {reason}"),
+                commands,
+                out,
+            );
+        } else if incident.step_attempts < retry.attempts {
+            let delay = backoff_ms(retry, incident.step_attempts, &incident.id);
+            let incident = &mut subject.incidents[index];
+            commands.deadlines.push(Reverse(AckDeadline {
+                at_ms: now_ms.saturating_add(delay),
+                command_id: incident.command_id.clone(),
+                kind: DeadlineKind::Retry,
+            }));
+            let mut record = transition(
+                now_ms,
+                &incident.rule,
+                subject_key,
+                &incident.id,
+                Some(incident.state),
+                IncidentState::BackingOff,
+                format!(
+                    "{action} failed ({reason}); attempt {} of {} in {delay} ms",
+                    incident.step_attempts + 1,
+                    retry.attempts
+                ),
+            );
+            record.attempt = Some(incident.attempt);
+            record.command_id = Some(incident.command_id.clone());
+            incident.state = IncidentState::BackingOff;
+            out.push(Output::Decision(record));
+        } else if incident.step < rule.decl.ladder.len() {
+            let next = &rule.decl.ladder[incident.step].action;
+            let incident = &mut subject.incidents[index];
+            let mut record = transition(
+                now_ms,
+                &incident.rule,
+                subject_key,
+                &incident.id,
+                Some(incident.state),
+                IncidentState::Failing,
+                format!("{action} failed ({reason}); climbing to {next}"),
+            );
+            record.attempt = Some(incident.attempt);
+            record.command_id = Some(incident.command_id.clone());
+            out.push(Output::Decision(record));
+            incident.state = IncidentState::Failing;
+            incident.step += 1;
+            incident.step_attempts = 0;
+            self.next_attempt(subject_key, subject, index, None, commands, out);
+        } else {
+            let tries = incident.attempt;
+            self.escalate(
+                subject_key,
+                subject,
+                index,
+                format!("{action} failed ({reason}), and no attempt or ladder step is left after {tries} command{}", if tries == 1 { "" } else { "s" }),
+                commands,
+                out,
+            );
+        }
+    }
+
+    /// Issues the incident's next command, at its current ladder step, unless the flap limit
+    /// forbids it.
+    fn next_attempt(
+        &mut self,
+        subject_key: &str,
+        subject: &mut Subject,
+        index: usize,
+        reason: Option<String>,
+        commands: &mut OpenCommands,
+        out: &mut Vec<Output>,
+    ) {
+        let now_ms = self.now_ms;
+        let Some(rule) = self.rule(&subject.incidents[index].rule) else {
+            return;
+        };
+        let step = subject.incidents[index].step;
+        let action = step_action(rule, step).to_owned();
+        let flap = self.flap(rule);
+        if let Err(recent) = subject.admit(&action, now_ms, flap.max_attempts, flap.within_ms) {
+            self.stats.flap_stops += 1;
+            let reason = format!(
+                "flapping: {recent} {action} commands on {subject_key} within {} ms already, the limit; automation stops here",
+                flap.within_ms
+            );
+            self.escalate(subject_key, subject, index, reason, commands, out);
+            return;
+        }
+        let timeout_ms = step_timeout(rule, step, self.config);
+        let incident = &mut subject.incidents[index];
+        commands.subjects.remove(&incident.command_id);
+        let target = incident.target.clone();
+        let params = incident.params.clone();
+        let reason = reason.unwrap_or_else(|| {
+            format!(
+                "attempt {} of {action} for {}",
+                incident.step_attempts + 1,
+                incident.id
+            )
+        });
+        let issued = issue(
+            incident,
+            subject_key,
+            Issue {
+                target: &target,
+                action: &action,
+                params,
+                reason,
+                to: IncidentState::Remediating,
+                timeout_ms,
+                now_ms,
+            },
+            out,
+        );
+        self.stats.commands += 1;
+        commands.track(issued, subject_key);
+    }
+
+    /// The flap limit for `rule`.
+    fn flap(&self, rule: &salve_rules::Rule) -> salve_rules::Flap {
+        rule.decl.flap.unwrap_or(salve_rules::Flap {
+            max_attempts: self.config.flap_max_attempts,
+            within_ms: self.config.flap_window_ms,
+        })
+    }
+
+    /// Hands the incident to a human: it stays open, escalated, and publishes an escalation.
+    fn escalate(
+        &mut self,
+        subject_key: &str,
+        subject: &mut Subject,
+        index: usize,
+        reason: String,
+        commands: &mut OpenCommands,
+        out: &mut Vec<Output>,
+    ) {
+        self.stats.escalations += 1;
+        let incident = &mut subject.incidents[index];
+        commands.subjects.remove(&incident.command_id);
+        if incident.attempt == 0 {
+            let mut opened = transition(
+                self.now_ms,
+                &incident.rule,
+                subject_key,
+                &incident.id,
+                None,
+                IncidentState::Failing,
+                "rule failed".into(),
+            );
+            opened.attempt = Some(1);
+            out.push(Output::Decision(opened));
+        }
+        let mut record = transition(
+            self.now_ms,
+            &incident.rule,
+            subject_key,
+            &incident.id,
+            Some(incident.state),
+            IncidentState::Escalated,
+            reason.clone(),
+        );
+        record.attempt = Some(incident.attempt);
+        out.push(Output::Decision(record));
+        out.push(Output::Escalation(Escalation {
+            v: WIRE_VERSION,
+            incident: incident.id.clone(),
+            entity: subject_key.to_owned(),
+            rule: incident.rule.to_string(),
+            reason,
+            attempts: incident.attempt,
+            ts: self.now_ms,
+        }));
+        incident.state = IncidentState::Escalated;
+    }
+}
+
+/// The action of ladder step `step`: 0 is the rule's `action`.
+fn step_action(rule: &salve_rules::Rule, step: usize) -> &str {
+    match step.checked_sub(1) {
+        None => &rule.decl.action,
+        Some(i) => rule
+            .decl
+            .ladder
+            .get(i)
+            .map_or(&rule.decl.action, |s| &s.action),
+    }
+}
+
+/// The ack timeout of ladder step `step`.
+fn step_timeout(rule: &salve_rules::Rule, step: usize, config: &EngineConfig) -> i64 {
+    step.checked_sub(1)
+        .and_then(|i| rule.decl.ladder.get(i))
+        .and_then(|s| s.ack_timeout_ms)
+        .or(rule.decl.ack_timeout_ms)
+        .unwrap_or(config.ack_timeout_ms)
+}
+
+/// The delay before retry `done + 1` of an action: exponential, capped, plus jitter drawn
+/// from the incident id, so that a replay, or a restart, waits the same.
+fn backoff_ms(retry: &salve_rules::Retry, done: u32, incident: &str) -> i64 {
+    let exponent = i32::try_from(done.saturating_sub(1)).unwrap_or(i32::MAX);
+    let base =
+        (retry.backoff_ms as f64 * retry.factor.powi(exponent)).min(retry.max_backoff_ms as f64);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in incident.bytes().chain(done.to_le_bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let unit = (hash >> 11) as f64 / (1u64 << 53) as f64;
+    (base * (1.0 + retry.jitter * unit)).round() as i64
 }
 
 /// A command to issue for an incident.
@@ -1032,6 +1419,7 @@ fn issue(
     out: &mut Vec<Output>,
 ) -> Issued {
     incident.attempt += 1;
+    incident.step_attempts += 1;
     let id = command_id(&incident.id, incident.attempt);
     let deadline_ms = issue.now_ms.saturating_add(issue.timeout_ms);
     if incident.attempt == 1 {

@@ -30,6 +30,16 @@ pub struct Stats {
     pub verdicts_latched: u64,
     /// Failures held back by an open incident upstream.
     pub verdicts_inhibited: u64,
+    /// Attempts whose fix did not hold while verifying.
+    pub verifications_failed: u64,
+    /// Incidents resolved after verification.
+    pub verified: u64,
+    /// Attempts scheduled again after a backoff.
+    pub retries: u64,
+    /// Incidents handed to a human.
+    pub escalations: u64,
+    /// Of which, because of the flap limit.
+    pub flap_stops: u64,
     /// Commands issued.
     pub commands: u64,
     /// Acks matched to an open attempt.

@@ -330,6 +330,8 @@ fn a_new_incident_never_reuses_an_old_command_id() {
     let first = commands(&out)[0].id.clone();
     let mut acked = Vec::new();
     engine.on_ack(&ack(&first, AckStatus::Succeeded), 0, &mut acked);
+    engine.tick(60_000, &mut acked);
+    assert_eq!(last_transition(&acked), Some(IncidentState::Resolved));
     let later: Vec<String> = [70_000, 71_000, 72_000]
         .iter()
         .map(|&ts| exit("z", ts))
@@ -404,10 +406,11 @@ fn last_transition(out: &[Output]) -> Option<IncidentState> {
 
 #[test]
 fn acks_resolve_or_fail_the_attempt() {
+    // crash_loop verifies a success, and retries a failure after a backoff.
     for (status, expected) in [
-        (AckStatus::Succeeded, IncidentState::Resolved),
-        (AckStatus::Failed, IncidentState::Failed),
-        (AckStatus::Rejected, IncidentState::Failed),
+        (AckStatus::Succeeded, IncidentState::Verifying),
+        (AckStatus::Failed, IncidentState::BackingOff),
+        (AckStatus::Rejected, IncidentState::BackingOff),
     ] {
         let mut engine = engine_with(&[]);
         let out = feed(
@@ -436,7 +439,7 @@ fn acks_resolve_or_fail_the_attempt() {
 }
 
 #[test]
-fn no_ack_before_the_deadline_fails_the_attempt() {
+fn no_ack_before_the_deadline_fails_the_attempt_which_is_retried_then_escalated() {
     let mut engine = engine_with(&[]);
     let mut out = Vec::new();
     for ts in [1_000, 2_000, 3_000] {
@@ -449,19 +452,57 @@ fn no_ack_before_the_deadline_fails_the_attempt() {
     engine.tick(30_099, &mut out);
     assert!(out.is_empty());
     engine.tick(30_100, &mut out);
-    assert_eq!(last_transition(&out), Some(IncidentState::Failed));
+    assert_eq!(last_transition(&out), Some(IncidentState::BackingOff));
     assert_eq!(engine.stats().attempts_timed_out, 1);
-    let still = feed(&mut engine, &[exit("a", 4_000)]);
+    // crash_loop tries 3 times, 10 s then 20 s apart (plus up to 10% jitter), 30 s each.
+    let mut now = 30_100;
+    while let Some(at) = engine.next_deadline() {
+        now = at;
+        engine.tick(now, &mut out);
+    }
+    assert!(now < 30_100 + 11_000 + 30_000 + 22_000 + 30_000 + 1);
+    let sent: Vec<u32> = commands(&out).iter().map(|c| c.attempt).collect();
+    assert_eq!(sent, [2, 3], "two retries");
+    assert_eq!(last_transition(&out), Some(IncidentState::Escalated));
+    let escalations: Vec<&crate::wire::Escalation> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Escalation(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(escalations.len(), 1);
+    assert_eq!(escalations[0].attempts, 3);
+    // The escalated incident stays open: more exits join it, and nothing is sent.
+    let still = feed_from(&mut engine, 3, &[exit("a", 4_000)]);
+    assert!(commands(&still).is_empty());
+}
+
+const TRUSTING: &str = r#"
+fn condition(p) { count("tick", "10s") >= 2 }
+#{ name: "trusting", select: [#{ name: "tick" }], action: "kick" }
+"#;
+
+fn tick_of(entity: &str, ts: i64) -> String {
+    format!(r#"{{"entity":"{entity}","ts":{ts},"kind":"event","name":"tick"}}"#)
+}
+
+#[test]
+fn after_an_unverified_success_a_rule_re_arms_only_once_its_condition_clears() {
+    let mut engine = engine_with(&[("trusting.rhai", TRUSTING)]);
+    let out = feed(&mut engine, &[tick_of("a", 0), tick_of("a", 1_000)]);
+    let first = commands(&out)[0].id.clone();
+    let mut acked = Vec::new();
+    engine.on_ack(&ack(&first, AckStatus::Succeeded), 0, &mut acked);
+    assert_eq!(last_transition(&acked), Some(IncidentState::Resolved));
+    let still = feed_from(&mut engine, 2, &[tick_of("a", 2_000), tick_of("a", 3_000)]);
     assert!(
         commands(&still).is_empty(),
         "the condition never cleared: no second incident on every further event"
     );
-    assert_eq!(engine.stats().verdicts_latched, 1);
-    // Once the exits age out of the window the rule re-arms, and a new crash loop acts.
-    let later: Vec<String> = [70_000, 71_000, 72_000]
-        .iter()
-        .map(|&ts| exit("a", ts))
-        .collect();
+    assert_eq!(engine.stats().verdicts_latched, 2);
+    // Once the ticks age out of the window the rule re-arms, and acts on a new burst.
+    let later = [tick_of("a", 20_000), tick_of("a", 21_000)];
     let again = feed_from(&mut engine, 4, &later);
     assert_eq!(
         commands(&again).len(),

@@ -117,6 +117,14 @@ pub enum IncidentState {
     Mitigated,
     /// The revert command (e.g. `restore_route`) is out; salve waits for its ack.
     Reverting,
+    /// The actuator reported success; the condition must stay away for the rule's
+    /// `verify_for` before the incident is resolved.
+    Verifying,
+    /// An attempt failed; the next waits out its backoff.
+    BackingOff,
+    /// Automation gave up (attempts, ladder or flap limit exhausted) and handed the incident
+    /// to a human. It stays open, and holds its rule back on its subject, until resolved.
+    Escalated,
     /// The actuator reported success (of the revert, for a paired action).
     Resolved,
     /// The attempt failed: a failed or rejected ack, or none before the deadline.
@@ -233,6 +241,25 @@ impl Decision {
     }
 }
 
+/// A hand-over to a human: published on the escalations topic, keyed by entity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// Format version.
+    pub v: u32,
+    /// The incident handed over.
+    pub incident: String,
+    /// The entity or group it is about.
+    pub entity: String,
+    /// The rule that opened it.
+    pub rule: String,
+    /// Why automation stopped.
+    pub reason: String,
+    /// Commands issued for the incident before it was escalated.
+    pub attempts: u32,
+    /// When.
+    pub ts: i64,
+}
+
 /// What the engine asks its driver to publish.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -241,6 +268,8 @@ pub enum Output {
     Command(Command),
     /// To the decisions topic, keyed by entity.
     Decision(Decision),
+    /// To the escalations topic, keyed by entity.
+    Escalation(Escalation),
 }
 
 impl Output {
@@ -249,6 +278,7 @@ impl Output {
         match self {
             Output::Command(c) => &c.entity,
             Output::Decision(d) => &d.entity,
+            Output::Escalation(e) => &e.entity,
         }
     }
 }

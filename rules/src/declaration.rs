@@ -34,6 +34,66 @@ pub struct Declaration {
     /// Open incidents that hold this rule's action back, e.g. on the database its services
     /// share.
     pub inhibited_by: Vec<Inhibitor>,
+    /// After an actuator reports success, how long the condition must stay away before the
+    /// incident is resolved. If it holds again meanwhile, the attempt failed. 0 trusts the ack.
+    pub verify_for_ms: i64,
+    /// How long after the fix the telemetry may still show the failure (a window that still
+    /// holds data from before it) without failing the verification.
+    pub settle_ms: i64,
+    /// How often a failed attempt is tried again, and after what delay.
+    pub retry: Retry,
+    /// The actions to climb to, in order, once `action` has failed `retry.attempts` times.
+    /// After the last, salve escalates to a human.
+    pub ladder: Vec<Step>,
+    /// This rule's flap limit, when it differs from the engine's.
+    pub flap: Option<Flap>,
+}
+
+/// Retries of a failed attempt, with exponential backoff.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// Attempts of each action in all, the first included; 1 means no retry.
+    pub attempts: u32,
+    /// The delay before the first retry.
+    pub backoff_ms: i64,
+    /// Each further retry waits this many times longer.
+    pub factor: f64,
+    /// The longest delay.
+    pub max_backoff_ms: i64,
+    /// A random share of the delay, up to this fraction, added so that many incidents that
+    /// failed together do not retry together.
+    pub jitter: f64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            attempts: 1,
+            backoff_ms: 10_000,
+            factor: 2.0,
+            max_backoff_ms: 300_000,
+            jitter: 0.1,
+        }
+    }
+}
+
+/// One rung of an escalation ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The action, e.g. `restore`.
+    pub action: String,
+    /// Its own ack timeout; `None` takes the rule's.
+    pub ack_timeout_ms: Option<i64>,
+}
+
+/// Flap protection: more than `max_attempts` commands of one action on one entity within
+/// `within_ms` stop automation for it and escalate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flap {
+    /// Commands allowed in the window.
+    pub max_attempts: u32,
+    /// The window.
+    pub within_ms: i64,
 }
 
 /// An incident elsewhere that inhibits a rule: an open incident of `rule` on any entity whose
@@ -82,6 +142,11 @@ const KEYS: &[&str] = &[
     "clear_for",
     "group_by",
     "inhibited_by",
+    "verify_for",
+    "settle",
+    "retry",
+    "ladder",
+    "flap",
 ];
 const SELECTOR_KEYS: &[&str] = &["kind", "name", "labels"];
 const KINDS: &[&str] = &["metric", "health", "event"];
@@ -190,6 +255,33 @@ impl Declaration {
             return Err(error("group_by", "`group_by` must name a label".into()));
         }
         let inhibited_by = inhibitors(&map)?;
+        let verify_for_ms = match map.get("verify_for") {
+            None => 0,
+            Some(value) => {
+                duration_ms(value).map_err(|e| error("verify_for", format!("`verify_for`: {e}")))?
+            }
+        };
+        let settle_ms = match map.get("settle") {
+            None => 0,
+            Some(_) if verify_for_ms == 0 => {
+                return Err(error(
+                    "settle",
+                    "`settle` delays the verification, and this rule has no `verify_for`".into(),
+                ))
+            }
+            Some(value) => {
+                duration_ms(value).map_err(|e| error("settle", format!("`settle`: {e}")))?
+            }
+        };
+        if settle_ms >= verify_for_ms && verify_for_ms > 0 {
+            return Err(error(
+                "settle",
+                "`settle` must be shorter than `verify_for`, or nothing would be verified".into(),
+            ));
+        }
+        let retry = retry(&map)?;
+        let ladder = ladder(&map)?;
+        let flap = flap(&map)?;
         Ok(Self {
             name,
             description,
@@ -203,6 +295,11 @@ impl Declaration {
             clear_for_ms,
             group_by,
             inhibited_by,
+            verify_for_ms,
+            settle_ms,
+            retry,
+            ladder,
+            flap,
         })
     }
 }
@@ -220,6 +317,161 @@ fn optional_string(map: &Map, key: &str) -> Result<Option<String>, DeclarationEr
             .map(|s| Some(s.to_string()))
             .map_err(|type_name| error(key, format!("`{key}` must be a string, got {type_name}"))),
     }
+}
+
+/// The entries of a map-valued key, checked against the keys it allows.
+fn sub_map(
+    map: &Map,
+    key: &str,
+    allowed: &[&str],
+    example: &str,
+) -> Result<Option<Map>, DeclarationError> {
+    let Some(value) = map.get(key) else {
+        return Ok(None);
+    };
+    let entries = value.clone().try_cast::<Map>().ok_or_else(|| {
+        error(
+            key,
+            format!(
+                "`{key}` must be a map such as {example}, got {}",
+                value.type_name()
+            ),
+        )
+    })?;
+    if let Some(unknown) = entries.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(error(
+            key,
+            format!("unknown key `{unknown}` in `{key}`; expected one of {allowed:?}"),
+        ));
+    }
+    Ok(Some(entries))
+}
+
+fn positive_int(entries: &Map, key: &str, field: &str) -> Result<Option<u32>, DeclarationError> {
+    entries
+        .get(field)
+        .map(|v| {
+            v.as_int()
+                .ok()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| error(key, format!("`{key}.{field}` must be a positive integer")))
+        })
+        .transpose()
+}
+
+fn duration_in(entries: &Map, key: &str, field: &str) -> Result<Option<i64>, DeclarationError> {
+    entries
+        .get(field)
+        .map(|v| duration_ms(v).map_err(|e| error(key, format!("`{key}.{field}`: {e}"))))
+        .transpose()
+}
+
+fn fraction_in(
+    entries: &Map,
+    key: &str,
+    field: &str,
+    at_least: f64,
+) -> Result<Option<f64>, DeclarationError> {
+    entries
+        .get(field)
+        .map(|v| {
+            v.as_float()
+                .ok()
+                .or_else(|| v.as_int().ok().map(|i| i as f64))
+                .filter(|f| f.is_finite() && *f >= at_least)
+                .ok_or_else(|| {
+                    error(
+                        key,
+                        format!("`{key}.{field}` must be a number of at least {at_least}"),
+                    )
+                })
+        })
+        .transpose()
+}
+
+fn retry(map: &Map) -> Result<Retry, DeclarationError> {
+    let example =
+        "#{ attempts: 3, backoff: \"10s\", factor: 2.0, max_backoff: \"5m\", jitter: 0.1 }";
+    let allowed = ["attempts", "backoff", "factor", "max_backoff", "jitter"];
+    let Some(entries) = sub_map(map, "retry", &allowed, example)? else {
+        return Ok(Retry::default());
+    };
+    let defaults = Retry::default();
+    let jitter = fraction_in(&entries, "retry", "jitter", 0.0)?.unwrap_or(defaults.jitter);
+    if jitter > 1.0 {
+        return Err(error("retry", "`retry.jitter` must be at most 1".into()));
+    }
+    Ok(Retry {
+        attempts: positive_int(&entries, "retry", "attempts")?.unwrap_or(defaults.attempts),
+        backoff_ms: duration_in(&entries, "retry", "backoff")?.unwrap_or(defaults.backoff_ms),
+        factor: fraction_in(&entries, "retry", "factor", 1.0)?.unwrap_or(defaults.factor),
+        max_backoff_ms: duration_in(&entries, "retry", "max_backoff")?
+            .unwrap_or(defaults.max_backoff_ms),
+        jitter,
+    })
+}
+
+fn ladder(map: &Map) -> Result<Vec<Step>, DeclarationError> {
+    let Some(value) = map.get("ladder") else {
+        return Ok(Vec::new());
+    };
+    let shape = || {
+        error(
+            "ladder",
+            "`ladder` must be an array of #{ action: \"restore\", ack_timeout: \"30m\" } maps"
+                .into(),
+        )
+    };
+    let list = value.clone().into_array().map_err(|_| shape())?;
+    list.into_iter()
+        .map(|item| {
+            let entries = item.try_cast::<Map>().ok_or_else(shape)?;
+            if entries
+                .keys()
+                .any(|k| !["action", "ack_timeout"].contains(&k.as_str()))
+            {
+                return Err(shape());
+            }
+            let action = entries
+                .get("action")
+                .and_then(|v| v.clone().into_immutable_string().ok())
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty())
+                .ok_or_else(shape)?;
+            let ack_timeout_ms = duration_in(&entries, "ladder", "ack_timeout")?;
+            if ack_timeout_ms == Some(0) {
+                return Err(error(
+                    "ladder",
+                    "a ladder step's `ack_timeout` must be longer than zero".into(),
+                ));
+            }
+            Ok(Step {
+                action,
+                ack_timeout_ms,
+            })
+        })
+        .collect()
+}
+
+fn flap(map: &Map) -> Result<Option<Flap>, DeclarationError> {
+    let example = "#{ max_attempts: 3, within: \"1m\" }";
+    let Some(entries) = sub_map(map, "flap", &["max_attempts", "within"], example)? else {
+        return Ok(None);
+    };
+    let (Some(max_attempts), Some(within_ms)) = (
+        positive_int(&entries, "flap", "max_attempts")?,
+        duration_in(&entries, "flap", "within")?,
+    ) else {
+        return Err(error(
+            "flap",
+            format!("`flap` needs both keys, as in {example}"),
+        ));
+    };
+    Ok(Some(Flap {
+        max_attempts,
+        within_ms,
+    }))
 }
 
 fn inhibitors(map: &Map) -> Result<Vec<Inhibitor>, DeclarationError> {

@@ -13,7 +13,7 @@ mod rule_set;
 mod sandbox;
 mod usage;
 
-pub use declaration::{Declaration, DeclarationError, Inhibitor, Selector};
+pub use declaration::{Declaration, DeclarationError, Flap, Inhibitor, Retry, Selector, Step};
 pub use duration::{duration_ms, parse_duration_ms, DurationError};
 pub use rule_set::{LoadError, LoadErrors, ParamOverrides, Rule, RuleSet};
 pub use sandbox::{EvalError, Limits, Runtime};
@@ -48,6 +48,7 @@ pub const SHIPPED_RULES: &[(&str, &str)] = &[
         "deploy_regression.rhai",
         include_str!("../pack/deploy_regression.rhai"),
     ),
+    ("integrity.rhai", include_str!("../pack/integrity.rhai")),
 ];
 
 #[cfg(test)]

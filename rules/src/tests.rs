@@ -1,5 +1,5 @@
 use super::*;
-use crate::ParamOverrides;
+use crate::{ParamOverrides, Retry};
 
 fn runtime() -> Runtime {
     Runtime::new(Limits::default(), |engine| {
@@ -351,4 +351,53 @@ fn inhibitors_name_loaded_rules_and_index_the_upstream_label() {
     assert!(load(&bad).expect_err("refused").0[0]
         .message
         .contains("inhibited_by"));
+}
+
+#[test]
+fn lifecycle_keys_are_read_and_their_mistakes_named() {
+    let full = VALID.replace(
+        "action: \"restart\"",
+        "action: \"resync\", verify_for: \"10m\", settle: \"1m\", retry: #{ attempts: 2, backoff: \"5s\", factor: 3.0, max_backoff: \"1m\", jitter: 0.0 }, ladder: [#{ action: \"restore\", ack_timeout: \"2h\" }], flap: #{ max_attempts: 5, within: \"10m\" }",
+    );
+    let set = load(&full).expect("loads");
+    let decl = &set.rules()[0].decl;
+    assert_eq!((decl.verify_for_ms, decl.settle_ms), (600_000, 60_000));
+    assert_eq!(
+        decl.retry,
+        Retry {
+            attempts: 2,
+            backoff_ms: 5_000,
+            factor: 3.0,
+            max_backoff_ms: 60_000,
+            jitter: 0.0
+        }
+    );
+    assert_eq!(decl.ladder[0].action, "restore");
+    assert_eq!(decl.ladder[0].ack_timeout_ms, Some(7_200_000));
+    assert_eq!(decl.flap.map(|f| f.max_attempts), Some(5));
+    for (bad, says) in [
+        (
+            "retry: #{ attempts: 0 }",
+            "`retry.attempts` must be a positive integer",
+        ),
+        ("retry: #{ tries: 2 }", "unknown key `tries` in `retry`"),
+        (
+            "retry: #{ jitter: 2.0 }",
+            "`retry.jitter` must be at most 1",
+        ),
+        ("ladder: [\"restore\"]", "`ladder` must be an array"),
+        ("flap: #{ max_attempts: 3 }", "`flap` needs both keys"),
+        ("settle: \"1m\"", "this rule has no `verify_for`"),
+        (
+            "verify_for: \"1m\", settle: \"1m\"",
+            "`settle` must be shorter",
+        ),
+    ] {
+        let source = VALID.replace(
+            "action: \"restart\"",
+            &format!("action: \"restart\", {bad}"),
+        );
+        let err = load(&source).expect_err(bad);
+        assert!(err.0[0].message.contains(says), "{bad}: {err}");
+    }
 }

@@ -24,10 +24,23 @@ fn commands_for(records: &[support::Record], entity: &str) -> Vec<serde_json::Va
     })
 }
 
+/// A rules directory with the shipped crash_loop, its `from` text replaced by `to`.
+fn crash_loop_with(from: &str, to: &str) -> tempfile::TempDir {
+    let rules = tempfile::tempdir().expect("tempdir");
+    let source = salve_rules::SHIPPED_RULES[0].1.replace(from, to);
+    assert!(source.contains(to), "crash_loop no longer has {from}");
+    std::fs::write(rules.path().join("crash_loop.rhai"), source).expect("write");
+    rules
+}
+
 #[test]
 fn three_exits_yield_one_restart_and_an_ack_resolves_the_incident() {
     let broker = TestBroker::new("loop");
-    let salve = RunningSalve::start(broker.config());
+    // The shipped rule verifies a restart for a minute; two seconds keep the test short.
+    let rules = crash_loop_with("verify_for: \"1m\"", "verify_for: \"2s\"");
+    let mut config = broker.config();
+    config.rules.dir = Some(rules.path().to_owned());
+    let salve = RunningSalve::start(config);
     let t = now_ms();
     produce_exits(&broker, "checkout/pod-1", t, 3, 1_000);
     let records = broker.read_until(&broker.topics.commands, |r| !r.is_empty());
@@ -51,6 +64,7 @@ fn three_exits_yield_one_restart_and_an_ack_resolves_the_incident() {
     let resolved = matching(&decisions, |v| v["to"] == "resolved");
     assert_eq!(resolved.len(), 1, "{decisions:?}");
     assert_eq!(resolved[0]["command_id"], id.as_str());
+    assert_eq!(resolved[0]["from"], "verifying", "{decisions:?}");
     assert!(!matching(&decisions, |v| v["kind"] == "verdict"
         && v["evidence"][0]["value"] == 3.0)
     .is_empty());
@@ -228,22 +242,18 @@ fn a_rule_stuck_in_a_loop_is_stopped_and_the_other_rules_still_act() {
 #[test]
 fn a_missing_ack_fails_the_attempt_and_a_bad_ack_is_dead_lettered() {
     let broker = TestBroker::new("timeout");
-    let rules = tempfile::tempdir().expect("tempdir");
-    let quick = salve_rules::SHIPPED_RULES[0]
-        .1
-        .replace("ack_timeout: \"30s\"", "ack_timeout: \"1s\"");
-    assert!(quick.contains("\"1s\""));
-    std::fs::write(rules.path().join("crash_loop.rhai"), quick).expect("write");
+    let rules = crash_loop_with("ack_timeout: \"30s\"", "ack_timeout: \"1s\"");
     let mut config = broker.config();
     config.rules.dir = Some(rules.path().to_owned());
     let salve = RunningSalve::start(config);
     broker.produce(&broker.topics.acks, None, b"{\"status\":\"succeeded\"}");
     let t = now_ms();
     produce_exits(&broker, "checkout/pod-4", t, 3, 1);
+    // The attempt fails; crash_loop tries again after a backoff.
     let decisions = broker.read_until(&broker.topics.decisions, |r| {
-        !matching(r, |v| v["to"] == "failed").is_empty()
+        !matching(r, |v| v["to"] == "backing_off").is_empty()
     });
-    let failed = matching(&decisions, |v| v["to"] == "failed");
+    let failed = matching(&decisions, |v| v["to"] == "backing_off");
     assert_eq!(failed.len(), 1, "{decisions:?}");
     assert!(
         failed[0]["reason"]

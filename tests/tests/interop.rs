@@ -91,10 +91,10 @@ consumer = KafkaConsumer(decisions, bootstrap_servers=bootstrap, auto_offset_res
                          enable_auto_commit=False, group_id=None, consumer_timeout_ms=45000)
 for message in consumer:
     decision = json.loads(message.value)
-    if decision.get("command_id") == command_id and decision.get("to") == "resolved":
+    if decision.get("command_id") == command_id and decision.get("to") == "verifying":
         print(json.dumps(decision))
         sys.exit(0)
-sys.exit("no resolved transition for " + command_id)
+sys.exit("no verifying transition for " + command_id)
 "#;
 
 #[test]
@@ -160,6 +160,7 @@ fn kcat_and_python_drive_the_whole_loop() {
     ]);
     let (ok, stdout, stderr) = run_with_limit(ack, None, Duration::from_secs(90));
     assert!(ok, "python3-kafka could not ack and watch: {stderr}");
+    // The ack moves the incident on to verification (crash_loop's verify_for).
     let resolved: serde_json::Value = serde_json::from_str(stdout.trim()).expect("decision JSON");
     assert_eq!(resolved["from"], "remediating");
     assert_eq!(
