@@ -800,12 +800,15 @@ impl Judge<'_> {
             // A condition that clears before its hold_for ran out was a transient: recorded,
             // never acted on.
             if let Some(index) = pending {
-                let since = subject(entity, &mut group)
-                    .pending
-                    .swap_remove(index)
-                    .since_ms;
+                let ended = subject(entity, &mut group).pending.swap_remove(index);
+                let since = ended.since_ms;
                 self.stats.verdicts_transient += 1;
-                let reason = if entity_now - since < hold_ms {
+                let reason = if ended.inhibited {
+                    format!(
+                        "condition of {} cleared while an upstream incident inhibited its action: nothing left to do",
+                        rule.decl.name
+                    )
+                } else if entity_now - since < hold_ms {
                     format!(
                         "condition of {} cleared after {} ms, within its hold_for of {hold_ms} ms: a transient",
                         rule.decl.name,

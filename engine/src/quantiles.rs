@@ -30,7 +30,7 @@ pub struct Quantiles {
 }
 
 impl Quantiles {
-    /// Adds one sample, thinning the oldest half when more than `cap` are held.
+    /// Adds one sample, thinning the lightest samples when more than `cap` are held.
     pub fn record(&mut self, ts: i64, value: f64, cap: usize) {
         let sample = Sample {
             ts,

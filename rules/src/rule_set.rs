@@ -245,6 +245,8 @@ impl RuleSet {
                 [
                     Some(self.condition(runtime, index)),
                     self.clear(runtime, index),
+                    self.target(runtime, index).map(|r| r.map(|_| true)),
+                    self.action_params(runtime, index).map(|r| r.map(|_| true)),
                 ]
             })
             .flatten()

@@ -401,3 +401,19 @@ fn lifecycle_keys_are_read_and_their_mistakes_named() {
         assert!(err.0[0].message.contains(says), "{bad}: {err}");
     }
 }
+
+#[test]
+fn target_and_action_params_are_probed_like_the_condition() {
+    for (function, typo) in [
+        ("fn target(p) { p.replcia }", "replcia"),
+        ("fn action_params(p) { #{ delta: p.delat } }", "delat"),
+    ] {
+        let source = VALID.replace("fn condition(p)", &format!("{function}\nfn condition(p)"));
+        let rt = runtime();
+        let set = load(&source).expect("compiles");
+        let err = set
+            .probe(&rt)
+            .expect_err("the typo is found before any event");
+        assert!(err.0[0].message.contains(typo), "{err}");
+    }
+}
