@@ -35,5 +35,31 @@ pub fn load_rules_with(
     }
 }
 
+/// Series that a rule reads but that no rule selects and the shipped vocabulary does not
+/// name: often a typo, which would otherwise read as "no data" forever. One line each, as
+/// `file:line: message`.
+pub fn unknown_series(rules: &RuleSet) -> Vec<String> {
+    let selected: Vec<&str> = rules
+        .rules()
+        .iter()
+        .flat_map(|r| r.decl.select.iter().filter_map(|s| s.name.as_deref()))
+        .collect();
+    let mut warnings = Vec::new();
+    for rule in rules.rules() {
+        for (series, line) in rule.series_read() {
+            let known = selected.contains(&series.as_str())
+                || salve_rules::VOCABULARY.contains(&series.as_str());
+            let message = format!(
+                "{}:{line}: {} reads the series `{series}`, which no rule selects and the documented vocabulary does not name",
+                rule.file, rule.decl.name
+            );
+            if !known && !warnings.contains(&message) {
+                warnings.push(message);
+            }
+        }
+    }
+    warnings
+}
+
 #[cfg(test)]
 mod tests;

@@ -310,6 +310,9 @@ fn check(config_path: Option<&std::path::Path>, dir: &std::path::Path) -> ExitCo
             for rule in engine.rules().rules() {
                 println!("ok  {}  {}", rule.file, rule.decl.name);
             }
+            for warning in salve::unknown_series(engine.rules()) {
+                eprintln!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -356,3 +356,24 @@ fn test_compares_json_values_not_spacing() {
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+#[test]
+fn check_warns_about_a_series_that_no_rule_selects_and_no_one_documents() {
+    let dir = rules_dir(
+        "fn condition(p) {\n  count(\"proces_exit\", \"60s\") >= 3\n}\n#{ name: \"typo\", select: [#{ name: \"process_exit\" }], action: \"restart\" }\n",
+    );
+    let output = salve().arg("check").arg(dir.path()).output().expect("runs");
+    assert!(output.status.success(), "a warning is not an error");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("crash_loop.rhai:2: typo reads the series `proces_exit`"),
+        "{stderr}"
+    );
+    let clean = rules_dir(salve_rules::SHIPPED_RULES[0].1);
+    let output = salve()
+        .arg("check")
+        .arg(clean.path())
+        .output()
+        .expect("runs");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("warning"));
+}

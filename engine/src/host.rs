@@ -563,6 +563,13 @@ pub fn register(engine: &mut RhaiEngine, frame: &SharedFrame) {
             .map_or(0, |s| s.consecutive_fails());
         (Dynamic::from_int(i64::from(fails)), f64::from(fails))
     });
+    register_plain(engine, frame, "consecutive_passes", |frame, series| {
+        let passes = frame
+            .entity
+            .series(series)
+            .map_or(0, |s| s.consecutive_passes());
+        (Dynamic::from_int(i64::from(passes)), f64::from(passes))
+    });
     register_plain(engine, frame, "failing_for", |frame, series| {
         let now = frame.now_ms;
         float(

@@ -750,13 +750,20 @@ impl Judge<'_> {
                 if now_ms < subject(entity, &mut group).incidents[open].verify_from_ms {
                     return;
                 }
-                let Some(true) = self.calls.holds(entity, self.stats) else {
+                let failing = if self.rule.has_verify() {
+                    self.calls
+                        .call(entity, |rules, rt, i| rules.verify(rt, i), self.stats)
+                        .map(|healthy| !healthy)
+                } else {
+                    self.calls.holds(entity, self.stats)
+                };
+                let Some(true) = failing else {
                     return;
                 };
                 self.stats.verifications_failed += 1;
                 let evidence = self.calls.frame.borrow().evidence();
                 let reason = format!(
-                    "the condition held again while verifying: {}",
+                    "the fix did not hold while verifying: {}",
                     describe_evidence(&evidence, "no evidence noted")
                 );
                 let mut lifecycle = Lifecycle {

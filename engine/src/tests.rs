@@ -1129,3 +1129,62 @@ fn condition(p) { members("service").len() == 2 }
     );
     assert_eq!(engine.stats().entities_expired, 2);
 }
+
+const VERIFIED_BY_LOAD: &str = r#"
+fn condition(p) { consecutive_fails("liveness") >= 2 }
+fn verify(p) { consecutive_passes("liveness") >= 1 && last("load") < 0.9 }
+#{ name: "verified_by_load", select: [#{ name: "liveness" }, #{ name: "load" }],
+   action: "reboot", verify_for: "30s", settle: "5s" }
+"#;
+
+fn health_of(entity: &str, ts: i64, status: &str) -> String {
+    format!(
+        r#"{{"entity":"{entity}","ts":{ts},"kind":"health","name":"liveness","status":"{status}"}}"#
+    )
+}
+
+fn load_of(entity: &str, ts: i64, value: f64) -> String {
+    format!(r#"{{"entity":"{entity}","ts":{ts},"kind":"metric","name":"load","value":{value}}}"#)
+}
+
+#[test]
+fn a_verify_function_decides_whether_the_fix_held_after_the_settle_time() {
+    // "vm-1" is not "node/...", but node_unhealthy selects liveness too; it acts on its own.
+    let mut engine = engine_with(&[("verify.rhai", VERIFIED_BY_LOAD)]);
+    let mut out = Vec::new();
+    for (i, event) in [
+        health_of("vm-1", 0, "fail"),
+        health_of("vm-1", 1_000, "fail"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        engine
+            .on_message(at(i as i64), None, event.as_bytes(), None, 1_000, &mut out)
+            .expect("valid");
+    }
+    let reboot = commands(&out)
+        .into_iter()
+        .find(|c| c.action == "reboot")
+        .expect("a reboot")
+        .id
+        .clone();
+    let mut acked = Vec::new();
+    engine.on_ack(&ack(&reboot, AckStatus::Succeeded), 2_000, &mut acked);
+    assert_eq!(last_transition(&acked), Some(IncidentState::Verifying));
+    let mut feed_at = |offset: i64, event: String, now: i64| {
+        let mut out = Vec::new();
+        engine
+            .on_message(at(offset), None, event.as_bytes(), None, now, &mut out)
+            .expect("valid");
+        out
+    };
+    // Within the settle time a bad reading is expected, and forgiven.
+    let early = feed_at(2, load_of("vm-1", 3_000, 0.95), 3_000);
+    assert!(last_transition(&early).is_none(), "{early:?}");
+    // After it, liveness passes, so the condition no longer holds; but the load is still too
+    // high, and verify says the fix did not hold.
+    let late = feed_at(3, health_of("vm-1", 8_000, "pass"), 8_000);
+    assert_eq!(last_transition(&late), Some(IncidentState::Escalated));
+    assert_eq!(engine.stats().verifications_failed, 1);
+}

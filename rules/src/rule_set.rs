@@ -29,10 +29,12 @@ pub struct Rule {
     params: Dynamic,
     params_json: serde_json::Value,
     windows: Vec<WindowUse>,
+    series_read: Vec<(String, usize)>,
     group_labels: Vec<String>,
     /// Which optional functions the file defines.
     has_target: bool,
     has_action_params: bool,
+    has_verify: bool,
 }
 
 impl Rule {
@@ -55,6 +57,16 @@ impl Rule {
     /// Whether the rule defines `fn action_params(p)`.
     pub fn has_action_params(&self) -> bool {
         self.has_action_params
+    }
+
+    /// Every series the rule names in a host call, with the line of the call.
+    pub fn series_read(&self) -> &[(String, usize)] {
+        &self.series_read
+    }
+
+    /// Whether the rule defines `fn verify(p)`.
+    pub fn has_verify(&self) -> bool {
+        self.has_verify
     }
 
     /// Whether the rule defines `fn clear(p)`.
@@ -245,6 +257,7 @@ impl RuleSet {
                 [
                     Some(self.condition(runtime, index)),
                     self.clear(runtime, index),
+                    self.verify(runtime, index),
                     self.target(runtime, index).map(|r| r.map(|_| true)),
                     self.action_params(runtime, index).map(|r| r.map(|_| true)),
                 ]
@@ -284,6 +297,22 @@ impl RuleSet {
                 &rule.file,
                 &rule.ast,
                 "clear",
+                rule.params.clone(),
+            )
+        })
+    }
+
+    /// Calls rule `index`'s `fn verify(p)`: whether the entity is healthy, while a fix is
+    /// verified. `None` when the rule defines none, and the condition not holding is what
+    /// verifies.
+    pub fn verify(&self, runtime: &Runtime, index: usize) -> Option<Result<bool, EvalError>> {
+        let rule = &self.rules[index];
+        rule.has_verify.then(|| {
+            runtime.call_bool(
+                &rule.decl.name,
+                &rule.file,
+                &rule.ast,
+                "verify",
                 rule.params.clone(),
             )
         })
@@ -422,6 +451,19 @@ fn load_one(
             .any(|f| f.name == name && f.params.len() == 1)
     };
     let (has_target, has_action_params) = (defines("target"), defines("action_params"));
+    let has_verify = defines("verify");
+    if has_verify && decl.verify_for_ms == 0 {
+        return Err(LoadError {
+            file: file.to_owned(),
+            line: source
+                .lines()
+                .position(|l| l.trim_start().starts_with("fn verify"))
+                .map_or(0, |i| i + 1),
+            column: 0,
+            message: "`fn verify(p)` is called while verifying, and this rule has no `verify_for`"
+                .into(),
+        });
+    }
     let params_json = to_json(&Dynamic::from_map(decl.params.clone()));
     // Not shared: each call gets its own copy, so a rule cannot keep state between calls.
     let params = Dynamic::from_map(decl.params.clone());
@@ -435,9 +477,11 @@ fn load_one(
         params,
         params_json,
         windows: usage.windows,
+        series_read: usage.series_read,
         group_labels,
         has_target,
         has_action_params,
+        has_verify,
     })
 }
 

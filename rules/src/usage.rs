@@ -47,6 +47,8 @@ fn signature(function: &str) -> Option<Signature> {
             (Some(0), Some(1), None)
         } else if GROUP_FUNCTIONS.contains(&function) {
             (Some(0), None, None)
+        } else if PLAIN_FUNCTIONS.contains(&function) {
+            (None, Some(0), None)
         } else {
             return None;
         };
@@ -64,7 +66,18 @@ pub struct Usage {
     pub windows: Vec<WindowUse>,
     /// Labels that group functions group by, so the engine indexes entities by them.
     pub group_labels: Vec<String>,
+    /// Every series named in a host call, with the call's line, for `salve check`.
+    pub series_read: Vec<(String, usize)>,
 }
+
+/// The host functions that take a series and no window.
+pub const PLAIN_FUNCTIONS: &[&str] = &[
+    "last",
+    "since_last",
+    "consecutive_fails",
+    "consecutive_passes",
+    "failing_for",
+];
 
 /// One windowed call found in a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +128,7 @@ pub fn usage(source: &str, params: &Map) -> Result<Usage, UsageError> {
             .iter()
             .chain(WINDOWED_FUNCTIONS)
             .chain(GROUP_FUNCTIONS)
+            .chain(PLAIN_FUNCTIONS)
             .find(|f| **f == token.text);
         let previous = i.checked_sub(1).map(|p| tokens[p].text);
         let (Some(function), TokenKind::Ident, Some("(")) =
@@ -155,6 +169,9 @@ pub fn usage(source: &str, params: &Map) -> Result<Usage, UsageError> {
             if !usage.group_labels.contains(&label) {
                 usage.group_labels.push(label);
             }
+        }
+        if let Some(series) = text_of(signature.series) {
+            usage.series_read.push((series, token.line));
         }
         // A pick reads the latest value, which every series keeps: no window to plan for.
         let (Some(series_at), Some(_)) = (signature.series, signature.window) else {
