@@ -169,7 +169,8 @@ fn keep(line: &str, compare: Compare) -> bool {
     value["type"] == "command"
         || value["type"] == "escalation"
         || value["type"] == "dead_letter"
-        || (value["type"] == "decision" && value["kind"] == "verdict")
+        || (value["type"] == "decision"
+            && (value["kind"] == "verdict" || value["kind"] == "would_command"))
 }
 
 /// A line as compared: its JSON value, so spacing and key order do not matter; or its text.

@@ -3,10 +3,23 @@
 use salve_rules::Limits;
 use serde::{Deserialize, Deserializer};
 
+/// Whether commands are sent.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Decide, and send commands.
+    #[default]
+    Active,
+    /// Decide and log every command as `would_command`; send none, escalate nothing.
+    DryRun,
+}
+
 /// Tunables of the decision pipeline. Durations are written as `"1s"`, `"15m"`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
+    /// `active`, or `dry_run` to try rules on live telemetry without acting.
+    pub mode: Mode,
     /// Events larger than this go to the dead-letter topic.
     pub max_event_bytes: usize,
     /// Bucket width of the sliding windows.
@@ -51,6 +64,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
+            mode: Mode::Active,
             max_event_bytes: 1024 * 1024,
             resolution_ms: 1_000,
             max_window_ms: 15 * 60 * 1_000,

@@ -18,7 +18,7 @@ pub mod telemetry;
 pub mod window;
 pub mod wire;
 
-pub use config::EngineConfig;
+pub use config::{EngineConfig, Mode};
 pub use entity::EntityState;
 pub use pipeline::{Engine, PartitionId, RecordPosition};
 pub use stats::Stats;

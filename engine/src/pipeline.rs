@@ -5,7 +5,7 @@
 //! publish what it returns. State is kept per partition, so a partition's state can be dropped
 //! when the partition is revoked and rebuilt wherever it is assigned next.
 
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, Mode};
 use crate::entity::{EntityState, GroupSubject, InternedLabels, Pending, Subject};
 use crate::group::{group_id, GroupIndex};
 use crate::host::{self, Frame, SharedFrame};
@@ -1269,6 +1269,15 @@ impl Lifecycle<'_> {
         let step = subject.incidents[index].step;
         let action = step_action(rule, step).to_owned();
         let flap = self.flap(rule);
+        let dry = match (self.config.mode, rule.decl.shadow) {
+            (Mode::DryRun, _) => Some("dry run"),
+            (_, true) => Some("shadow rule"),
+            (Mode::Active, false) => None,
+        };
+        if let Some(why) = dry {
+            self.would_command(subject_key, subject, index, &action, why, reason, out);
+            return;
+        }
         if let Err(recent) = subject.admit(&action, now_ms, flap.max_attempts, flap.within_ms) {
             self.stats.flap_stops += 1;
             let reason = format!(
@@ -1306,6 +1315,61 @@ impl Lifecycle<'_> {
         );
         self.stats.commands += 1;
         commands.track(issued, subject_key);
+    }
+
+    /// Records the command the incident would get, sends nothing, and closes the incident: a
+    /// dry run, or a shadow rule, must not escalate or retry what it never did.
+    #[allow(clippy::too_many_arguments)]
+    fn would_command(
+        &mut self,
+        subject_key: &str,
+        subject: &mut Subject,
+        index: usize,
+        action: &str,
+        why: &str,
+        reason: Option<String>,
+        out: &mut Vec<Output>,
+    ) {
+        self.stats.would_commands += 1;
+        let mut incident = subject.incidents.remove(index);
+        incident.attempt += 1;
+        let id = command_id(&incident.id, incident.attempt);
+        let mut opened = transition(
+            self.now_ms,
+            &incident.rule,
+            subject_key,
+            &incident.id,
+            None,
+            IncidentState::Failing,
+            "rule failed".into(),
+        );
+        opened.attempt = Some(incident.attempt);
+        out.push(Output::Decision(opened));
+        let params = serde_json::Value::Object(incident.params.clone());
+        let mut record = Decision::new(
+            DecisionKind::WouldCommand,
+            self.now_ms,
+            &incident.rule,
+            subject_key,
+            format!(
+                "{why}: would send {action} to {} with params {params}{}",
+                incident.target,
+                reason.map(|r| format!(", because {r}")).unwrap_or_default()
+            ),
+        );
+        record.incident = Some(incident.id.clone());
+        record.attempt = Some(incident.attempt);
+        record.command_id = Some(id.clone());
+        out.push(Output::Decision(record));
+        incident.command_id = id;
+        subject.latch(Arc::clone(&incident.rule));
+        out.push(Output::Decision(close_attempt(
+            incident,
+            subject_key,
+            self.now_ms,
+            IncidentState::Resolved,
+            format!("{why}: nothing was sent"),
+        )));
     }
 
     /// The flap limit for `rule`.

@@ -36,6 +36,8 @@ pub struct Stats {
     pub verified: u64,
     /// Attempts scheduled again after a backoff.
     pub retries: u64,
+    /// Commands decided on and not sent: dry-run mode, or shadow rules.
+    pub would_commands: u64,
     /// Incidents handed to a human.
     pub escalations: u64,
     /// Of which, because of the flap limit.

@@ -1188,3 +1188,43 @@ fn a_verify_function_decides_whether_the_fix_held_after_the_settle_time() {
     assert_eq!(last_transition(&late), Some(IncidentState::Escalated));
     assert_eq!(engine.stats().verifications_failed, 1);
 }
+
+#[test]
+fn dry_run_decides_and_logs_but_publishes_no_command_and_escalates_nothing() {
+    let config = EngineConfig {
+        mode: crate::Mode::DryRun,
+        max_future_ms: i64::MAX,
+        ..EngineConfig::default()
+    };
+    let mut engine = engine_configured(config, &[]);
+    let mut out = feed(
+        &mut engine,
+        &[
+            exit("a", 1_000),
+            exit("a", 2_000),
+            exit("a", 3_000),
+            exit("a", 4_000),
+        ],
+    );
+    engine.tick(10_000_000, &mut out);
+    assert!(commands(&out).is_empty(), "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::Escalation(_))));
+    let would: Vec<&crate::Decision> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Decision(d) if d.kind == DecisionKind::WouldCommand => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(would.len(), 1, "one incident, not one per exit");
+    assert!(
+        would[0]
+            .reason
+            .starts_with("dry run: would send restart to a"),
+        "{}",
+        would[0].reason
+    );
+    assert_eq!(last_transition(&out), Some(IncidentState::Resolved));
+    assert_eq!(engine.stats().would_commands, 1);
+    assert_eq!(engine.stats().commands, 0);
+}

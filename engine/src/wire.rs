@@ -157,6 +157,8 @@ pub enum DecisionKind {
     Transition,
     /// An actuator acknowledged a command.
     Ack,
+    /// A command that dry-run mode, or a shadow rule, decided on and did not send.
+    WouldCommand,
 }
 
 /// One window value a decision rested on, e.g. `count("process_exit", 60s) = 3`.

@@ -47,6 +47,9 @@ pub struct Declaration {
     pub ladder: Vec<Step>,
     /// This rule's flap limit, when it differs from the engine's.
     pub flap: Option<Flap>,
+    /// A shadow rule runs beside the active ones, and logs the commands it would send
+    /// (`would_command` decisions) without sending them: `mode: "shadow"`.
+    pub shadow: bool,
 }
 
 /// Retries of a failed attempt, with exponential backoff.
@@ -147,6 +150,7 @@ const KEYS: &[&str] = &[
     "retry",
     "ladder",
     "flap",
+    "mode",
 ];
 const SELECTOR_KEYS: &[&str] = &["kind", "name", "labels"];
 const KINDS: &[&str] = &["metric", "health", "event"];
@@ -282,6 +286,16 @@ impl Declaration {
         let retry = retry(&map)?;
         let ladder = ladder(&map)?;
         let flap = flap(&map)?;
+        let shadow = match optional_string(&map, "mode")?.as_deref() {
+            None | Some("active") => false,
+            Some("shadow") => true,
+            Some(other) => {
+                return Err(error(
+                    "mode",
+                    format!("`mode` must be \"active\" or \"shadow\", got {other:?}"),
+                ))
+            }
+        };
         Ok(Self {
             name,
             description,
@@ -300,6 +314,7 @@ impl Declaration {
             retry,
             ladder,
             flap,
+            shadow,
         })
     }
 }
