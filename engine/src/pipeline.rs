@@ -77,6 +77,8 @@ struct PartitionState {
     /// The largest event time seen: the end of every window evaluated here.
     watermark_ms: i64,
     commands: OpenCommands,
+    /// Groups in a storm, as `<rule>/<group id>`: escalated once, frozen until it subsides.
+    storms: HashSet<String>,
     /// The watermark at the last sweep for idle entities.
     swept_at_ms: i64,
 }
@@ -348,7 +350,8 @@ impl Engine {
         };
         if !self.needs_group[rule_index] {
             if let Some(entity) = state.entities.get_mut(entity_key) {
-                judge.judge(entity_key, entity, None, &mut state.commands, out);
+                let storms = &mut state.storms;
+                judge.judge(entity_key, entity, None, &mut state.commands, storms, out);
             }
             return;
         }
@@ -373,7 +376,15 @@ impl Engine {
             let group = group
                 .as_mut()
                 .map(|(key, subject)| (key.as_str(), &mut subject.subject));
-            judge.judge(entity_key, &mut entity, group, &mut state.commands, out);
+            let storms = &mut state.storms;
+            judge.judge(
+                entity_key,
+                &mut entity,
+                group,
+                &mut state.commands,
+                storms,
+                out,
+            );
             state.entities = others;
         }
         state.entities.insert(Box::from(entity_key), entity);
@@ -709,6 +720,7 @@ impl Judge<'_> {
         entity: &mut EntityState,
         mut group: Option<(&str, &mut Subject)>,
         commands: &mut OpenCommands,
+        storms: &mut HashSet<String>,
         out: &mut Vec<Output>,
     ) {
         let subject_key = group
@@ -812,7 +824,7 @@ impl Judge<'_> {
                 self.stats.verdicts_transient += 1;
                 let reason = if ended.inhibited {
                     format!(
-                        "condition of {} cleared while an upstream incident inhibited its action: nothing left to do",
+                        "condition of {} cleared while its action was held back: nothing left to do",
                         rule.decl.name
                     )
                 } else if entity_now - since < hold_ms {
@@ -880,7 +892,10 @@ impl Judge<'_> {
         // An open incident upstream (the shared database, say) holds the action back: the
         // failure is recorded once as inhibited, and acts when the upstream incident closes
         // if it still holds then.
-        if let Some(reason) = self.inhibition(entity_key, entity) {
+        let held_back = self
+            .inhibition(entity_key, entity)
+            .or_else(|| self.blast_radius(entity_key, entity, storms, out));
+        if let Some(reason) = held_back {
             let pendings = &mut subject(entity, &mut group).pending;
             let index = pending.unwrap_or_else(|| {
                 pendings.push(Pending::new(Arc::clone(&rule_name), entity_now));
@@ -1037,6 +1052,76 @@ impl Judge<'_> {
             }
         }
         None
+    }
+
+    /// Why the rule's blast radius holds this failure back, if it does: a storm in the
+    /// entity's group (escalated once, when it starts), or the group's quota of members
+    /// under remediation at once already taken.
+    fn blast_radius(
+        &mut self,
+        entity_key: &str,
+        entity: &EntityState,
+        storms: &mut HashSet<String>,
+        out: &mut Vec<Output>,
+    ) -> Option<String> {
+        let radius = self.rule.decl.blast_radius.as_ref()?;
+        let (others, groups) = self.calls.group.as_ref()?;
+        let value = entity.label(&radius.group)?;
+        let group = group_id(&radius.group, value);
+        let rule = &*self.rule_name;
+        let (mut members, mut failing, mut in_flight) = (0u32, 0u32, 0u32);
+        for member in groups.members(&radius.group, value) {
+            members += 1;
+            if member == entity_key {
+                failing += 1;
+                continue;
+            }
+            let Some(state) = others.get(member) else {
+                continue;
+            };
+            let open = state.subject.incidents.iter().find(|i| &*i.rule == rule);
+            if open.is_some() || state.subject.pending.iter().any(|p| &*p.rule == rule) {
+                failing += 1;
+            }
+            if open.is_some_and(|i| {
+                matches!(
+                    i.state,
+                    IncidentState::Remediating
+                        | IncidentState::Verifying
+                        | IncidentState::BackingOff
+                )
+            }) {
+                in_flight += 1;
+            }
+        }
+        let storm = format!("{rule}/{group}");
+        if members >= 2 && f64::from(failing) > radius.storm_share * f64::from(members) {
+            let reason = format!(
+                "storm: {failing} of {members} members of {group} failing, more than {}%: automation is frozen for the group",
+                radius.storm_share * 100.0
+            );
+            if storms.insert(storm.clone()) {
+                self.stats.escalations += 1;
+                self.stats.storms += 1;
+                out.push(Output::Escalation(Escalation {
+                    v: WIRE_VERSION,
+                    incident: format!("storm/{storm}"),
+                    entity: group,
+                    rule: rule.to_owned(),
+                    reason: reason.clone(),
+                    attempts: 0,
+                    ts: self.now_ms,
+                }));
+            }
+            return Some(reason);
+        }
+        storms.remove(&storm);
+        match radius.max_in_flight {
+            Some(max) if in_flight >= max => Some(format!(
+                "queued: {group} already has {in_flight} of at most {max} members under remediation by {rule}"
+            )),
+            _ => None,
+        }
     }
 
     fn timeout_ms(&self) -> i64 {

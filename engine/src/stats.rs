@@ -42,6 +42,8 @@ pub struct Stats {
     pub escalations: u64,
     /// Of which, because of the flap limit.
     pub flap_stops: u64,
+    /// Of which, storms: too much of a group failing at once.
+    pub storms: u64,
     /// Commands issued.
     pub commands: u64,
     /// Acks matched to an open attempt.

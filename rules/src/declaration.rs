@@ -50,6 +50,20 @@ pub struct Declaration {
     /// A shadow rule runs beside the active ones, and logs the commands it would send
     /// (`would_command` decisions) without sending them: `mode: "shadow"`.
     pub shadow: bool,
+    /// Limits on how much of a group this rule acts on at once.
+    pub blast_radius: Option<BlastRadius>,
+}
+
+/// How much of a group (the entities sharing a label's value) a rule may act on at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlastRadius {
+    /// The label that forms the groups, e.g. `service`.
+    pub group: String,
+    /// At most this many members under remediation at once; the others wait their turn.
+    pub max_in_flight: Option<u32>,
+    /// When more than this share of the members fail at once, automation freezes for the
+    /// group and salve escalates a storm: a shared cause is likelier than many broken members.
+    pub storm_share: f64,
 }
 
 /// Retries of a failed attempt, with exponential backoff.
@@ -151,6 +165,7 @@ const KEYS: &[&str] = &[
     "ladder",
     "flap",
     "mode",
+    "blast_radius",
 ];
 const SELECTOR_KEYS: &[&str] = &["kind", "name", "labels"];
 const KINDS: &[&str] = &["metric", "health", "event"];
@@ -286,6 +301,7 @@ impl Declaration {
         let retry = retry(&map)?;
         let ladder = ladder(&map)?;
         let flap = flap(&map)?;
+        let blast_radius = blast_radius(&map)?;
         let shadow = match optional_string(&map, "mode")?.as_deref() {
             None | Some("active") => false,
             Some("shadow") => true,
@@ -315,6 +331,7 @@ impl Declaration {
             ladder,
             flap,
             shadow,
+            blast_radius,
         })
     }
 }
@@ -467,6 +484,37 @@ fn ladder(map: &Map) -> Result<Vec<Step>, DeclarationError> {
             })
         })
         .collect()
+}
+
+fn blast_radius(map: &Map) -> Result<Option<BlastRadius>, DeclarationError> {
+    let example = "#{ group: \"service\", max_in_flight: 2, storm_share: 0.5 }";
+    let allowed = ["group", "max_in_flight", "storm_share"];
+    let Some(entries) = sub_map(map, "blast_radius", &allowed, example)? else {
+        return Ok(None);
+    };
+    let group = entries
+        .get("group")
+        .and_then(|v| v.clone().into_immutable_string().ok())
+        .map(|s| s.to_string())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            error(
+                "blast_radius",
+                format!("`blast_radius.group` must name a label, as in {example}"),
+            )
+        })?;
+    let storm_share = fraction_in(&entries, "blast_radius", "storm_share", 0.0)?.unwrap_or(0.5);
+    if storm_share > 1.0 {
+        return Err(error(
+            "blast_radius",
+            "`blast_radius.storm_share` must be at most 1".into(),
+        ));
+    }
+    Ok(Some(BlastRadius {
+        group,
+        max_in_flight: positive_int(&entries, "blast_radius", "max_in_flight")?,
+        storm_share,
+    }))
 }
 
 fn flap(map: &Map) -> Result<Option<Flap>, DeclarationError> {

@@ -13,7 +13,9 @@ mod rule_set;
 mod sandbox;
 mod usage;
 
-pub use declaration::{Declaration, DeclarationError, Flap, Inhibitor, Retry, Selector, Step};
+pub use declaration::{
+    BlastRadius, Declaration, DeclarationError, Flap, Inhibitor, Retry, Selector, Step,
+};
 pub use duration::{duration_ms, parse_duration_ms, DurationError};
 pub use rule_set::{LoadError, LoadErrors, ParamOverrides, Rule, RuleSet};
 pub use sandbox::{EvalError, Limits, Runtime};

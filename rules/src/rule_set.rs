@@ -441,6 +441,7 @@ fn load_one(
         .group_by
         .iter()
         .chain(decl.inhibited_by.iter().map(|i| &i.upstream_label))
+        .chain(decl.blast_radius.iter().map(|b| &b.group))
     {
         if !group_labels.contains(label) {
             group_labels.push(label.clone());

@@ -417,3 +417,38 @@ fn target_and_action_params_are_probed_like_the_condition() {
         assert!(err.0[0].message.contains(typo), "{err}");
     }
 }
+
+#[test]
+fn a_blast_radius_names_its_group_and_a_share_of_at_most_one() {
+    let with = |radius: &str| {
+        VALID.replace(
+            "action: \"restart\"",
+            &format!("action: \"restart\", blast_radius: {radius}"),
+        )
+    };
+    let set = load(&with("#{ group: \"service\", max_in_flight: 2 }")).expect("loads");
+    let radius = set.rules()[0].decl.blast_radius.clone().expect("set");
+    assert_eq!(
+        (
+            radius.group.as_str(),
+            radius.max_in_flight,
+            radius.storm_share
+        ),
+        ("service", Some(2), 0.5)
+    );
+    assert_eq!(set.rules()[0].group_labels(), ["service"]);
+    for (bad, says) in [
+        (
+            "#{ max_in_flight: 2 }",
+            "`blast_radius.group` must name a label",
+        ),
+        ("#{ group: \"service\", storm_share: 1.5 }", "at most 1"),
+        (
+            "#{ group: \"service\", max_in_flight: 0 }",
+            "positive integer",
+        ),
+    ] {
+        let err = load(&with(bad)).expect_err(bad);
+        assert!(err.0[0].message.contains(says), "{bad}: {err}");
+    }
+}
