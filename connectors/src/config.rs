@@ -98,6 +98,9 @@ pub struct TopicsConfig {
     pub decisions: String,
     /// Incidents handed to a human: paging and ticketing systems consume these.
     pub escalations: String,
+    /// Open incidents per subject, compacted, partitioned like the telemetry: restored when a
+    /// partition is assigned. It needs at least as many partitions as each telemetry topic.
+    pub changelog: String,
     /// Messages that could not be read, with the reason in headers.
     pub dead_letter: String,
     /// Dead-lettered payloads larger than this keep only their head; a header gives the size.
@@ -119,6 +122,7 @@ impl Default for TopicsConfig {
             acks: "salve.acks".into(),
             decisions: "salve.decisions".into(),
             escalations: "salve.escalations".into(),
+            changelog: "salve.changelog".into(),
             dead_letter: "salve.deadletter".into(),
             dead_letter_max_bytes: 1_000_000,
             create: true,
@@ -152,6 +156,7 @@ impl TopicsConfig {
             self.acks.as_str(),
             self.decisions.as_str(),
             self.escalations.as_str(),
+            self.changelog.as_str(),
             self.dead_letter.as_str(),
         ]);
         all.extend(self.actuators.values().map(String::as_str));
@@ -167,6 +172,7 @@ impl TopicsConfig {
             &self.acks,
             &self.decisions,
             &self.escalations,
+            &self.changelog,
             &self.dead_letter,
         ];
         if outputs
@@ -176,7 +182,7 @@ impl TopicsConfig {
         {
             return Err(InvalidConfig {
                 key: "topics.telemetry",
-                expected: "topics that salve does not also write to (commands, acks, decisions, escalations, dead_letter, actuators): it would read its own output",
+                expected: "topics that salve does not also write to (commands, acks, decisions, escalations, changelog, dead_letter, actuators): it would read its own output",
             });
         }
         if self.telemetry.is_empty() || self.telemetry.iter().any(String::is_empty) {

@@ -2,6 +2,7 @@
 //! and the JSON-lines file source that `salve replay` reads.
 #![forbid(unsafe_code)]
 
+pub mod changelog;
 pub mod config;
 pub mod dead_letter;
 pub mod embedded;

@@ -71,6 +71,9 @@ pub enum RunError {
     /// committed.
     #[error("aborted while waiting for the broker; uncommitted events will be processed again")]
     Aborted,
+    /// The state of an assigned partition could not be read back.
+    #[error(transparent)]
+    Changelog(#[from] crate::changelog::ChangelogError),
 }
 
 /// What a run did, returned when it stops.
@@ -128,6 +131,8 @@ struct GroupContext {
     revoked: Mutex<Vec<PartitionId>>,
     /// Set when `revoked` has entries, so the loop checks it with one load per message.
     revocations: std::sync::atomic::AtomicBool,
+    /// Partitions assigned since the loop last looked, whose state it must restore.
+    assigned: Mutex<Vec<PartitionId>>,
     /// A delivery failure seen while handing partitions over; the loop stops on it.
     fatal: Mutex<Option<RunError>>,
     commits: AtomicU64,
@@ -137,6 +142,21 @@ impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let assigned = list.elements().into_iter().filter_map(|element| {
+                let topic = self.telemetry.iter().position(|t| t == element.topic())?;
+                Some(PartitionId {
+                    topic: topic as u16,
+                    partition: element.partition(),
+                })
+            });
+            self.assigned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(assigned);
+            self.revocations.store(true, Ordering::SeqCst);
+            return;
+        }
         let Rebalance::Revoke(list) = rebalance else {
             return;
         };
@@ -278,6 +298,20 @@ impl Publisher<'_> {
     fn outputs(&mut self, outputs: &mut Vec<Output>) -> Result<(), RunError> {
         for output in outputs.drain(..) {
             self.buffer.clear();
+            if let Output::Changelog(record) = &output {
+                // To the changelog partition numbered like the source partition, so that
+                // whoever is assigned that partition finds the state there.
+                let key = record.key();
+                let base = BaseRecord::<str, [u8]>::to(&self.topics.changelog)
+                    .key(key.as_str())
+                    .partition(record.partition.partition);
+                let base = match &record.value {
+                    Some(value) => base.payload(value.as_bytes()),
+                    None => base,
+                };
+                self.send(base)?;
+                continue;
+            }
             let (topic, written) = match &output {
                 Output::Command(command) => (
                     self.topics.for_action(&command.action),
@@ -287,6 +321,7 @@ impl Publisher<'_> {
                     self.topics.decisions.as_str(),
                     serde_json::to_writer(&mut self.buffer, decision),
                 ),
+                Output::Changelog(_) => continue,
                 Output::Escalation(escalation) => (
                     self.topics.escalations.as_str(),
                     serde_json::to_writer(&mut self.buffer, escalation),
@@ -362,6 +397,7 @@ pub fn run(
         pending: Arc::clone(&pending),
         revoked: Mutex::new(Vec::new()),
         revocations: std::sync::atomic::AtomicBool::new(false),
+        assigned: Mutex::new(Vec::new()),
         fatal: Mutex::new(None),
         commits: AtomicU64::new(0),
     };
@@ -417,6 +453,16 @@ pub fn run(
             );
             for partition in revoked {
                 engine.revoke(partition);
+            }
+            let assigned: Vec<PartitionId> = std::mem::take(
+                &mut *consumer
+                    .context()
+                    .assigned
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            if !assigned.is_empty() {
+                crate::changelog::restore(engine, bootstrap, kafka, topics, &assigned)?;
             }
             if let Some(error) = consumer
                 .context()

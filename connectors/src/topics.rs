@@ -35,11 +35,17 @@ pub fn ensure_topics(
     let new_topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|name| {
-            NewTopic::new(
+            let topic = NewTopic::new(
                 name,
                 topics.partitions,
                 TopicReplication::Fixed(topics.replication),
-            )
+            );
+            // The changelog keeps the latest state per subject, forever: compaction, not age.
+            if *name == topics.changelog {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

@@ -31,17 +31,21 @@ impl Pending {
 }
 
 /// What rules have found about something they judge: an entity, or a group of entities.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Subject {
     /// Open incidents, at most one per rule.
     pub incidents: Vec<Incident>,
-    /// Rules whose condition holds but not yet for their `hold_for`.
+    /// Rules whose condition holds but not yet for their `hold_for`. Not persisted: a
+    /// pending state starts over after a restart.
+    #[serde(skip)]
     pub pending: Vec<Pending>,
     /// Rules whose last incident here closed while their condition still held: they open no
     /// new incident until the condition has cleared once, so a fix that did not take is not
     /// repeated every event. Boxed, since most subjects never have one.
+    #[serde(default)]
     latched: Option<Box<[Arc<str>]>>,
     /// Recent commands, as (action, processing time), for flap protection.
+    #[serde(default)]
     recent: Option<Box<[Issued]>>,
 }
 
@@ -105,6 +109,11 @@ impl Subject {
         }
         self.recent = (!kept.is_empty()).then(|| kept.into_boxed_slice());
         result
+    }
+
+    /// Whether there is nothing here worth keeping across a restart.
+    pub fn is_durable_empty(&self) -> bool {
+        self.incidents.is_empty() && self.latched.is_none() && self.recent.is_none()
     }
 
     /// Whether rule `rule` has an open incident here.

@@ -2,10 +2,12 @@
 
 use crate::pipeline::RecordPosition;
 use crate::wire::IncidentState;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// An open incident. Closed incidents live on only in the decision log.
-#[derive(Debug, Clone, PartialEq)]
+/// An open incident. Closed incidents live on only in the decision log. Open ones are also
+/// written to the changelog topic, so that they survive a restart or a move to another process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     /// Deterministic id, see [`incident_id`].
     pub id: String,
@@ -33,6 +35,12 @@ pub struct Incident {
     pub params: serde_json::Map<String, serde_json::Value>,
     /// While verifying: from when (processing time) a condition that holds fails the attempt.
     pub verify_from_ms: i64,
+    /// While verifying: when the verification succeeds.
+    #[serde(default)]
+    pub verify_until_ms: i64,
+    /// While backing off: when the next attempt is due.
+    #[serde(default)]
+    pub retry_at_ms: i64,
     /// While mitigated: since when (entity event time) the clear condition has held.
     pub clear_since_ms: Option<i64>,
     /// While mitigated: when the clear condition was last seen holding.

@@ -15,8 +15,8 @@ use crate::router::Router;
 use crate::stats::Stats;
 use crate::telemetry::{decode_partitioned, Kind, Rejection, TelemetryEvent};
 use crate::wire::{
-    Ack, AckDecodeError, AckStatus, Command, Decision, DecisionKind, Escalation, IncidentState,
-    Output, Verdict, WIRE_VERSION,
+    Ack, AckDecodeError, AckStatus, ChangelogRecord, Command, Decision, DecisionKind, Escalation,
+    IncidentState, Output, Verdict, WIRE_VERSION,
 };
 use hashbrown::HashMap;
 use salve_rules::{EvalError, LoadErrors, RuleSet, Runtime};
@@ -110,6 +110,24 @@ pub struct Engine {
     interned: HashSet<Arc<str>>,
     matched: Vec<usize>,
     stats: Stats,
+    /// Subjects whose durable state changed since the last changelog records were emitted.
+    dirty: Vec<(PartitionId, String)>,
+}
+
+/// A subject's state as the changelog holds it.
+#[derive(Debug, serde::Deserialize)]
+struct Durable {
+    /// A group id rather than an entity.
+    group: bool,
+    subject: Subject,
+}
+
+/// [`Durable`], borrowed, for writing; `v` is the format's version.
+#[derive(serde::Serialize)]
+struct DurableRef<'a> {
+    v: u32,
+    group: bool,
+    subject: &'a Subject,
 }
 
 impl Engine {
@@ -144,6 +162,7 @@ impl Engine {
             interned: HashSet::new(),
             matched: Vec::new(),
             stats: Stats::default(),
+            dirty: Vec::new(),
         };
         engine.install(rules);
         Ok(engine)
@@ -311,10 +330,12 @@ impl Engine {
             return Ok(());
         }
         let matched = std::mem::take(&mut self.matched);
+        let before = out.len();
         for &rule in &matched {
             self.evaluate(position, rule, entity_key, watermark, now_ms, out);
         }
         self.matched = matched;
+        self.record_changes(position.partition, before, out);
         Ok(())
     }
 
@@ -411,15 +432,15 @@ impl Engine {
 
     /// Applies an actuator's ack to the attempt it names.
     pub fn on_ack(&mut self, ack: &Ack, now_ms: i64, out: &mut Vec<Output>) {
-        let found = self.partitions.iter_mut().find_map(|(_, state)| {
+        let found = self.partitions.iter_mut().find_map(|(id, state)| {
             state
                 .commands
                 .subjects
                 .get(&ack.command_id)
                 .cloned()
-                .map(|e| (state, e))
+                .map(|e| (*id, state, e))
         });
-        let Some((state, subject_key)) = found else {
+        let Some((partition, state, subject_key)) = found else {
             self.stats.acks_unmatched += 1;
             tracing::debug!(command_id = %ack.command_id, "ack matches no open attempt here");
             return;
@@ -464,6 +485,7 @@ impl Engine {
         record.ack_status = Some(ack.status);
         record.actuator = ack.actuator.clone();
         out.push(Output::Decision(record));
+        let before = out.len();
         let mut lifecycle = Lifecycle {
             rules: &self.rules,
             config: &self.config,
@@ -494,6 +516,7 @@ impl Engine {
                 );
             }
         }
+        self.record_changes(partition, before, out);
     }
 
     /// Fires every deadline at or before `now_ms`: ack timeouts, verifications that held,
@@ -505,7 +528,17 @@ impl Engine {
             stats: &mut self.stats,
             now_ms,
         };
-        for state in self.partitions.values_mut() {
+        let before = out.len();
+        let mut changed = Vec::new();
+        for (id, state) in self.partitions.iter_mut() {
+            if state
+                .commands
+                .deadlines
+                .peek()
+                .is_some_and(|Reverse(d)| d.at_ms <= now_ms)
+            {
+                changed.push(*id);
+            }
             while state
                 .commands
                 .deadlines
@@ -575,6 +608,113 @@ impl Engine {
                 }
             }
         }
+        // Deadlines fire on many partitions at once, rarely: note every changed subject.
+        for partition in changed {
+            self.record_changes(partition, before, out);
+        }
+    }
+
+    /// Marks the subjects whose incidents changed in `out[before..]` (a transition names its
+    /// subject), and appends their changelog records.
+    fn record_changes(&mut self, partition: PartitionId, before: usize, out: &mut Vec<Output>) {
+        for output in &out[before..] {
+            if let Output::Decision(d) = output {
+                let changes = matches!(
+                    d.kind,
+                    DecisionKind::Transition | DecisionKind::WouldCommand
+                );
+                if changes
+                    && !self
+                        .dirty
+                        .iter()
+                        .any(|(p, s)| *p == partition && *s == d.entity)
+                {
+                    self.dirty.push((partition, d.entity.clone()));
+                }
+            }
+        }
+        for (partition, subject) in std::mem::take(&mut self.dirty) {
+            let Some(state) = self.partitions.get(&partition) else {
+                continue;
+            };
+            let (durable, group) = match state.entities.get(subject.as_str()) {
+                Some(entity) => (Some(&entity.subject), false),
+                None => (
+                    state
+                        .group_subjects
+                        .get(subject.as_str())
+                        .map(|g| &g.subject),
+                    true,
+                ),
+            };
+            let value = durable.filter(|s| !s.is_durable_empty()).and_then(|s| {
+                serde_json::to_string(&DurableRef {
+                    v: WIRE_VERSION,
+                    group,
+                    subject: s,
+                })
+                .ok()
+            });
+            out.push(Output::Changelog(ChangelogRecord {
+                partition,
+                subject,
+                value,
+            }));
+        }
+    }
+
+    /// Restores a subject's durable state from its changelog record, when `partition` is
+    /// assigned: its incidents resume where they were, with their deadlines.
+    pub fn restore(
+        &mut self,
+        partition: PartitionId,
+        subject_key: &str,
+        value: &[u8],
+    ) -> Result<(), String> {
+        let durable: Durable = serde_json::from_slice(value)
+            .map_err(|e| format!("changelog record for {subject_key}: {e}"))?;
+        let group_labels = &self.group_labels;
+        let state = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState {
+                groups: GroupIndex::new(group_labels.iter().cloned()),
+                ..PartitionState::default()
+            });
+        for incident in &durable.subject.incidents {
+            let deadline = match incident.state {
+                IncidentState::Remediating | IncidentState::Reverting => {
+                    Some((DeadlineKind::Ack, incident.ack_deadline_ms))
+                }
+                IncidentState::Verifying => Some((DeadlineKind::Verify, incident.verify_until_ms)),
+                IncidentState::BackingOff => Some((DeadlineKind::Retry, incident.retry_at_ms)),
+                _ => None,
+            };
+            if let Some((kind, at_ms)) = deadline {
+                state.commands.deadlines.push(Reverse(AckDeadline {
+                    at_ms,
+                    command_id: incident.command_id.clone(),
+                    kind,
+                }));
+                state
+                    .commands
+                    .subjects
+                    .insert(incident.command_id.clone(), Box::from(subject_key));
+            }
+        }
+        self.stats.incidents_restored += durable.subject.incidents.len() as u64;
+        if durable.group {
+            state
+                .group_subjects
+                .entry_ref(subject_key)
+                .or_default()
+                .subject = durable.subject;
+        } else {
+            let entity = state.entities.entry_ref(subject_key).or_default();
+            entity.subject = durable.subject;
+            entity.last_heard_ms = state.watermark_ms;
+        }
+        Ok(())
     }
 
     /// The earliest pending deadline, so a driver can sleep until it.
@@ -759,7 +899,10 @@ impl Judge<'_> {
             {
                 // Two-phase validation: the actuator said it worked; the telemetry disagrees.
                 // Within `settle` of the fix, windows still hold data from before it.
-                if now_ms < subject(entity, &mut group).incidents[open].verify_from_ms {
+                // Measured on the entity's event time: after a restart, the events redelivered
+                // from before the fix must not fail it.
+                if entity.last_seen_ms < subject(entity, &mut group).incidents[open].verify_from_ms
+                {
                     return;
                 }
                 let failing = if self.rule.has_verify() {
@@ -952,6 +1095,8 @@ impl Judge<'_> {
             clear_since_ms: None,
             clear_last_ms: 0,
             verify_from_ms: 0,
+            verify_until_ms: 0,
+            retry_at_ms: 0,
             target: String::new(),
             params: serde_json::Map::new(),
         };
@@ -1199,6 +1344,8 @@ impl Lifecycle<'_> {
                 format!("the actuator reported success; {revert} follows once the rule is clear for {clear_for} ms"),
             )
         } else if verify_for > 0 {
+            subject.incidents[index].verify_until_ms = now_ms.saturating_add(verify_for);
+            let incident = &subject.incidents[index];
             commands.deadlines.push(Reverse(AckDeadline {
                 at_ms: now_ms.saturating_add(verify_for),
                 command_id: incident.command_id.clone(),
@@ -1282,6 +1429,7 @@ impl Lifecycle<'_> {
         } else if incident.step_attempts < retry.attempts {
             let delay = backoff_ms(retry, incident.step_attempts, &incident.id);
             let incident = &mut subject.incidents[index];
+            incident.retry_at_ms = now_ms.saturating_add(delay);
             commands.deadlines.push(Reverse(AckDeadline {
                 at_ms: now_ms.saturating_add(delay),
                 command_id: incident.command_id.clone(),

@@ -1228,3 +1228,55 @@ fn dry_run_decides_and_logs_but_publishes_no_command_and_escalates_nothing() {
     assert_eq!(engine.stats().would_commands, 1);
     assert_eq!(engine.stats().commands, 0);
 }
+
+fn changelog(out: &[Output]) -> Vec<&crate::wire::ChangelogRecord> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Changelog(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn open_incidents_go_to_the_changelog_and_come_back_with_their_deadlines() {
+    let mut first = engine_with(&[]);
+    let out = feed(
+        &mut first,
+        &[exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)],
+    );
+    let id = commands(&out)[0].id.clone();
+    let records = changelog(&out);
+    assert_eq!(records.len(), 1, "one subject changed");
+    assert_eq!(records[0].key(), "0:0|a");
+    let value = records[0].value.clone().expect("an open incident");
+
+    // Another process is assigned the partition: it restores, and the ack finds the incident.
+    let mut second = engine_with(&[]);
+    second
+        .restore(records[0].partition, "a", value.as_bytes())
+        .expect("restores");
+    assert_eq!(second.stats().incidents_restored, 1);
+    assert_eq!(
+        second.next_deadline(),
+        Some(30_000),
+        "the ack deadline came back too"
+    );
+    let mut acked = Vec::new();
+    second.on_ack(&ack(&id, AckStatus::Succeeded), 5_000, &mut acked);
+    assert_eq!(last_transition(&acked), Some(IncidentState::Verifying));
+    // The verification, and a record with nothing open; the flap history stays, since a
+    // restart must not forget how often the entity was just restarted.
+    second.tick(65_000, &mut acked);
+    assert_eq!(last_transition(&acked), Some(IncidentState::Resolved));
+    let last = changelog(&acked)
+        .last()
+        .and_then(|c| c.value.clone())
+        .expect("a record");
+    let last: serde_json::Value = serde_json::from_str(&last).expect("JSON");
+    assert_eq!(last["subject"]["incidents"], serde_json::json!([]));
+    assert_eq!(last["subject"]["recent"][0][0], "restart");
+    assert!(second
+        .restore(records[0].partition, "a", b"{not json")
+        .is_err());
+}

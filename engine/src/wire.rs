@@ -262,6 +262,31 @@ pub struct Escalation {
     pub ts: i64,
 }
 
+/// A subject's durable state (open incidents, latches, recent commands), for the changelog
+/// topic. Written whenever an incident of the subject changes; `value: None` is a tombstone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChangelogRecord {
+    /// The source partition whose state this is: the record goes to the changelog partition
+    /// of the same number, so that it moves with the source partition.
+    #[serde(skip)]
+    pub partition: crate::PartitionId,
+    /// The entity, or the group id.
+    pub subject: String,
+    /// The serialized state, see [`crate::Engine::restore`]; `None` when nothing is left.
+    pub value: Option<String>,
+}
+
+impl ChangelogRecord {
+    /// The Kafka key: the source partition and the subject, so that topics sharing a
+    /// partition number do not share keys.
+    pub fn key(&self) -> String {
+        format!(
+            "{}:{}|{}",
+            self.partition.topic, self.partition.partition, self.subject
+        )
+    }
+}
+
 /// What the engine asks its driver to publish.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -272,6 +297,8 @@ pub enum Output {
     Decision(Decision),
     /// To the escalations topic, keyed by entity.
     Escalation(Escalation),
+    /// To the changelog topic's partition of the same number as the source partition.
+    Changelog(ChangelogRecord),
 }
 
 impl Output {
@@ -281,6 +308,7 @@ impl Output {
             Output::Command(c) => &c.entity,
             Output::Decision(d) => &d.entity,
             Output::Escalation(e) => &e.entity,
+            Output::Changelog(c) => &c.subject,
         }
     }
 }
