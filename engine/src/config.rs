@@ -140,6 +140,12 @@ impl EngineConfig {
                 });
             }
         }
+        if self.flap_window_ms <= 0 {
+            return Err(InvalidEngineConfig {
+                key: "flap_window",
+                expected: "a positive duration such as \"1m\": 0 would count nothing",
+            });
+        }
         if self.flap_max_attempts == 0 {
             return Err(InvalidEngineConfig {
                 key: "flap_max_attempts",

@@ -1414,7 +1414,11 @@ impl Lifecycle<'_> {
             )));
             return;
         };
-        let action = step_action(rule, incident.step).to_owned();
+        let action = if incident.state == IncidentState::Reverting {
+            rule.decl.revert.clone().unwrap_or_default()
+        } else {
+            step_action(rule, incident.step).to_owned()
+        };
         let retry = &rule.decl.retry;
         if incident.state == IncidentState::Reverting {
             // A revert that fails leaves the entity mitigated, not broken: a human decides.
@@ -1627,7 +1631,8 @@ impl Lifecycle<'_> {
         let incident = &mut subject.incidents[index];
         commands.subjects.remove(&incident.command_id);
         if incident.attempt == 0 {
-            let mut opened = transition(
+            // Nothing was sent: the incident has no attempt to number.
+            out.push(Output::Decision(transition(
                 self.now_ms,
                 &incident.rule,
                 subject_key,
@@ -1635,9 +1640,7 @@ impl Lifecycle<'_> {
                 None,
                 IncidentState::Failing,
                 "rule failed".into(),
-            );
-            opened.attempt = Some(1);
-            out.push(Output::Decision(opened));
+            )));
         }
         let mut record = transition(
             self.now_ms,

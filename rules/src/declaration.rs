@@ -300,6 +300,12 @@ impl Declaration {
         }
         let retry = retry(&map)?;
         let ladder = ladder(&map)?;
+        if revert.is_some() && (verify_for_ms > 0 || !ladder.is_empty()) {
+            return Err(error(
+                "revert",
+                "a paired action (`revert`) is undone by its clear condition, so it takes no `verify_for` or `ladder`".into(),
+            ));
+        }
         let flap = flap(&map)?;
         let blast_radius = blast_radius(&map)?;
         let shadow = match optional_string(&map, "mode")?.as_deref() {
@@ -531,6 +537,12 @@ fn flap(map: &Map) -> Result<Option<Flap>, DeclarationError> {
             format!("`flap` needs both keys, as in {example}"),
         ));
     };
+    if within_ms == 0 {
+        return Err(error(
+            "flap",
+            "`flap.within` must be longer than zero, or nothing would be counted".into(),
+        ));
+    }
     Ok(Some(Flap {
         max_attempts,
         within_ms,
