@@ -670,7 +670,10 @@ fn drive<A: Actuator>(
         let mut state = lock();
         state.drain_finished()?;
         state.dedup.follow(wall_ms());
-        state.dispatch()?;
+        // Checked after taking in outcomes: a slot freed after a stop request starts nothing.
+        if shutdown.state() == RUNNING {
+            state.dispatch()?;
+        }
         if last_commit.elapsed() >= commit_interval {
             last_commit = Instant::now();
             state.expire_records()?;
