@@ -26,4 +26,4 @@ echo "== the whole workspace, integration tests on librdkafka's mock cluster"
 cargo test --workspace "$@"
 
 echo "== integration tests on Tansu at 127.0.0.1:$port"
-SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test -p salve-tests --test broker --test interop "$@"
+SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test -p salve-tests --test broker --test interop --test actuators "$@"
