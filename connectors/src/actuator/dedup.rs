@@ -300,24 +300,81 @@ pub(crate) fn ensure_dedup_topic(
         topic: topic.to_owned(),
         source,
     };
+    // Look first: a topic made by its operator is left as it is.
+    let probe: BaseConsumer = client_config(bootstrap, &[], &kafka.consumer)
+        .set("group.id", "salve.dedup-topic-probe")
+        .create()
+        .map_err(client_error)?;
+    let metadata = probe
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(client_error)?;
+    if metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    {
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap, &[], &kafka.consumer)
         .create()
         .map_err(client_error)?;
     let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
         .set("cleanup.policy", "compact");
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(5)));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| client_error(KafkaError::AdminOpCreation(e.to_string())))?;
-    let results = runtime
-        .block_on(admin.create_topics([&new_topic], &options))
-        .map_err(client_error)?;
+    let results = match runtime.block_on(admin.create_topics([&new_topic], &options)) {
+        Ok(results) => results,
+        Err(KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut)) => {
+            return create_by_metadata_request(bootstrap, kafka, topic)
+        }
+        Err(error) => return Err(client_error(error)),
+    };
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => return Err(DedupError::Refused { topic, code }),
         }
     }
+    Ok(())
+}
+
+/// The embedded broker (librdkafka's mock cluster) does not answer CreateTopics; it creates a
+/// topic when a producer asks for its metadata. Only tried when CreateTopics went unanswered:
+/// on a real cluster that would make a topic that is not compacted.
+fn create_by_metadata_request(
+    bootstrap: &str,
+    kafka: &KafkaConfig,
+    topic: &str,
+) -> Result<(), DedupError> {
+    let client_error = |source| DedupError::Client {
+        topic: topic.to_owned(),
+        source,
+    };
+    use rdkafka::producer::{BaseProducer, Producer};
+    let producer: BaseProducer = client_config(bootstrap, &[], &kafka.producer)
+        .create()
+        .map_err(client_error)?;
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(client_error)?;
+    let created = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if !created {
+        return Err(DedupError::Unavailable {
+            topic: topic.to_owned(),
+            reason: "the broker neither answered CreateTopics nor created the topic on request; create it (compacted) by hand".into(),
+        });
+    }
+    tracing::warn!(
+        "the broker did not answer CreateTopics; {topic} was created by a metadata request, so it may not be compacted"
+    );
     Ok(())
 }
