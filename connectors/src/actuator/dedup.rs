@@ -9,6 +9,7 @@
 //! records are forgotten `dedup_retention` after `expires_at`, and a tombstone then lets
 //! compaction drop them from the topic.
 
+use super::done::{DoneRecord, DoneSet};
 use crate::config::{client_config, KafkaConfig};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -18,8 +19,7 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use salve_engine::wire::Ack;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// How long restoring the record may take before the runner gives up.
@@ -54,27 +54,11 @@ pub enum DedupError {
     },
 }
 
-/// One finished command, as stored in the dedup topic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct DoneRecord {
-    /// Format version.
-    pub(crate) v: u32,
-    /// The command's `expires_at`: after it, and `dedup_retention`, the record is dropped.
-    pub(crate) expires_at: i64,
-    /// The final ack that was sent.
-    pub(crate) ack: Ack,
-}
-
 /// Finished commands by `id`, restored from and followed on the dedup topic.
 pub(crate) struct DedupLog {
     topic: String,
     follower: BaseConsumer,
-    done: HashMap<String, DoneRecord>,
-    /// (forget at, id), to forget records in time order.
-    by_deadline: BTreeSet<(i64, String)>,
-    retention_ms: i64,
-    /// Ids restored past their retention: the runner writes their tombstones.
-    stale: Vec<String>,
+    done: DoneSet,
 }
 
 impl DedupLog {
@@ -108,10 +92,7 @@ impl DedupLog {
         Ok(Self {
             topic: topic.to_owned(),
             follower,
-            done: HashMap::new(),
-            by_deadline: BTreeSet::new(),
-            retention_ms,
-            stale: Vec::new(),
+            done: DoneSet::new(retention_ms),
         })
     }
 
@@ -196,13 +177,9 @@ impl DedupLog {
         let payload = message.payload().map(<[u8]>::to_vec);
         drop(message);
         match (id, payload) {
-            (Some(id), None) => self.forget(&id),
+            (Some(id), None) => self.done.apply(id, None, now),
             (Some(id), Some(payload)) => match serde_json::from_slice::<DoneRecord>(&payload) {
-                Ok(record) if record.expires_at + self.retention_ms < now => {
-                    self.forget(&id);
-                    self.stale.push(id);
-                }
-                Ok(record) => self.remember(id, record),
+                Ok(record) => self.done.apply(id, Some(record), now),
                 Err(error) => tracing::warn!(
                     "dedup topic {}: skipping an unreadable record at {}:{}: {error}",
                     self.topic,
@@ -217,40 +194,17 @@ impl DedupLog {
 
     /// The final ack sent for command `id`, if it finished.
     pub(crate) fn lookup(&self, id: &str) -> Option<&Ack> {
-        self.done.get(id).map(|record| &record.ack)
+        self.done.lookup(id)
     }
 
     /// Records that command `id` finished.
     pub(crate) fn remember(&mut self, id: String, record: DoneRecord) {
-        if let Some(old) = self.done.get(&id) {
-            self.by_deadline
-                .remove(&(old.expires_at + self.retention_ms, id.clone()));
-        }
-        self.by_deadline
-            .insert((record.expires_at + self.retention_ms, id.clone()));
-        self.done.insert(id, record);
-    }
-
-    fn forget(&mut self, id: &str) {
-        if let Some(old) = self.done.remove(id) {
-            self.by_deadline
-                .remove(&(old.expires_at + self.retention_ms, id.to_owned()));
-        }
+        self.done.remember(id, record);
     }
 
     /// Forgets the records whose retention ran out by `now`; returns their ids, for tombstones.
     pub(crate) fn expire(&mut self, now: i64) -> Vec<String> {
-        let mut expired = std::mem::take(&mut self.stale);
-        while let Some((deadline, _)) = self.by_deadline.first() {
-            if *deadline >= now {
-                break;
-            }
-            if let Some((_, id)) = self.by_deadline.pop_first() {
-                self.done.remove(&id);
-                expired.push(id);
-            }
-        }
-        expired
+        self.done.expire(now)
     }
 
     /// How many finished commands are remembered.

@@ -15,6 +15,7 @@
 //! broker (at-least-once). `docs/actuators.md` is the contract for actuators in any language.
 
 mod dedup;
+mod done;
 mod offsets;
 mod runner;
 mod settings;

@@ -7,7 +7,8 @@
 //! commit before their next owner reads them: otherwise that owner could start a command whose
 //! dedup record is not written yet.
 
-use super::dedup::{ensure_dedup_topic, DedupError, DedupLog, DoneRecord};
+use super::dedup::{ensure_dedup_topic, DedupError, DedupLog};
+use super::done::DoneRecord;
 use super::offsets::{OffsetTracker, TopicPartition};
 use super::{Actuator, ActuatorSettings, CommandContext, Outcome};
 use crate::config::{client_config, InvalidConfig, KafkaConfig};

@@ -1,3 +1,4 @@
+use super::done::{DoneRecord, DoneSet};
 use super::offsets::OffsetTracker;
 use super::runner::decode_for_tests as decode;
 use super::{AckStatus, ActuatorSettings, Outcome};
@@ -99,4 +100,59 @@ fn settings_refuse_what_cannot_work() {
         ..good
     };
     assert!(no_topics.validate().is_err());
+}
+
+fn done_record(expires_at: i64, detail: &str) -> DoneRecord {
+    DoneRecord {
+        v: 1,
+        expires_at,
+        ack: super::Ack {
+            v: Some(1),
+            command_id: "x".into(),
+            status: AckStatus::Succeeded,
+            detail: Some(detail.into()),
+            ts: None,
+            actuator: None,
+        },
+    }
+}
+
+#[test]
+fn a_finished_command_is_remembered_until_its_retention_after_expiry() {
+    let retention = 1_000;
+    let mut done = DoneSet::new(retention);
+    done.remember("a#1".into(), done_record(10_000, "first"));
+    done.remember("b#1".into(), done_record(20_000, "second"));
+    assert_eq!(
+        done.lookup("a#1").and_then(|a| a.detail.as_deref()),
+        Some("first")
+    );
+    assert!(
+        done.expire(10_000 + retention).is_empty(),
+        "not past it yet"
+    );
+    assert_eq!(done.expire(10_000 + retention + 1), vec!["a#1".to_owned()]);
+    assert!(done.lookup("a#1").is_none());
+    assert!(done.lookup("b#1").is_some());
+    assert_eq!(done.len(), 1);
+}
+
+#[test]
+fn records_read_from_the_topic_honour_tombstones_and_staleness() {
+    let mut done = DoneSet::new(1_000);
+    let now = 50_000;
+    done.apply("live#1".into(), Some(done_record(now, "kept")), now);
+    done.apply("old#1".into(), Some(done_record(now - 5_000, "stale")), now);
+    assert!(done.lookup("live#1").is_some());
+    assert!(
+        done.lookup("old#1").is_none(),
+        "past its retention when read"
+    );
+    done.apply("live#1".into(), None, now);
+    assert!(done.lookup("live#1").is_none(), "a tombstone forgets it");
+    assert_eq!(
+        done.expire(now),
+        vec!["old#1".to_owned()],
+        "the stale record gets its tombstone"
+    );
 }
