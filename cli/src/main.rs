@@ -94,6 +94,22 @@ enum ActuateCommand {
         #[arg(long, default_value_t = 4)]
         max_in_flight: usize,
     },
+    /// Restart pods, scale deployments and replace nodes on Kubernetes (kube-rs).
+    #[cfg(feature = "k8s")]
+    K8s {
+        /// A TOML config file: [kafka] brokers and [topics], as salve run reads it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The namespace for commands that name none (default: the kubeconfig context's).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The actuator's name: in its acks, its consumer group and its dedup topic.
+        #[arg(long, default_value = "k8s")]
+        name: String,
+        /// How many commands may run at once.
+        #[arg(long, default_value_t = 4)]
+        max_in_flight: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -117,6 +133,16 @@ fn main() -> ExitCode {
                     max_in_flight,
                 },
         } => actuate_exec(&map, config.as_deref(), name, max_in_flight),
+        #[cfg(feature = "k8s")]
+        Command::Actuate {
+            actuator:
+                ActuateCommand::K8s {
+                    config,
+                    namespace,
+                    name,
+                    max_in_flight,
+                },
+        } => actuate_k8s(config.as_deref(), namespace, name, max_in_flight),
         Command::Check { config, dir } => check(config.as_deref(), &dir),
         Command::Test {
             config,
@@ -264,24 +290,74 @@ fn actuate_exec(
             return ExitCode::from(2);
         }
     };
-    let options = salve::actuate::ExecOptions {
+    let options = salve::actuate::ActuatorOptions {
         name,
         max_in_flight,
     };
     let worker = supervise("salve-actuator", move |shutdown| {
         let stats = Arc::new(salve_connectors::actuator::ActuatorStats::default());
-        salve::actuate::run_exec(&config, map, &options, shutdown, stats, |settings| {
-            println!(
-                "salve exec actuator `{}` is running\n  consumes   {}\n  acks       {}\n  dedup      {}\n  group      {}\nStop with Ctrl-C: running programs finish, their acks are sent, offsets are committed.",
-                settings.name,
-                settings.command_topics.join(", "),
-                settings.acks_topic,
-                settings.dedup_topic,
-                settings.group_id,
-            );
-            let _ = std::io::stdout().flush();
-        })
+        salve::actuate::run_exec(
+            &config,
+            map,
+            &options,
+            shutdown,
+            stats,
+            print_actuator_banner,
+        )
     });
+    actuator_exit(worker)
+}
+
+#[cfg(feature = "k8s")]
+fn actuate_k8s(
+    config_path: Option<&std::path::Path>,
+    namespace: Option<String>,
+    name: String,
+    max_in_flight: usize,
+) -> ExitCode {
+    let config = match load_config(config_path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    let options = salve::actuate::ActuatorOptions {
+        name,
+        max_in_flight,
+    };
+    let worker = supervise("salve-actuator", move |shutdown| {
+        let stats = Arc::new(salve_connectors::actuator::ActuatorStats::default());
+        salve::actuate::run_k8s(
+            &config,
+            namespace.as_deref(),
+            &options,
+            shutdown,
+            stats,
+            print_actuator_banner,
+        )
+    });
+    actuator_exit(worker)
+}
+
+fn print_actuator_banner(settings: &salve_connectors::actuator::ActuatorSettings) {
+    println!(
+        "salve actuator `{}` is running\n  consumes   {}\n  acks       {}\n  dedup      {}\n  group      {}\nStop with Ctrl-C: running commands finish, their acks are sent, offsets are committed.",
+        settings.name,
+        settings.command_topics.join(", "),
+        settings.acks_topic,
+        settings.dedup_topic,
+        settings.group_id,
+    );
+    let _ = std::io::stdout().flush();
+}
+
+fn actuator_exit(
+    worker: Result<
+        std::thread::Result<
+            Result<salve_connectors::actuator::ActuatorReport, salve::actuate::ActuateFailure>,
+        >,
+        ExitCode,
+    >,
+) -> ExitCode {
     match worker {
         Err(code) => code,
         Ok(Ok(Ok(report))) if report.aborted => {

@@ -5,7 +5,7 @@
 mod support;
 
 use salve::actuate::map::ActionMap;
-use salve::actuate::{run_exec, ExecOptions};
+use salve::actuate::{run_exec, ActuatorOptions};
 use salve_connectors::actuator::{
     run_actuator, Actuator, ActuatorReport, ActuatorSettings, ActuatorStats, Command,
     CommandContext, Outcome,
@@ -127,7 +127,7 @@ impl RunningActuator {
     /// `salve actuate exec` called `name`, with `config` and the map in `map_toml`.
     fn exec(config: salve::Config, name: &str, map_toml: &str) -> Self {
         let map = ActionMap::parse(map_toml).expect("map parses");
-        let options = ExecOptions {
+        let options = ActuatorOptions {
             name: name.to_owned(),
             max_in_flight: 2,
         };
