@@ -416,8 +416,10 @@ fn no_more_than_max_in_flight_commands_run_at_once() {
         produce_command(&broker, &format!("c{i}#1"), &format!("pod-{i}"), expires);
     }
     // Every command is in the runner's hands, and two of them are held in the handler.
-    actuator.wait_for("all six read, two running", |s| {
-        s.consumed.load(Ordering::SeqCst) == 6 && s.in_flight.load(Ordering::SeqCst) == 2
+    actuator.wait_for("all six read, two in the handler", |s| {
+        s.consumed.load(Ordering::SeqCst) == 6
+            && s.in_flight.load(Ordering::SeqCst) == 2
+            && recorder.running.load(Ordering::SeqCst) == 2
     });
     assert_eq!(actuator.stats.waiting.load(Ordering::SeqCst), 4);
     assert_eq!(recorder.handled_ids().len(), 2, "four wait their turn");
