@@ -25,5 +25,8 @@ export SALVE_REQUIRE_INTEROP=1
 echo "== the whole workspace, integration tests on librdkafka's mock cluster"
 cargo test --workspace "$@"
 
+echo "== the Kubernetes actuator (cargo feature k8s) against a stand-in API server"
+cargo test -p salve --features k8s --lib actuate::k8s "$@"
+
 echo "== integration tests on Tansu at 127.0.0.1:$port"
-SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test -p salve-tests --test broker --test interop "$@"
+SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test -p salve-tests --test broker --test interop --test actuators "$@"

@@ -2,6 +2,7 @@
 //! connectors. Integration tests call these directly.
 #![forbid(unsafe_code)]
 
+pub mod actuate;
 pub mod cases;
 pub mod config;
 pub mod replay;

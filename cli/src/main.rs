@@ -59,6 +59,11 @@ enum Command {
         /// The rules directory.
         dir: PathBuf,
     },
+    /// Run an actuator that carries out salve's commands.
+    Actuate {
+        #[command(subcommand)]
+        actuator: ActuateCommand,
+    },
     /// Run the rule test cases in DIR/tests/ against the rules in DIR.
     Test {
         /// A TOML config file, for the [engine] settings the rules run under.
@@ -69,6 +74,41 @@ enum Command {
         /// Write each case's expected.jsonl from what the rules do now, instead of comparing.
         #[arg(long)]
         update: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ActuateCommand {
+    /// Run a program per action, from a map of argv templates (no shell involved).
+    Exec {
+        /// The action map: `[actions]` with `restart = ["systemctl", "restart", "{entity}"]`.
+        #[arg(long)]
+        map: PathBuf,
+        /// A TOML config file: [kafka] brokers and [topics], as salve run reads it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The actuator's name: in its acks, its consumer group and its dedup topic.
+        #[arg(long, default_value = "exec")]
+        name: String,
+        /// How many programs may run at once.
+        #[arg(long, default_value_t = 4)]
+        max_in_flight: usize,
+    },
+    /// Restart pods, scale deployments and replace nodes on Kubernetes (kube-rs).
+    #[cfg(feature = "k8s")]
+    K8s {
+        /// A TOML config file: [kafka] brokers and [topics], as salve run reads it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The namespace for commands that name none (default: the kubeconfig context's).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The actuator's name: in its acks, its consumer group and its dedup topic.
+        #[arg(long, default_value = "k8s")]
+        name: String,
+        /// How many commands may run at once.
+        #[arg(long, default_value_t = 4)]
+        max_in_flight: usize,
     },
 }
 
@@ -84,6 +124,25 @@ fn main() -> ExitCode {
             ack_delay,
             events,
         } => replay_command(rules, config, ack, ack_map, &ack_delay, &events),
+        Command::Actuate {
+            actuator:
+                ActuateCommand::Exec {
+                    map,
+                    config,
+                    name,
+                    max_in_flight,
+                },
+        } => actuate_exec(&map, config.as_deref(), name, max_in_flight),
+        #[cfg(feature = "k8s")]
+        Command::Actuate {
+            actuator:
+                ActuateCommand::K8s {
+                    config,
+                    namespace,
+                    name,
+                    max_in_flight,
+                },
+        } => actuate_k8s(config.as_deref(), namespace, name, max_in_flight),
         Command::Check { config, dir } => check(config.as_deref(), &dir),
         Command::Test {
             config,
@@ -120,50 +179,17 @@ fn run(config_path: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(&config);
-    let shutdown = Arc::new(Shutdown::default());
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("salve: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let worker_shutdown = Arc::clone(&shutdown);
-    let worker = std::thread::Builder::new()
-        .name("salve-engine".into())
-        .spawn(move || {
-            salve::run::run(&config, &worker_shutdown, |ready| {
-                println!("{}", salve::run::banner(&config, ready));
-                let _ = std::io::stdout().flush();
-            })
-        });
+    let worker = supervise("salve-engine", move |shutdown| {
+        salve::run::run(&config, shutdown, |ready| {
+            println!("{}", salve::run::banner(&config, ready));
+            let _ = std::io::stdout().flush();
+        })
+    });
     let worker = match worker {
         Ok(worker) => worker,
-        Err(error) => {
-            eprintln!("salve: cannot start the engine thread: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    runtime.block_on(async {
-        let signal_shutdown = Arc::clone(&shutdown);
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!(
-                "signal received: stopping, flushing and committing (again to abort at once)"
-            );
-            signal_shutdown.graceful();
-            wait_for_signal().await;
-            tracing::warn!("second signal: aborting without committing");
-            signal_shutdown.abort();
-        });
-        while !worker.is_finished() {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    });
-    match worker.join() {
+    match worker {
         Ok(Ok(report)) if report.aborted => {
             eprintln!(
                 "salve: aborted without committing; events since the last commit will be processed again on the next run"
@@ -194,6 +220,170 @@ fn run(config_path: Option<PathBuf>) -> ExitCode {
         }
         Err(_) => {
             eprintln!("salve: the engine thread panicked");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `work` on its own thread with a [`Shutdown`] that the first SIGINT or SIGTERM makes
+/// graceful and a second one aborts; returns what `work` returned, or `Err` if it panicked.
+fn supervise<T: Send + 'static>(
+    thread_name: &str,
+    work: impl FnOnce(&Shutdown) -> T + Send + 'static,
+) -> Result<std::thread::Result<T>, ExitCode> {
+    let shutdown = Arc::new(Shutdown::default());
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("salve: cannot start the async runtime: {error}");
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    let worker_shutdown = Arc::clone(&shutdown);
+    let worker = std::thread::Builder::new()
+        .name(thread_name.into())
+        .spawn(move || work(&worker_shutdown));
+    let worker = match worker {
+        Ok(worker) => worker,
+        Err(error) => {
+            eprintln!("salve: cannot start the {thread_name} thread: {error}");
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    runtime.block_on(async {
+        let signal_shutdown = Arc::clone(&shutdown);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!(
+                "signal received: stopping, flushing and committing (again to abort at once)"
+            );
+            signal_shutdown.graceful();
+            wait_for_signal().await;
+            tracing::warn!("second signal: aborting without committing");
+            signal_shutdown.abort();
+        });
+        while !worker.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    Ok(worker.join())
+}
+
+fn actuate_exec(
+    map_path: &std::path::Path,
+    config_path: Option<&std::path::Path>,
+    name: String,
+    max_in_flight: usize,
+) -> ExitCode {
+    let config = match load_config(config_path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    let map = match salve::actuate::map::ActionMap::load(map_path) {
+        Ok(map) => map,
+        Err(error) => {
+            eprintln!("salve: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = salve::actuate::ActuatorOptions {
+        name,
+        max_in_flight,
+    };
+    let worker = supervise("salve-actuator", move |shutdown| {
+        let stats = Arc::new(salve_connectors::actuator::ActuatorStats::default());
+        salve::actuate::run_exec(
+            &config,
+            map,
+            &options,
+            shutdown,
+            stats,
+            print_actuator_banner,
+        )
+    });
+    actuator_exit(worker)
+}
+
+#[cfg(feature = "k8s")]
+fn actuate_k8s(
+    config_path: Option<&std::path::Path>,
+    namespace: Option<String>,
+    name: String,
+    max_in_flight: usize,
+) -> ExitCode {
+    let config = match load_config(config_path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    let options = salve::actuate::ActuatorOptions {
+        name,
+        max_in_flight,
+    };
+    let worker = supervise("salve-actuator", move |shutdown| {
+        let stats = Arc::new(salve_connectors::actuator::ActuatorStats::default());
+        salve::actuate::run_k8s(
+            &config,
+            namespace.as_deref(),
+            &options,
+            shutdown,
+            stats,
+            print_actuator_banner,
+        )
+    });
+    actuator_exit(worker)
+}
+
+fn print_actuator_banner(settings: &salve_connectors::actuator::ActuatorSettings) {
+    println!(
+        "salve actuator `{}` is running\n  consumes   {}\n  acks       {}\n  dedup      {}\n  group      {}\nStop with Ctrl-C: running commands finish, their acks are sent, offsets are committed.",
+        settings.name,
+        settings.command_topics.join(", "),
+        settings.acks_topic,
+        settings.dedup_topic,
+        settings.group_id,
+    );
+    let _ = std::io::stdout().flush();
+}
+
+fn actuator_exit(
+    worker: Result<
+        std::thread::Result<
+            Result<salve_connectors::actuator::ActuatorReport, salve::actuate::ActuateFailure>,
+        >,
+        ExitCode,
+    >,
+) -> ExitCode {
+    match worker {
+        Err(code) => code,
+        Ok(Ok(Ok(report))) if report.aborted => {
+            eprintln!("salve: aborted without committing; unacknowledged commands will be delivered again");
+            ExitCode::from(130)
+        }
+        Ok(Ok(Ok(report))) => {
+            tracing::info!(
+                consumed = report.consumed,
+                started = report.started,
+                succeeded = report.succeeded,
+                failed = report.failed,
+                rejected = report.rejected,
+                expired = report.expired,
+                duplicates = report.duplicates,
+                commits = report.commits,
+                "actuator stopped"
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(Err(error))) => {
+            eprintln!("salve: {error}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(_)) => {
+            eprintln!("salve: the actuator thread panicked");
             ExitCode::FAILURE
         }
     }

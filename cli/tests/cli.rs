@@ -377,3 +377,25 @@ fn check_warns_about_a_series_that_no_rule_selects_and_no_one_documents() {
         .expect("runs");
     assert!(!String::from_utf8_lossy(&output.stderr).contains("warning"));
 }
+
+#[test]
+fn actuate_exec_refuses_a_bad_map_naming_the_file_and_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let map = dir.path().join("actions.toml");
+    std::fs::write(
+        &map,
+        "[actions]\nrestart = [\"systemctl\", \"restart\", \"{labels.service}\"]\n",
+    )
+    .expect("write");
+    let output = salve()
+        .args(["actuate", "exec", "--map"])
+        .arg(&map)
+        .env("SALVE_KAFKA__BROKERS", "127.0.0.1:9")
+        .output()
+        .expect("salve runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("actions.toml"), "{stderr}");
+    assert!(stderr.contains("`actions.restart`"), "{stderr}");
+    assert!(stderr.contains("{labels.service}"), "{stderr}");
+}

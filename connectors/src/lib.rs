@@ -1,7 +1,8 @@
 //! salve's connectors: the Kafka source and sinks that drive the engine, the embedded broker,
-//! and the JSON-lines file source that `salve replay` reads.
+//! the JSON-lines file source that `salve replay` reads, and the actuator SDK.
 #![forbid(unsafe_code)]
 
+pub mod actuator;
 pub mod changelog;
 pub mod config;
 pub mod dead_letter;

@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const RUNNING: u8 = 0;
+pub(crate) const RUNNING: u8 = 0;
 const GRACEFUL: u8 = 1;
-const ABORT: u8 = 2;
+pub(crate) const ABORT: u8 = 2;
 
 /// Asks a running [`run`] to stop.
 #[derive(Debug, Default)]
@@ -45,7 +45,7 @@ impl Shutdown {
         self.0.store(ABORT, Ordering::SeqCst);
     }
 
-    fn state(&self) -> u8 {
+    pub(crate) fn state(&self) -> u8 {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -92,12 +92,12 @@ pub struct RunReport {
 }
 
 #[derive(Default)]
-struct DeliveryState {
+pub(crate) struct DeliveryState {
     failures: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
-struct DeliveryContext(Arc<DeliveryState>);
+pub(crate) struct DeliveryContext(pub(crate) Arc<DeliveryState>);
 
 impl ClientContext for DeliveryContext {}
 
@@ -116,7 +116,7 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-type OutputProducer = ThreadedProducer<DeliveryContext>;
+pub(crate) type OutputProducer = ThreadedProducer<DeliveryContext>;
 
 /// Offsets processed but not yet committed, by (telemetry topic index, partition).
 type Pending = HashMap<(u16, i32), i64>;
@@ -209,7 +209,10 @@ impl ConsumerContext for GroupContext {
 }
 
 /// Waits until the broker has every output sent so far; fails if any delivery failed.
-fn flush_outputs(producer: &OutputProducer, delivery: &DeliveryState) -> Result<(), RunError> {
+pub(crate) fn flush_outputs(
+    producer: &OutputProducer,
+    delivery: &DeliveryState,
+) -> Result<(), RunError> {
     producer.flush(Duration::from_secs(60))?;
     let failures = delivery.failures.load(Ordering::SeqCst);
     if failures > 0 {
@@ -257,7 +260,7 @@ impl Drop for CommitOnlyOnCleanStop<'_> {
     }
 }
 
-fn wall_ms() -> i64 {
+pub(crate) fn wall_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -623,7 +626,7 @@ fn ack_follower(
 
 /// The consumer settings salve relies on. `[kafka.consumer]` may override the tuning ones;
 /// validation refuses overrides of the ones that delivery depends on.
-fn consumer_defaults() -> [(&'static str, String); 5] {
+pub(crate) fn consumer_defaults() -> [(&'static str, String); 5] {
     [
         // Offsets are committed by the runner, after outputs are flushed.
         ("enable.auto.commit", "false".into()),

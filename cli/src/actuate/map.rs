@@ -1,0 +1,350 @@
+//! The action map of `salve actuate exec`: which program each action runs, as an argv
+//! template with placeholders filled from the command.
+//!
+//! No shell is involved at any point. A template written as one string is split into argv
+//! elements when the map is loaded, with shell-like quoting rules (`shlex`); placeholders are
+//! then filled into single elements. A value from a command, an entity called `x; rm -rf /`
+//! for instance, therefore always arrives as one literal argument, whatever it contains. The
+//! program itself (the first element) may not contain a placeholder, so a command can never
+//! choose what runs.
+
+use salve_engine::wire::Command;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a program may run when the map sets no `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The placeholders a template may use, for error messages.
+const PLACEHOLDERS: &str =
+    "{entity}, {action}, {id}, {incident}, {rule}, {reason}, {attempt}, {params.NAME}";
+
+/// The action map could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    /// The file could not be read.
+    #[error("cannot read action map {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not what an action map must be.
+    #[error("action map {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key and what was expected.
+        message: String,
+    },
+}
+
+/// A value taken from the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Field {
+    Entity,
+    Action,
+    Id,
+    Incident,
+    Rule,
+    Reason,
+    Attempt,
+    Param(String),
+}
+
+/// A piece of one argv element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Text(String),
+    Field(Field),
+}
+
+/// One action's program and arguments, placeholders still to fill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    program: String,
+    args: Vec<Vec<Segment>>,
+}
+
+impl Template {
+    /// The program's argv for `command`, or why it cannot be built (a missing parameter).
+    pub fn render(&self, command: &Command) -> Result<Vec<String>, String> {
+        let mut argv = Vec::with_capacity(self.args.len() + 1);
+        argv.push(self.program.clone());
+        for arg in &self.args {
+            let mut text = String::new();
+            for segment in arg {
+                match segment {
+                    Segment::Text(literal) => text.push_str(literal),
+                    Segment::Field(field) => text.push_str(&field_value(field, command)?),
+                }
+            }
+            argv.push(text);
+        }
+        Ok(argv)
+    }
+}
+
+fn field_value(field: &Field, command: &Command) -> Result<String, String> {
+    Ok(match field {
+        Field::Entity => command.entity.clone(),
+        Field::Action => command.action.clone(),
+        Field::Id => command.id.clone(),
+        Field::Incident => command.incident.clone(),
+        Field::Rule => command.rule.clone(),
+        Field::Reason => command.reason.clone(),
+        Field::Attempt => command.attempt.to_string(),
+        Field::Param(name) => match command.params.get(name) {
+            Some(serde_json::Value::String(text)) => text.clone(),
+            Some(serde_json::Value::Null) | None => {
+                return Err(format!(
+                    "the template needs parameter `{name}`, and the command's params have none (the rule's action_params set them)"
+                ))
+            }
+            Some(other) => other.to_string(),
+        },
+    })
+}
+
+/// Every action's template, and the time limit for the programs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionMap {
+    /// Per action.
+    pub actions: BTreeMap<String, Template>,
+    /// How long a program may run before it is killed and the command `failed`.
+    pub timeout: Duration,
+}
+
+impl ActionMap {
+    /// Reads and checks an action map file.
+    pub fn load(path: &Path) -> Result<Self, MapError> {
+        let text = std::fs::read_to_string(path).map_err(|source| MapError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| MapError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses an action map; the error names the key at fault and what was expected.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        let mut timeout = DEFAULT_TIMEOUT;
+        let mut actions = BTreeMap::new();
+        for (key, value) in &table {
+            match key.as_str() {
+                "timeout" => timeout = parse_timeout(value)?,
+                "actions" => {
+                    let toml::Value::Table(entries) = value else {
+                        return Err(format!(
+                            "`actions`: expected a table of action = command, found a TOML {}",
+                            value.type_str()
+                        ));
+                    };
+                    for (action, template) in entries {
+                        let template = parse_template(template)
+                            .map_err(|message| format!("`actions.{action}`: {message}"))?;
+                        actions.insert(action.clone(), template);
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "unknown key `{other}`: expected `timeout` and an `[actions]` table"
+                    ))
+                }
+            }
+        }
+        if actions.is_empty() {
+            return Err(
+                "no actions: expected an `[actions]` table such as `restart = [\"systemctl\", \"restart\", \"{entity}\"]`"
+                    .into(),
+            );
+        }
+        Ok(Self { actions, timeout })
+    }
+
+    /// The template for `action`.
+    pub fn get(&self, action: &str) -> Option<&Template> {
+        self.actions.get(action)
+    }
+}
+
+fn parse_timeout(value: &toml::Value) -> Result<Duration, String> {
+    let ms = match value {
+        toml::Value::Integer(seconds) if *seconds > 0 => seconds.saturating_mul(1000),
+        toml::Value::String(text) => salve_rules::parse_duration_ms(text)
+            .map_err(|e| format!("`timeout`: {e}: expected a duration such as \"30s\""))?,
+        _ => {
+            return Err(format!(
+                "`timeout`: expected a duration such as \"30s\" or a positive number of seconds, found {value}"
+            ))
+        }
+    };
+    match u64::try_from(ms) {
+        Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+        _ => Err("`timeout`: expected a positive duration".into()),
+    }
+}
+
+fn parse_template(value: &toml::Value) -> Result<Template, String> {
+    let argv: Vec<String> = match value {
+        toml::Value::String(line) => shlex::split(line).ok_or_else(|| {
+            "the command line has an unclosed quote or a trailing backslash".to_owned()
+        })?,
+        toml::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| match item {
+                toml::Value::String(text) => Ok(text.clone()),
+                other => Err(format!(
+                    "element {index}: expected a string, found a TOML {}",
+                    other.type_str()
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        other => {
+            return Err(format!(
+                "expected a command line string or an array of strings (argv), found a TOML {}",
+                other.type_str()
+            ))
+        }
+    };
+    let Some((program, args)) = argv.split_first() else {
+        return Err("expected a program to run, found an empty command".into());
+    };
+    let program_segments = parse_segments(program)?;
+    let program = match program_segments.as_slice() {
+        [] => return Err("expected a program to run, found an empty program name".into()),
+        [Segment::Text(text)] => text.clone(),
+        _ => {
+            return Err(format!(
+                "the program `{program}` contains a placeholder: the program must be fixed in the map, so that no command can choose what runs; placeholders go in the arguments"
+            ))
+        }
+    };
+    let args: Vec<Vec<Segment>> = args
+        .iter()
+        .map(|arg| parse_segments(arg))
+        .collect::<Result<_, _>>()?;
+    refuse_placeholders_in_scripts(&program, &argv, &args)?;
+    Ok(Template { program, args })
+}
+
+/// Interpreters whose `-c`/`-e` argument is code: a placeholder there would be parsed as code,
+/// which is exactly the injection this actuator exists to prevent.
+const INTERPRETERS: &[(&str, &str)] = &[
+    ("sh", "-c"),
+    ("bash", "-c"),
+    ("dash", "-c"),
+    ("zsh", "-c"),
+    ("ksh", "-c"),
+    ("ash", "-c"),
+    ("fish", "-c"),
+    ("python", "-c"),
+    ("python3", "-c"),
+    ("perl", "-e"),
+    ("ruby", "-e"),
+    ("node", "-e"),
+];
+
+fn refuse_placeholders_in_scripts(
+    program: &str,
+    argv: &[String],
+    args: &[Vec<Segment>],
+) -> Result<(), String> {
+    let name = Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(program);
+    let Some((_, flag)) = INTERPRETERS.iter().find(|(shell, _)| *shell == name) else {
+        return Ok(());
+    };
+    // args[i] is argv[i + 1]; the script is the element after the flag.
+    for (index, window) in argv[1..].windows(2).enumerate() {
+        let script_has_placeholder = args[index + 1]
+            .iter()
+            .any(|segment| matches!(segment, Segment::Field(_)));
+        if window[0] == *flag && script_has_placeholder {
+            return Err(format!(
+                "a placeholder inside the `{name} {flag}` script would be parsed as code: keep the script fixed and pass values as arguments after it (a shell script reads them as \"$1\", \"$2\"...)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Splits one argv element into text and placeholders. `{{` and `}}` are literal braces.
+fn parse_segments(element: &str) -> Result<Vec<Segment>, String> {
+    let mut segments = Vec::new();
+    let mut text = String::new();
+    let mut chars = element.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                text.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                text.push('}');
+            }
+            '{' => {
+                let mut name = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) => name.push(c),
+                        None => {
+                            return Err(format!(
+                                "`{element}`: unclosed `{{`; write `{{{{` for a literal brace"
+                            ))
+                        }
+                    }
+                }
+                if !text.is_empty() {
+                    segments.push(Segment::Text(std::mem::take(&mut text)));
+                }
+                segments.push(Segment::Field(parse_field(&name)?));
+            }
+            '}' => {
+                return Err(format!(
+                    "`{element}`: unmatched `}}`; write `}}}}` for a literal brace"
+                ))
+            }
+            c => text.push(c),
+        }
+    }
+    if !text.is_empty() {
+        segments.push(Segment::Text(text));
+    }
+    Ok(segments)
+}
+
+fn parse_field(name: &str) -> Result<Field, String> {
+    Ok(match name.trim() {
+        "entity" => Field::Entity,
+        "action" => Field::Action,
+        "id" => Field::Id,
+        "incident" => Field::Incident,
+        "rule" => Field::Rule,
+        "reason" => Field::Reason,
+        "attempt" => Field::Attempt,
+        other => match other.split_once('.') {
+            Some(("params", param)) if !param.is_empty() => Field::Param(param.to_owned()),
+            Some(("labels", _)) => {
+                return Err(format!(
+                    "placeholder `{{{other}}}`: commands do not carry the entity's labels; use {{entity}}, or have the rule pass the value in action_params and use {{params.NAME}}"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "unknown placeholder `{{{other}}}`: expected one of {PLACEHOLDERS}"
+                ))
+            }
+        },
+    })
+}

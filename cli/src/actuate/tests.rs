@@ -1,0 +1,252 @@
+use super::exec::{truncate, ExecActuator, MAX_DETAIL_BYTES};
+use super::map::{ActionMap, MapError};
+use salve_connectors::actuator::{Actuator, Command, CommandContext, Outcome};
+use std::path::Path;
+
+fn command(action: &str, entity: &str, params: serde_json::Value) -> Command {
+    Command {
+        v: 1,
+        id: format!("r/{entity}@0:0:1#1"),
+        incident: format!("r/{entity}@0:0:1"),
+        entity: entity.to_owned(),
+        action: action.to_owned(),
+        params: params.as_object().cloned().unwrap_or_default(),
+        rule: "r".into(),
+        reason: "test".into(),
+        attempt: 1,
+        issued_at: 0,
+        expires_at: i64::MAX,
+    }
+}
+
+fn context() -> CommandContext {
+    CommandContext {
+        actuator: "exec".into(),
+        topic: "commands".into(),
+        partition: 0,
+        offset: 0,
+        started_at: 0,
+    }
+}
+
+async fn handle(map: &str, command: &Command) -> Outcome {
+    let map = ActionMap::parse(map).expect("map parses");
+    ExecActuator::new(map).handle(command, &context()).await
+}
+
+/// Hostile entity names: each must reach the program as one literal argument, and none may
+/// run anything.
+#[tokio::test]
+async fn an_entity_name_cannot_inject_a_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pwned = dir.path().join("pwned");
+    let p = pwned.display();
+    let hostile = [
+        format!("a;touch {p}"),
+        format!("$(touch {p})"),
+        format!("`touch {p}`"),
+        format!("a && touch {p} || touch {p}"),
+        format!("a | touch {p}"),
+        format!("a\ntouch {p}"),
+        format!("' ; touch {p}; echo '"),
+        format!("\" ; touch {p}; echo \""),
+        "a b  c".to_owned(),
+    ];
+    // The same program written both ways: as one line (split at load) and as an argv array.
+    let maps = [
+        r#"[actions]
+restart = "printf '<%s>\\n' {entity} {params.extra}""#,
+        r#"[actions]
+restart = ["printf", "<%s>\n", "{entity}", "{params.extra}"]"#,
+    ];
+    for map in maps {
+        for entity in &hostile {
+            let outcome = handle(
+                map,
+                &command("restart", entity, serde_json::json!({"extra": entity})),
+            )
+            .await;
+            assert_eq!(
+                outcome,
+                Outcome::Succeeded(format!("<{entity}>\n<{entity}>")),
+                "two arguments, each exactly the entity, for {entity:?} with {map}"
+            );
+            assert!(!pwned.exists(), "{entity:?} ran a command");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_output_and_exit_status_go_into_the_detail_and_are_truncated() {
+    let outcome = handle(
+        r#"[actions]
+restart = ["ls", "/no/such/dir/{entity}"]"#,
+        &command("restart", "x", serde_json::json!({})),
+    )
+    .await;
+    let Outcome::Failed(detail) = outcome else {
+        panic!("a non-zero exit fails: {outcome:?}");
+    };
+    assert!(detail.contains("exit status"), "{detail}");
+    assert!(
+        detail.contains("/no/such/dir/x"),
+        "stderr is kept: {detail}"
+    );
+
+    let outcome = handle(
+        r#"[actions]
+restart = "seq 1 5000""#,
+        &command("restart", "x", serde_json::json!({})),
+    )
+    .await;
+    let Outcome::Succeeded(detail) = outcome else {
+        panic!("seq succeeds: {outcome:?}");
+    };
+    assert!(detail.len() <= MAX_DETAIL_BYTES, "{} bytes", detail.len());
+    assert!(detail.starts_with("1\n2\n3\n"));
+    assert!(detail.ends_with("[truncated]"));
+}
+
+#[test]
+fn truncation_cuts_on_a_character_boundary() {
+    let text = "é".repeat(600);
+    let cut = truncate(&text, 100);
+    assert!(cut.len() <= 100);
+    assert!(cut.ends_with("[truncated]"));
+    assert_eq!(truncate("short", 100), "short");
+}
+
+#[tokio::test]
+async fn a_program_past_its_time_limit_is_killed_and_fails() {
+    let outcome = handle(
+        r#"timeout = "200ms"
+[actions]
+restart = ["sleep", "30"]"#,
+        &command("restart", "x", serde_json::json!({})),
+    )
+    .await;
+    let Outcome::Failed(detail) = outcome else {
+        panic!("a timeout fails: {outcome:?}");
+    };
+    assert!(detail.contains("did not finish within 200ms"), "{detail}");
+}
+
+#[tokio::test]
+async fn unknown_actions_and_missing_params_are_rejected() {
+    let map = r#"[actions]
+scale_out = ["echo", "{params.replicas}"]"#;
+    let outcome = handle(map, &command("restart", "x", serde_json::json!({}))).await;
+    assert!(
+        matches!(&outcome, Outcome::Rejected(d) if d.contains("no program for action `restart`")),
+        "{outcome:?}"
+    );
+    let outcome = handle(map, &command("scale_out", "x", serde_json::json!({}))).await;
+    assert!(
+        matches!(&outcome, Outcome::Rejected(d) if d.contains("parameter `replicas`")),
+        "{outcome:?}"
+    );
+    let outcome = handle(
+        map,
+        &command("scale_out", "x", serde_json::json!({"replicas": 3})),
+    )
+    .await;
+    assert_eq!(outcome, Outcome::Succeeded("3".into()), "numbers as text");
+}
+
+#[tokio::test]
+async fn every_placeholder_is_filled_and_double_braces_are_literal() {
+    let outcome = handle(
+        r#"[actions]
+restart = ["printf", "%s|", "{entity}", "{action}", "{id}", "{incident}", "{rule}", "{reason}", "{attempt}", "{{x}}", "pre-{entity}-post"]"#,
+        &command("restart", "e", serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(
+        outcome,
+        Outcome::Succeeded("e|restart|r/e@0:0:1#1|r/e@0:0:1|r|test|1|{x}|pre-e-post|".into())
+    );
+}
+
+fn load_error(text: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("actions.toml");
+    std::fs::write(&path, text).expect("write");
+    let error = ActionMap::load(&path).expect_err("refused");
+    assert!(matches!(error, MapError::Invalid { .. }));
+    let message = error.to_string();
+    assert!(
+        message.contains("actions.toml"),
+        "names the file: {message}"
+    );
+    message
+}
+
+#[test]
+fn a_bad_map_is_refused_with_the_key_and_what_was_expected() {
+    let cases = [
+        (
+            "[actions]\nrestart = 3",
+            "`actions.restart`: expected a command line string or an array of strings",
+        ),
+        (
+            "[actions]\nrestart = [\"echo\", 3]",
+            "`actions.restart`: element 1: expected a string",
+        ),
+        (
+            "[actions]\nrestart = \"echo 'unclosed\"",
+            "`actions.restart`: the command line has an unclosed quote",
+        ),
+        (
+            "[actions]\nrestart = []",
+            "`actions.restart`: expected a program to run",
+        ),
+        (
+            "[actions]\nrestart = [\"{entity}\"]",
+            "`actions.restart`: the program `{entity}` contains a placeholder",
+        ),
+        (
+            "[actions]\nrestart = [\"echo\", \"{nope}\"]",
+            "unknown placeholder `{nope}`: expected one of",
+        ),
+        (
+            "[actions]\nrestart = [\"echo\", \"{labels.service}\"]",
+            "do not carry the entity's labels",
+        ),
+        (
+            "[actions]\nrestart = [\"echo\", \"{entity\"]",
+            "unclosed `{`",
+        ),
+        (
+            "[actions]\nrestart = [\"sh\", \"-c\", \"systemctl restart {entity}\"]",
+            "would be parsed as code",
+        ),
+        (
+            "timeout = \"soon\"\n[actions]\nrestart = \"true\"",
+            "`timeout`",
+        ),
+        (
+            "restart = \"true\"",
+            "unknown key `restart`: expected `timeout` and an `[actions]` table",
+        ),
+        ("[actions]", "no actions"),
+        ("[actions\n", "TOML"),
+    ];
+    for (text, expected) in cases {
+        let message = load_error(text);
+        assert!(
+            message.contains(expected) || (expected == "TOML" && message.contains("line 1")),
+            "{text:?}: {message}"
+        );
+    }
+    let missing = ActionMap::load(Path::new("/no/such/actions.toml")).expect_err("refused");
+    assert!(matches!(missing, MapError::Read { .. }), "{missing}");
+}
+
+#[test]
+fn a_shell_script_may_take_values_as_arguments() {
+    let map = ActionMap::parse(
+        r#"[actions]
+restart = ["sh", "-c", "echo \"$1\"", "sh", "{entity}"]"#,
+    );
+    assert!(map.is_ok(), "{map:?}");
+}
