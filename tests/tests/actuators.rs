@@ -236,9 +236,10 @@ fn acks_for(records: &[Record], id: &str, status: &str) -> Vec<serde_json::Value
     matching(records, |v| v["command_id"] == id && v["status"] == status)
 }
 
-/// Waits for salve's decision log to resolve an incident of `entity`; returns the command id.
+/// Waits for salve's decision log to take the actuator's success for an incident of `entity`
+/// (the shipped crash_loop then verifies the fix for a minute); returns the command id.
 fn wait_for_resolution(broker: &TestBroker, entity: &str) -> String {
-    let resolved = |v: &serde_json::Value| v["entity"] == entity && v["to"] == "resolved";
+    let resolved = |v: &serde_json::Value| v["entity"] == entity && v["to"] == "verifying";
     let decisions = broker.read_until(&broker.topics.decisions, |r| {
         !matching(r, resolved).is_empty()
     });
