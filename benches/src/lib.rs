@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod kafka;
+pub mod relay;
 pub mod rulegen;
 
 use salve_engine::{Engine, EngineConfig, Output, PartitionId, RecordPosition};

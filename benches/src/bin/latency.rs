@@ -15,7 +15,8 @@
 //!    handed to the producer is the start. The end is when a consumer tailing the commands topic
 //!    gets the restart command keyed by that entity. Latencies go into an hdrhistogram in µs.
 //!
-//! Detectors: `salve` (the runner tuned for latency), `salve-defaults` (the runner with the
+//! Detectors: `relay` (a bare rdkafka consumer and producer that answers every third message of
+//! a key: the floor that the clients, the broker and the machine set), `salve` (the runner tuned for latency), `salve-defaults` (the runner with the
 //! settings `salve run` uses on the embedded broker), `python` (`benches/python/detector.py`:
 //! the same crash-loop logic and a p99 latency rule, with kafka-python).
 //!
@@ -32,6 +33,7 @@ use salve_benches::kafka::{
     embedded_kafka_config, produce_all, send_waiting, sentinel, tail_consumer, Failure,
     RunningSalve,
 };
+use salve_benches::relay::Relay;
 use salve_benches::{
     load_average, machine, partition_for, patch_ts, shipped_engine_with, thousands, ts_offset,
     wall_ms, Message, Stream, WorkloadSpec,
@@ -50,6 +52,8 @@ const BYTES_PER_PARTITION: usize = 4 * 1024 * 1024;
 /// Partitions of each live topic, as `topics.partitions` creates them by default.
 const LIVE_PARTITIONS: i32 = 4;
 const BURST_PREFIX: &str = "lat/burst-";
+/// The slowest crash loops listed per phase, with when they were sent: periodic stalls show.
+const WORST: usize = 12;
 
 /// The runner's consumer and producer settings for a latency-sensitive deployment.
 ///
@@ -64,7 +68,7 @@ const TUNED_PRODUCER: [(&str, &str); 1] = [("linger.ms", "0")];
 #[derive(Parser, Debug)]
 #[command(name = "latency")]
 struct Args {
-    /// Detectors, in order: salve, salve-defaults, python.
+    /// Detectors, in order: relay, salve, salve-defaults, python.
     #[arg(long, value_delimiter = ',', default_value = "salve")]
     detector: Vec<String>,
     /// Events pre-produced for the max-throughput phase (sentinels come on top).
@@ -76,6 +80,10 @@ struct Args {
     /// Steady loads as shares of the detector's measured maximum throughput, e.g. `0.25,0.5`.
     #[arg(long, value_delimiter = ',', default_value = "0.5")]
     load: Vec<f64>,
+    /// Offer every detector `--load` times the first detector's maximum, so that all of them
+    /// see the same load (e.g. the relay at salve's half load).
+    #[arg(long)]
+    rate_from_first: bool,
     /// Offer these events/s instead of `--load` times the measured maximum.
     #[arg(long, value_delimiter = ',')]
     rate: Vec<f64>,
@@ -98,6 +106,17 @@ struct Args {
     /// An extra librdkafka property of the agents' producer, KEY=VALUE; repeatable.
     #[arg(long = "producer", value_parser = property)]
     producer: Vec<(String, String)>,
+    /// An extra librdkafka consumer property of salve's runner, on top of its profile;
+    /// repeatable. For tuning experiments.
+    #[arg(long = "salve-consumer", value_parser = property)]
+    salve_consumer: Vec<(String, String)>,
+    /// An extra librdkafka producer property of salve's runner; repeatable.
+    #[arg(long = "salve-producer", value_parser = property)]
+    salve_producer: Vec<(String, String)>,
+    /// salve's `kafka.commit_interval` in ms (default 1000). For experiments: each commit first
+    /// flushes the outputs on the runner's thread.
+    #[arg(long)]
+    salve_commit_interval_ms: Option<i64>,
     /// Give up on a phase after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -187,7 +206,7 @@ fn main() -> Result<(), Failure> {
         .filter_map(|m| ts_offset(&m.payload).map(|at| (m, at)))
         .collect();
 
-    let mut results = Vec::new();
+    let mut results: Vec<DetectorResult> = Vec::new();
     let mut next_burst = 0_u64;
     for name in &args.detector {
         let live = format!("bench.live.{name}");
@@ -198,8 +217,13 @@ fn main() -> Result<(), Failure> {
             &service_topics.commands,
         )?;
         let detector = Detector::start(name, &args, &bootstrap, &live, &service_topics)?;
+        let first_max = results
+            .first()
+            .map(|r| r.max_rate)
+            .filter(|_| args.rate_from_first);
         let outcome = measure(
             &args,
+            first_max,
             &bootstrap,
             &live,
             &observer,
@@ -222,6 +246,7 @@ fn main() -> Result<(), Failure> {
 #[allow(clippy::too_many_arguments)]
 fn measure(
     args: &Args,
+    first_max: Option<f64>,
     bootstrap: &str,
     live: &str,
     observer: &BaseConsumer,
@@ -242,7 +267,11 @@ fn measure(
         load_average()
     );
     let rates: Vec<(f64, f64)> = if args.rate.is_empty() {
-        args.load.iter().map(|l| (*l, l * max_rate)).collect()
+        let base = first_max.unwrap_or(max_rate);
+        args.load
+            .iter()
+            .map(|l| (l * base / max_rate, l * base))
+            .collect()
     } else {
         args.rate.iter().map(|r| (r / max_rate, *r)).collect()
     };
@@ -345,8 +374,11 @@ fn steady_phase(
     let mut producer_config = ClientConfig::new();
     producer_config
         .set("bootstrap.servers", bootstrap)
-        // A latency-sensitive agent sends at once.
-        .set("linger.ms", "0")
+        // A latency-sensitive agent would send at once (0), but the mock cluster answers a fetch
+        // with at most one message set per partition: sets of one message each cap what any
+        // consumer reads below the offered load, and every detector, the bare relay included,
+        // falls behind. 1 ms is the least that the mock keeps up with.
+        .set("linger.ms", "1")
         .set("queue.buffering.max.messages", "1000000");
     for (key, value) in &args.producer {
         producer_config.set(key, value);
@@ -457,7 +489,7 @@ fn record(
     histogram.saturating_record(us);
     worst.push((us, since_start.as_secs_f64()));
     worst.sort_by_key(|w| std::cmp::Reverse(w.0));
-    worst.truncate(5);
+    worst.truncate(WORST);
 }
 
 /// The steady load the agents offer.
@@ -555,6 +587,7 @@ impl Offer {
 
 /// A detector under test, running in this process (salve) or as a child (python).
 enum Detector {
+    Relay(Relay),
     Salve(RunningSalve),
     Python {
         child: Child,
@@ -577,19 +610,32 @@ impl Detector {
         };
         let group = format!("bench.latency.{name}");
         let engine = || shipped_engine_with(EngineConfig::default());
+        let extra = |tuned: bool| {
+            let mut kafka = if tuned {
+                embedded_kafka_config(&group, TUNED_CONSUMER, TUNED_PRODUCER)
+            } else {
+                embedded_kafka_config(&group, [], [])
+            };
+            kafka.consumer.extend(args.salve_consumer.iter().cloned());
+            kafka.producer.extend(args.salve_producer.iter().cloned());
+            if let Some(ms) = args.salve_commit_interval_ms {
+                kafka.commit_interval_ms = ms;
+            }
+            kafka
+        };
         match name {
-            "salve" => {
-                let kafka = embedded_kafka_config(&group, TUNED_CONSUMER, TUNED_PRODUCER);
-                Ok(Self::Salve(RunningSalve::start(
-                    bootstrap, &topics, kafka, engine,
-                )?))
-            }
-            "salve-defaults" => {
-                let kafka = embedded_kafka_config(&group, [], []);
-                Ok(Self::Salve(RunningSalve::start(
-                    bootstrap, &topics, kafka, engine,
-                )?))
-            }
+            "relay" => Ok(Self::Relay(Relay::start(
+                bootstrap,
+                &topics.telemetry,
+                &topics.commands,
+                &["bench/", BURST_PREFIX],
+            )?)),
+            "salve" | "salve-defaults" => Ok(Self::Salve(RunningSalve::start(
+                bootstrap,
+                &topics,
+                extra(name == "salve"),
+                engine,
+            )?)),
             "python" => {
                 let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/detector.py");
                 let mut child = Command::new(&args.python)
@@ -620,7 +666,7 @@ impl Detector {
                 Ok(Self::Python { child, stdin })
             }
             other => Err(format!(
-                "unknown detector {other:?}: expected salve, salve-defaults or python"
+                "unknown detector {other:?}: expected relay, salve, salve-defaults or python"
             )
             .into()),
         }
@@ -629,6 +675,7 @@ impl Detector {
     /// Stops the detector and says what it processed.
     fn stop(self) -> Result<String, Failure> {
         match self {
+            Self::Relay(relay) => Ok(format!("{} messages read", thousands(relay.stop()?))),
             Self::Salve(runner) => {
                 let report = runner.stop()?;
                 Ok(format!(
