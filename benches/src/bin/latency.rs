@@ -18,7 +18,8 @@
 //! Detectors: `relay` (a bare rdkafka consumer and producer that answers every third message of
 //! a key: the floor that the clients, the broker and the machine set), `salve` (the runner tuned for latency), `salve-defaults` (the runner with the
 //! settings `salve run` uses on the embedded broker), `python` (`benches/python/detector.py`:
-//! the same crash-loop logic and a p99 latency rule, with kafka-python).
+//! the same crash-loop logic and a p99 latency rule, with kafka-python), and `salve-commit-1h`
+//! (an experiment: `salve` with `kafka.commit_interval` at 1 h, so no commit falls in a phase).
 //!
 //! `cargo run --release -p salve-benches --bin latency -- --detector salve,salve-defaults,python`
 #![forbid(unsafe_code)]
@@ -28,7 +29,9 @@ use hdrhistogram::Histogram;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message as _;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DefaultProducerContext, Producer, ThreadedProducer,
+};
 use salve_benches::kafka::{
     embedded_kafka_config, produce_all, send_waiting, sentinel, tail_consumer, Failure,
     RunningSalve,
@@ -68,7 +71,7 @@ const TUNED_PRODUCER: [(&str, &str); 1] = [("linger.ms", "0")];
 #[derive(Parser, Debug)]
 #[command(name = "latency")]
 struct Args {
-    /// Detectors, in order: relay, salve, salve-defaults, python.
+    /// Detectors, in order: relay, salve, salve-defaults, salve-commit-1h, python.
     #[arg(long, value_delimiter = ',', default_value = "salve")]
     detector: Vec<String>,
     /// Events pre-produced for the max-throughput phase (sentinels come on top).
@@ -117,6 +120,10 @@ struct Args {
     /// flushes the outputs on the runner's thread.
     #[arg(long)]
     salve_commit_interval_ms: Option<i64>,
+    /// Only measure how long `flush` takes on a `ThreadedProducer` (what salve's runner
+    /// flushes before each commit) with one message just sent, N times, and exit.
+    #[arg(long)]
+    flush_probe: Option<usize>,
     /// Give up on a phase after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -169,6 +176,9 @@ fn main() -> Result<(), Failure> {
     };
     let broker = EmbeddedBroker::start(&service_topics)?;
     let bootstrap = broker.bootstrap_servers();
+    if let Some(times) = args.flush_probe {
+        return flush_probe(&bootstrap, &service_topics.decisions, times);
+    }
 
     // The backlog for the max-throughput phases, produced once, read by every detector.
     let estimate = 280;
@@ -636,6 +646,15 @@ impl Detector {
                 extra(name == "salve"),
                 engine,
             )?)),
+            "salve-commit-1h" => {
+                // An experiment, not a setting to use: commits (and the output flush before
+                // each) only every hour, so none falls inside a phase.
+                let mut kafka = extra(true);
+                kafka.commit_interval_ms = 3_600_000;
+                Ok(Self::Salve(RunningSalve::start(
+                    bootstrap, &topics, kafka, engine,
+                )?))
+            }
             "python" => {
                 let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/detector.py");
                 let mut child = Command::new(&args.python)
@@ -666,7 +685,7 @@ impl Detector {
                 Ok(Self::Python { child, stdin })
             }
             other => Err(format!(
-                "unknown detector {other:?}: expected relay, salve, salve-defaults or python"
+                "unknown detector {other:?}: expected relay, salve, salve-defaults, salve-commit-1h or python"
             )
             .into()),
         }
@@ -705,6 +724,35 @@ impl Detector {
             }
         }
     }
+}
+
+/// Times `flush` right after one `send`, as salve's runner flushes its outputs before a commit.
+fn flush_probe(bootstrap: &str, topic: &str, times: usize) -> Result<(), Failure> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "0")
+        .create()?;
+    let mut spans = Vec::with_capacity(times);
+    for _ in 0..times {
+        producer
+            .send(
+                BaseRecord::<str, [u8]>::to(topic)
+                    .key("probe")
+                    .payload(b"{}".as_slice()),
+            )
+            .map_err(|(e, _)| e)?;
+        let started = Instant::now();
+        producer.flush(Duration::from_secs(10))?;
+        spans.push(started.elapsed());
+    }
+    spans.sort();
+    println!(
+        "flush with one message in flight, {times} times: min {:.2?}, median {:.2?}, max {:.2?}",
+        spans.first().copied().unwrap_or_default(),
+        spans.get(spans.len() / 2).copied().unwrap_or_default(),
+        spans.last().copied().unwrap_or_default()
+    );
+    Ok(())
 }
 
 fn summary(args: &Args, results: &[DetectorResult]) {
