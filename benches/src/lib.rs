@@ -1,8 +1,8 @@
 //! Shared pieces of salve's benchmarks: a deterministic, realistic telemetry workload, the
 //! engine with the shipped rules, and readings of the process's memory and CPU time.
 //!
-//! The targets are `benches/micro.rs` (criterion), and the `throughput` and `memory`
-//! binaries. `BENCHMARKS.md` at the repository root gives the commands and the figures.
+//! The targets are `benches/micro.rs` (criterion), and the `throughput`, `memory`,
+//! `latency` and `scaling` binaries. `BENCHMARKS.md` at the repository root gives the commands and the figures.
 #![forbid(unsafe_code)]
 
 pub mod kafka;
