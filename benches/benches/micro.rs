@@ -1,10 +1,11 @@
 //! Criterion micro-benchmarks of the per-event path, one piece at a time:
-//! decode, window update, the whole `Engine::on_message`, and loading the rules.
+//! decode, window update, the whole `Engine::on_message`, and loading and reloading the rules.
 //!
 //! `cargo bench -p salve-benches --bench micro`
 #![forbid(unsafe_code)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use salve_benches::rulegen::Pack;
 use salve_benches::{
     entity_name, patch_ts, shipped_engine, write_event, Rng, Series, BASE_TS_MS, SERIES,
 };
@@ -156,6 +157,22 @@ fn rules(c: &mut Criterion) {
             salve::load_rules(&runtime, None).map(|r| r.rules().len())
         });
     });
+    // What a hot reload would do before swapping the set in: compile and validate every file
+    // (`RuleSet::load_sources`), then probe each condition once, in the running engine's sandbox.
+    // The engine has no public way to install a new set yet, so the swap itself (building the
+    // router, a few pointer moves) is not measured.
+    for (name, pack) in [
+        ("shipped", Pack::default()),
+        ("shipped+98_generated", Pack::with_total(100, 4)),
+    ] {
+        group.bench_function(format!("reload_build+probe/{name}"), |b| {
+            b.iter(|| {
+                let set = pack.load(runtime.runtime()).map_err(|e| e.to_string())?;
+                set.probe(runtime.runtime()).map_err(|e| e.to_string())?;
+                Ok::<usize, String>(set.rules().len())
+            });
+        });
+    }
     group.bench_function("engine_new_with_shipped_rules", |b| {
         b.iter_batched(
             || (),

@@ -1,9 +1,13 @@
 //! Shared pieces of salve's benchmarks: a deterministic, realistic telemetry workload, the
 //! engine with the shipped rules, and readings of the process's memory and CPU time.
 //!
-//! The targets are `benches/micro.rs` (criterion), and the `throughput` and `memory`
-//! binaries. `BENCHMARKS.md` at the repository root gives the commands and the figures.
+//! The targets are `benches/micro.rs` (criterion), and the `throughput`, `memory`,
+//! `latency` and `scaling` binaries. `BENCHMARKS.md` at the repository root gives the commands and the figures.
 #![forbid(unsafe_code)]
+
+pub mod kafka;
+pub mod relay;
+pub mod rulegen;
 
 use salve_engine::{Engine, EngineConfig, Output, PartitionId, RecordPosition};
 use std::fmt::Write as _;
@@ -150,6 +154,14 @@ pub fn patch_ts(payload: &mut [u8], at: usize, ts_ms: i64) {
     }
 }
 
+/// The byte offset of the 13-digit `ts` value in a payload that [`write_event`] or
+/// [`kafka::sentinel`] wrote, for [`patch_ts`].
+pub fn ts_offset(payload: &[u8]) -> Option<usize> {
+    let at = payload.windows(5).position(|w| w == br#""ts":"#)? + 5;
+    let digits = payload.get(at..at + TS_DIGITS)?;
+    digits.iter().all(u8::is_ascii_digit).then_some(at)
+}
+
 /// The partition of a key: FNV-1a, so that the Kafka run and the in-memory run agree on it.
 pub fn partition_for(key: &str, partitions: i32) -> i32 {
     let mut hash: u32 = 0x811C_9DC5;
@@ -230,55 +242,107 @@ impl Workload {
 /// time advancing steadily through the round; after an entity's reports, now and then a burst
 /// of three `process_exit` events for it.
 pub fn generate(spec: &WorkloadSpec) -> Workload {
-    let mut rng = Rng::new(spec.seed);
-    // Per entity and round: 5 reports, plus 3 exits with probability p; the exit share is
-    // 3p / (5 + 3p).
-    let share = spec.exit_share.clamp(0.0, 0.9);
-    let burst_probability = 5.0 * share / (3.0 * (1.0 - share));
-    let mut workload = Workload {
-        messages: Vec::with_capacity(spec.events),
-        ..Workload::default()
-    };
-    let mut text = String::with_capacity(256);
-    let step = (spec.interval_ms / spec.entities as i64).max(1);
-    let mut push = |workload: &mut Workload, index: usize, series: Series, ts: i64| {
-        write_event(&mut text, index, series, ts, &mut rng);
-        let key = entity_name(index);
-        let partition = partition_for(&key, spec.partitions);
-        workload.messages.push(Message {
+    let mut stream = Stream::new(spec);
+    let messages: Vec<Message> = stream.by_ref().take(spec.events).collect();
+    Workload {
+        messages,
+        exit_events: stream.exit_events,
+        bursts: stream.bursts,
+        last_ts_ms: stream.last_ts_ms,
+    }
+}
+
+/// The workload of [`generate`] as an endless stream, for runs too long to hold in memory.
+/// `spec.events` is ignored: take as many as needed.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    spec: WorkloadSpec,
+    rng: Rng,
+    text: String,
+    step_ms: i64,
+    burst_probability: f64,
+    round: i64,
+    index: usize,
+    /// 0..5: the entity's series; 5..8: its burst of exits, if it has one this round.
+    slot: usize,
+    burst: bool,
+    /// `process_exit` events yielded so far.
+    pub exit_events: usize,
+    /// Complete bursts of three exits yielded so far.
+    pub bursts: usize,
+    /// The largest event time yielded so far.
+    pub last_ts_ms: i64,
+}
+
+impl Stream {
+    /// A stream of the workload `spec` describes.
+    pub fn new(spec: &WorkloadSpec) -> Self {
+        // Per entity and round: 5 reports, plus 3 exits with probability p; the exit share is
+        // 3p / (5 + 3p).
+        let share = spec.exit_share.clamp(0.0, 0.9);
+        Self {
+            spec: spec.clone(),
+            rng: Rng::new(spec.seed),
+            text: String::with_capacity(256),
+            step_ms: (spec.interval_ms / spec.entities.max(1) as i64).max(1),
+            burst_probability: 5.0 * share / (3.0 * (1.0 - share)),
+            round: 0,
+            index: 0,
+            slot: 0,
+            burst: false,
+            exit_events: 0,
+            bursts: 0,
+            last_ts_ms: 0,
+        }
+    }
+
+    fn message(&mut self, series: Series, ts: i64) -> Message {
+        write_event(&mut self.text, self.index, series, ts, &mut self.rng);
+        let key = entity_name(self.index);
+        let partition = partition_for(&key, self.spec.partitions);
+        self.last_ts_ms = self.last_ts_ms.max(ts);
+        Message {
             key,
-            payload: text.as_bytes().to_vec(),
+            payload: self.text.as_bytes().to_vec(),
             partition,
-        });
-        workload.last_ts_ms = workload.last_ts_ms.max(ts);
-    };
-    let mut round = 0_i64;
-    'outer: loop {
-        for index in 0..spec.entities {
-            let ts = BASE_TS_MS + round * spec.interval_ms + index as i64 * step;
-            for series in SERIES {
-                if workload.messages.len() == spec.events {
-                    break 'outer;
+        }
+    }
+}
+
+impl Iterator for Stream {
+    type Item = Message;
+
+    fn next(&mut self) -> Option<Message> {
+        loop {
+            let ts =
+                BASE_TS_MS + self.round * self.spec.interval_ms + self.index as i64 * self.step_ms;
+            let slot = self.slot;
+            self.slot += 1;
+            if slot < SERIES.len() {
+                if self.slot == SERIES.len() {
+                    // A stream of its own, so the burst decision does not depend on how many
+                    // values the events drew.
+                    let seed = self.spec.seed ^ ((self.round as u64) << 32) ^ self.index as u64;
+                    self.burst = Rng::new(seed).next_f64() < self.burst_probability;
                 }
-                push(&mut workload, index, series, ts);
+                return Some(self.message(SERIES[slot], ts));
             }
-            // The generator is shared by the closure; draw the burst decision from a
-            // separate, equally deterministic stream.
-            let draw = Rng::new(spec.seed ^ ((round as u64) << 32) ^ index as u64).next_f64();
-            if draw < burst_probability {
-                for exit in 0..3 {
-                    if workload.messages.len() == spec.events {
-                        break 'outer;
-                    }
-                    push(&mut workload, index, Series::ProcessExit, ts + exit);
-                    workload.exit_events += 1;
+            let exit = slot - SERIES.len();
+            if self.burst && exit < 3 {
+                self.exit_events += 1;
+                if exit == 2 {
+                    self.bursts += 1;
                 }
-                workload.bursts += 1;
+                return Some(self.message(Series::ProcessExit, ts + exit as i64));
+            }
+            self.slot = 0;
+            self.index += 1;
+            if self.index == self.spec.entities {
+                self.index = 0;
+                self.round += 1;
             }
         }
-        round += 1;
     }
-    workload
 }
 
 /// An engine with the default configuration and the rules shipped with salve, except that it
@@ -321,10 +385,20 @@ pub fn feed<'a>(
     messages: impl IntoIterator<Item = &'a Message>,
     now_ms: impl Fn() -> i64,
 ) -> Fed {
+    feed_from(engine, messages, now_ms, &mut Vec::new())
+}
+
+/// [`feed`], for one batch of many: `offsets` holds each partition's next offset, and carries
+/// it over from one batch to the next.
+pub fn feed_from<'a>(
+    engine: &mut Engine,
+    messages: impl IntoIterator<Item = &'a Message>,
+    now_ms: impl Fn() -> i64,
+    offsets: &mut Vec<i64>,
+) -> Fed {
     let mut fed = Fed::default();
     let mut out: Vec<Output> = Vec::new();
     let mut now = now_ms();
-    let mut offsets: Vec<i64> = Vec::new();
     for message in messages {
         if fed.events % 4096 == 0 {
             now = now_ms();
@@ -414,6 +488,14 @@ pub fn current_tid() -> Option<u32> {
 /// CPU time of thread `tid` of this process.
 pub fn thread_cpu(tid: u32) -> Option<Duration> {
     cpu_time(&format!("/proc/self/task/{tid}/stat"))
+}
+
+/// The load averages over 1, 5 and 15 minutes, as `uptime` shows them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// One line about the machine: cores, CPU model, memory.

@@ -40,3 +40,56 @@ fn memory_runs_both_scenarios() {
     assert!(out.contains("idle:1000"), "{out}");
     assert!(out.contains("active:100:60"), "{out}");
 }
+
+#[test]
+fn latency_measures_salve_and_the_python_detector() {
+    // The python detector needs Debian's python3-kafka (scripts/install-test-deps.sh).
+    let out = run(
+        env!("CARGO_BIN_EXE_latency"),
+        &[
+            "--detector",
+            "salve,salve-defaults,python",
+            "--backlog",
+            "2000",
+            "--entities",
+            "200",
+            "--rate",
+            "2000",
+            "--seconds",
+            "2",
+            "--warmup-seconds",
+            "0",
+            "--bursts-per-second",
+            "5",
+            "--timeout",
+            "60",
+        ],
+    );
+    for detector in ["salve ", "salve-defaults ", "python "] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(detector) && l.contains(" ms")),
+            "no latency line for {detector:?} in:\n{out}"
+        );
+    }
+    assert!(out.contains("max throughput"), "{out}");
+}
+
+#[test]
+fn scaling_runs_entity_and_rule_scenarios() {
+    let out = run(
+        env!("CARGO_BIN_EXE_scaling"),
+        &[
+            "--entities",
+            "1000",
+            "--rules",
+            "10:1:2",
+            "--rules-entities",
+            "500",
+            "--events",
+            "20000",
+        ],
+    );
+    assert!(out.contains("entities:1000"), "{out}");
+    assert!(out.contains("rules:10:1:2"), "{out}");
+}

@@ -20,26 +20,24 @@
 use clap::Parser;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use salve_benches::kafka::{
+    embedded_kafka_config, produce_all, sentinel, tail_consumer, Failure, RunningSalve,
+};
 use salve_benches::{
     current_tid, feed, generate, machine, process_cpu, shipped_engine, thousands, thread_cpu,
     wall_ms, Message, WorkloadSpec, BASE_TS_MS,
 };
-use salve_connectors::{EmbeddedBroker, KafkaConfig, RunReport, Shutdown, TopicsConfig};
+use salve_connectors::{EmbeddedBroker, RunReport, TopicsConfig};
 use salve_engine::{Engine, Output, PartitionId, RecordPosition};
 use std::collections::{BTreeMap, HashSet};
-use std::error::Error;
-use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 const TELEMETRY: &str = "bench.telemetry";
 /// Stay well under the ~5 MiB the mock cluster keeps per partition.
 const BYTES_PER_PARTITION: usize = 4 * 1024 * 1024;
-
-type Failure = Box<dyn Error + Send + Sync>;
 
 /// salve's end-to-end throughput against a bare consumer, on the embedded broker.
 #[derive(Parser, Debug)]
@@ -148,19 +146,6 @@ fn percent(part: Option<Duration>, whole: Duration) -> String {
     })
 }
 
-fn sentinel(kind: &str, partition: i32, index: i64, ts_ms: i64) -> Message {
-    let entity = format!("bench/{kind}-{partition:03}");
-    let payload = format!(
-        r#"{{"v":1,"entity":"{entity}","ts":{},"kind":"event","name":"process_exit","labels":{{"service":"bench"}}}}"#,
-        ts_ms + index
-    );
-    Message {
-        key: entity,
-        payload: payload.into_bytes(),
-        partition,
-    }
-}
-
 fn main() -> Result<(), Failure> {
     let args = Args::parse();
     let entities = args.entities.unwrap_or((args.events / 50).max(1_000));
@@ -250,7 +235,7 @@ fn main() -> Result<(), Failure> {
         broker.create_topic(TELEMETRY, partitions)?;
         let bootstrap = broker.bootstrap_servers();
         let produced = Instant::now();
-        produce(&bootstrap, &messages)?;
+        produce_all(&bootstrap, TELEMETRY, &messages)?;
         let produce_time = produced.elapsed();
         check_retained(&bootstrap, partitions, total)?;
         println!(
@@ -373,35 +358,6 @@ fn median(phases: &[Phase]) -> Option<Phase> {
     let mut sorted: Vec<&Phase> = phases.iter().collect();
     sorted.sort_by(|x, y| x.rate().total_cmp(&y.rate()));
     sorted.get(sorted.len() / 2).map(|p| (*p).clone())
-}
-
-fn produce(bootstrap: &str, messages: &[Message]) -> Result<(), Failure> {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .create()?;
-    for message in messages {
-        let mut record = BaseRecord::<str, [u8]>::to(TELEMETRY)
-            .key(&message.key)
-            .payload(&message.payload)
-            .partition(message.partition);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((error, _)) => return Err(error.into()),
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(300))?;
-    Ok(())
 }
 
 fn plain_consumer(
@@ -529,71 +485,20 @@ fn salve_runner(
     timeout: Duration,
 ) -> Result<(Phase, RunReport), Failure> {
     // Watches the commands topic for the sentinels' commands.
-    let observer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "bench.observer")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
-        .create::<BaseConsumer>()?;
-    let metadata = observer.fetch_metadata(Some(&topics.commands), Duration::from_secs(10))?;
-    let mut list = TopicPartitionList::new();
-    for topic in metadata.topics() {
-        for partition in topic.partitions() {
-            // Skip the commands of earlier runs.
-            let (_, high) = observer.fetch_watermarks(
-                &topics.commands,
-                partition.id(),
-                Duration::from_secs(10),
-            )?;
-            list.add_partition_offset(&topics.commands, partition.id(), Offset::Offset(high))?;
-        }
-    }
-    observer.assign(&list)?;
-
-    let shutdown = Arc::new(Shutdown::default());
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let handle = {
-        let shutdown = Arc::clone(&shutdown);
-        let bootstrap = bootstrap.to_owned();
-        let topics = topics.clone();
-        let extra = extra.clone();
-        std::thread::Builder::new()
-            .name("salve-runner".into())
-            .spawn(move || -> Result<RunReport, String> {
-                // The engine is not Send: build it on the thread that runs it.
-                let mut engine = shipped_engine();
-                let mut kafka = KafkaConfig {
-                    group_id: format!("bench.salve.{round}"),
-                    ..KafkaConfig::default()
-                };
-                // As `salve run` does on the embedded broker.
-                kafka
-                    .consumer
-                    .insert("session.timeout.ms".into(), "6000".into());
-                kafka.consumer.extend(extra.consumer);
-                kafka.producer.extend(extra.producer);
-                salve_connectors::run(&mut engine, &bootstrap, &kafka, &topics, &shutdown, || {
-                    let _ = ready_tx.send(current_tid());
-                })
-                .map_err(|e| e.to_string())
-            })?
-    };
-    let tid = match ready_rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(tid) => tid,
-        Err(_) => {
-            shutdown.graceful();
-            let outcome = handle.join();
-            return Err(format!("the runner did not start: {outcome:?}").into());
-        }
-    };
-
+    let observer = tail_consumer(bootstrap, "bench.observer", &topics.commands)?;
+    let kafka = embedded_kafka_config(
+        &format!("bench.salve.{round}"),
+        extra.consumer.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        extra.producer.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let runner = RunningSalve::start(bootstrap, topics, kafka, shipped_engine)?;
+    let tid = runner.tid;
     let deadline = Instant::now() + timeout;
     let mut first = None;
     let mut ends = HashSet::new();
     let end = loop {
         if Instant::now() > deadline {
-            shutdown.graceful();
-            let outcome = handle.join();
+            let outcome = runner.stop();
             return Err(format!(
                 "(b) saw {} of {partitions} end sentinels before the timeout; runner: {outcome:?}",
                 ends.len()
@@ -617,11 +522,7 @@ fn salve_runner(
             }
         }
     };
-    shutdown.graceful();
-    let report = handle
-        .join()
-        .map_err(|_| "the runner thread panicked")?
-        .map_err(|e| format!("the runner failed: {e}"))?;
+    let report = runner.stop()?;
     let first = first.ok_or("no start sentinel command was seen")?;
     let phase = Phase::between(
         "(b) salve runner, Kafka in and out",

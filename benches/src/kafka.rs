@@ -1,0 +1,185 @@
+//! Kafka pieces the benchmark binaries share: producing a prepared topic, watching the
+//! commands topic, and salve's runner on a thread of its own.
+
+use crate::{current_tid, Message};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use salve_connectors::{KafkaConfig, RunReport, Shutdown, TopicsConfig};
+use salve_engine::Engine;
+use std::error::Error;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The error type of the benchmark binaries.
+pub type Failure = Box<dyn Error + Send + Sync>;
+
+/// A burst of three `process_exit` events of the entity `bench/{kind}-{partition:03}`, which
+/// `crash_loop` turns into a command: it marks the start or the end of a partition's backlog.
+pub fn sentinel(kind: &str, partition: i32, index: i64, ts_ms: i64) -> Message {
+    let entity = format!("bench/{kind}-{partition:03}");
+    let payload = format!(
+        r#"{{"v":1,"entity":"{entity}","ts":{},"kind":"event","name":"process_exit","labels":{{"service":"bench"}}}}"#,
+        ts_ms + index
+    );
+    Message {
+        key: entity,
+        payload: payload.into_bytes(),
+        partition,
+    }
+}
+
+/// Produces every message to `topic`, each to its own partition, as fast as the broker takes
+/// them, and waits until all are delivered.
+pub fn produce_all(bootstrap: &str, topic: &str, messages: &[Message]) -> Result<(), Failure> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()?;
+    for message in messages {
+        let record = BaseRecord::<str, [u8]>::to(topic)
+            .key(&message.key)
+            .payload(&message.payload)
+            .partition(message.partition);
+        send_waiting(&producer, record)?;
+    }
+    producer.flush(Duration::from_secs(300))?;
+    Ok(())
+}
+
+/// Sends `record`, waiting for room in the producer's queue rather than dropping it.
+pub fn send_waiting(
+    producer: &BaseProducer,
+    mut record: BaseRecord<'_, str, [u8]>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(1));
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
+/// A consumer assigned every partition of `topic` from its current end, so it sees only what
+/// is produced from now on. `fetch.wait.max.ms` is 1: the mock cluster holds an empty fetch
+/// response for the whole wait, even when data arrives meanwhile.
+pub fn tail_consumer(bootstrap: &str, group: &str, topic: &str) -> Result<BaseConsumer, Failure> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "1")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut list = TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (_, high) =
+            consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
+        list.add_partition_offset(topic, partition.id(), Offset::Offset(high))?;
+    }
+    if list.count() == 0 {
+        return Err(format!("topic {topic} has no partitions").into());
+    }
+    consumer.assign(&list)?;
+    Ok(consumer)
+}
+
+/// salve's runner (`salve_connectors::run`) on a thread of its own.
+pub struct RunningSalve {
+    shutdown: Arc<Shutdown>,
+    handle: JoinHandle<Result<RunReport, String>>,
+    /// The runner thread's kernel id, for its CPU time.
+    pub tid: Option<u32>,
+}
+
+impl RunningSalve {
+    /// Starts the runner with an engine that `engine` builds on the runner's thread (an
+    /// `Engine` is not `Send`), and waits until its clients are up.
+    pub fn start(
+        bootstrap: &str,
+        topics: &TopicsConfig,
+        kafka: KafkaConfig,
+        engine: impl FnOnce() -> Engine + Send + 'static,
+    ) -> Result<Self, Failure> {
+        let shutdown = Arc::new(Shutdown::default());
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let handle = {
+            let shutdown = Arc::clone(&shutdown);
+            let bootstrap = bootstrap.to_owned();
+            let topics = topics.clone();
+            std::thread::Builder::new()
+                .name("salve-runner".into())
+                .spawn(move || -> Result<RunReport, String> {
+                    let mut engine = engine();
+                    salve_connectors::run(
+                        &mut engine,
+                        &bootstrap,
+                        &kafka,
+                        &topics,
+                        &shutdown,
+                        || {
+                            let _ = ready_tx.send(current_tid());
+                        },
+                    )
+                    .map_err(|e| e.to_string())
+                })?
+        };
+        match ready_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(tid) => Ok(Self {
+                shutdown,
+                handle,
+                tid,
+            }),
+            Err(_) => {
+                shutdown.graceful();
+                let outcome = handle.join();
+                Err(format!("the runner did not start: {outcome:?}").into())
+            }
+        }
+    }
+
+    /// Stops the runner gracefully (flush, commit) and returns its report.
+    pub fn stop(self) -> Result<RunReport, Failure> {
+        self.shutdown.graceful();
+        let report = self
+            .handle
+            .join()
+            .map_err(|_| "the runner thread panicked")?
+            .map_err(|e| format!("the runner failed: {e}"))?;
+        Ok(report)
+    }
+}
+
+/// The runner's Kafka settings as `salve run` sets them on the embedded broker, in group
+/// `group`, plus `consumer` and `producer` properties on top.
+pub fn embedded_kafka_config<'a>(
+    group: &str,
+    consumer: impl IntoIterator<Item = (&'a str, &'a str)>,
+    producer: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> KafkaConfig {
+    let mut kafka = KafkaConfig {
+        group_id: group.to_owned(),
+        ..KafkaConfig::default()
+    };
+    kafka
+        .consumer
+        .insert("session.timeout.ms".into(), "6000".into());
+    for (key, value) in consumer {
+        kafka.consumer.insert(key.into(), value.into());
+    }
+    for (key, value) in producer {
+        kafka.producer.insert(key.into(), value.into());
+    }
+    kafka
+}
