@@ -40,6 +40,12 @@ pub fn run(
             .consumer
             .entry("session.timeout.ms".into())
             .or_insert_with(|| "6000".into());
+        // The mock broker holds an empty fetch for the whole of fetch.wait.max.ms (500 ms by
+        // default), where a real broker answers as soon as data arrives.
+        kafka
+            .consumer
+            .entry("fetch.wait.max.ms".into())
+            .or_insert_with(|| "5".into());
     }
     let bootstrap = match &embedded {
         Some(broker) => broker.bootstrap_servers(),
