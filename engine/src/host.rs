@@ -133,6 +133,15 @@ enum Window {
     Seconds(Dynamic),
 }
 
+/// A window as the rule wrote it, in milliseconds, checked against the engine's bounds.
+fn resolve_window(frame: &mut Frame, window: Window) -> HostResult<i64> {
+    let ms = match window {
+        Window::Text(text) => frame.window_text_ms(&text)?,
+        Window::Seconds(seconds) => duration_ms(&seconds).map_err(|e| e.to_string())?,
+    };
+    check_window(frame, ms)
+}
+
 fn call_windowed(
     frame: &SharedFrame,
     name: &'static str,
@@ -141,11 +150,7 @@ fn call_windowed(
     compute: Windowed,
 ) -> HostResult<Dynamic> {
     let mut frame = frame.borrow_mut();
-    let ms = match window {
-        Window::Text(text) => frame.window_text_ms(&text)?,
-        Window::Seconds(seconds) => duration_ms(&seconds).map_err(|e| e.to_string())?,
-    };
-    let window_ms = check_window(&frame, ms)?;
+    let window_ms = resolve_window(&mut frame, window)?;
     let (value, evidence) = compute(&mut frame, &series, window_ms)?;
     note(&mut frame, name, series, Some(window_ms), evidence);
     Ok(value)
@@ -235,11 +240,7 @@ fn register_percentile(engine: &mut RhaiEngine, frame: &SharedFrame) {
         q: f64,
     ) -> HostResult<Dynamic> {
         let mut frame = frame.borrow_mut();
-        let ms = match window {
-            Window::Text(text) => frame.window_text_ms(&text)?,
-            Window::Seconds(seconds) => duration_ms(&seconds).map_err(|e| e.to_string())?,
-        };
-        let window_ms = check_window(&frame, ms)?;
+        let window_ms = resolve_window(&mut frame, window)?;
         let (value, evidence) = quantile(&mut frame, &series, window_ms, q)?;
         note(&mut frame, "percentile", series, Some(window_ms), evidence);
         Ok(value)
@@ -341,11 +342,7 @@ fn register_group_windowed(
         compute: GroupWindowed,
     ) -> HostResult<Dynamic> {
         let mut frame = frame.borrow_mut();
-        let ms = match window {
-            Window::Text(text) => frame.window_text_ms(&text)?,
-            Window::Seconds(seconds) => duration_ms(&seconds).map_err(|e| e.to_string())?,
-        };
-        let window_ms = check_window(&frame, ms)?;
+        let window_ms = resolve_window(&mut frame, window)?;
         let (value, evidence) = compute(&frame, &label, &series, window_ms)?;
         note(&mut frame, name, series, Some(window_ms), evidence);
         Ok(value)

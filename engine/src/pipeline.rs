@@ -1106,32 +1106,12 @@ impl Judge<'_> {
             .calls
             .call(entity, |rules, rt, i| rules.target(rt, i), self.stats)
         {
-            None if rule.has_target() => {
-                let why = "no command issued: target() failed";
-                self.give_up(
-                    incident,
-                    subject(entity, &mut group),
-                    subject_key,
-                    why,
-                    commands,
-                    out,
-                );
-                return;
-            }
-            None => subject_key.to_owned(),
+            None if rule.has_target() => Err("no command issued: target() failed"),
+            None => Ok(subject_key.to_owned()),
             Some(value) if value.is_unit() => {
-                let why = "no command issued: target() found no entity to act on";
-                self.give_up(
-                    incident,
-                    subject(entity, &mut group),
-                    subject_key,
-                    why,
-                    commands,
-                    out,
-                );
-                return;
+                Err("no command issued: target() found no entity to act on")
             }
-            Some(value) => value.to_string(),
+            Some(value) => Ok(value.to_string()),
         };
         let mut params = rule.decl.action_params.clone();
         if let Some(group_label) = &rule.decl.group_by {
@@ -1141,26 +1121,31 @@ impl Judge<'_> {
                     .or_insert_with(|| serde_json::Value::from(value));
             }
         }
-        match self.calls.call(
-            entity,
-            |rules, rt, i| rules.action_params(rt, i),
-            self.stats,
-        ) {
-            Some(computed) => params.extend(computed),
-            None if rule.has_action_params() => {
-                let why = "no command issued: action_params() failed";
-                self.give_up(
-                    incident,
-                    subject(entity, &mut group),
-                    subject_key,
-                    why,
-                    commands,
-                    out,
-                );
+        let computed = match target {
+            Err(why) => Err(why),
+            Ok(target) => match self.calls.call(
+                entity,
+                |rules, rt, i| rules.action_params(rt, i),
+                self.stats,
+            ) {
+                Some(computed) => Ok((target, computed)),
+                None if rule.has_action_params() => {
+                    Err("no command issued: action_params() failed")
+                }
+                None => Ok((target, serde_json::Map::new())),
+            },
+        };
+        let target = match computed {
+            Ok((target, computed)) => {
+                params.extend(computed);
+                target
+            }
+            Err(why) => {
+                let subject = subject(entity, &mut group);
+                self.give_up(incident, subject, subject_key, why, commands, out);
                 return;
             }
-            None => {}
-        }
+        };
         incident.target = target;
         incident.params = params;
         let subject = subject(entity, &mut group);
