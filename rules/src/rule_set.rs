@@ -291,15 +291,9 @@ impl RuleSet {
     /// none, and the condition not holding is what clears it.
     pub fn clear(&self, runtime: &Runtime, index: usize) -> Option<Result<bool, EvalError>> {
         let rule = &self.rules[index];
-        rule.has_clear.then(|| {
-            runtime.call_bool(
-                &rule.decl.name,
-                &rule.file,
-                &rule.ast,
-                "clear",
-                rule.params.clone(),
-            )
-        })
+        rule.has_clear
+            .then(|| self.call(runtime, index, "clear"))
+            .map(|value| value.and_then(|v| as_bool(rule, v)))
     }
 
     /// Calls rule `index`'s `fn verify(p)`: whether the entity is healthy, while a fix is
@@ -307,30 +301,28 @@ impl RuleSet {
     /// verifies.
     pub fn verify(&self, runtime: &Runtime, index: usize) -> Option<Result<bool, EvalError>> {
         let rule = &self.rules[index];
-        rule.has_verify.then(|| {
-            runtime.call_bool(
-                &rule.decl.name,
-                &rule.file,
-                &rule.ast,
-                "verify",
-                rule.params.clone(),
-            )
-        })
+        rule.has_verify
+            .then(|| self.call(runtime, index, "verify"))
+            .map(|value| value.and_then(|v| as_bool(rule, v)))
     }
 
     /// Calls rule `index`'s `fn target(p)`: the entity a command goes to, when it is not the
     /// failing entity (e.g. the replica to promote). `None` when the rule defines none.
     pub fn target(&self, runtime: &Runtime, index: usize) -> Option<Result<Dynamic, EvalError>> {
         let rule = &self.rules[index];
-        rule.has_target.then(|| {
-            runtime.call_value(
-                &rule.decl.name,
-                &rule.file,
-                &rule.ast,
-                "target",
-                rule.params.clone(),
-            )
-        })
+        rule.has_target.then(|| self.call(runtime, index, "target"))
+    }
+
+    /// Calls rule `index`'s `fn <name>(p)` with its parameters.
+    fn call(&self, runtime: &Runtime, index: usize, name: &str) -> Result<Dynamic, EvalError> {
+        let rule = &self.rules[index];
+        runtime.call_value(
+            &rule.decl.name,
+            &rule.file,
+            &rule.ast,
+            name,
+            rule.params.clone(),
+        )
     }
 
     /// Calls rule `index`'s `fn action_params(p)`: command parameters computed from the state,
@@ -374,6 +366,14 @@ impl RuleSet {
             rule.params.clone(),
         )
     }
+}
+
+/// A rule function's result as the boolean it must be.
+fn as_bool(rule: &Rule, value: Dynamic) -> Result<bool, EvalError> {
+    value.as_bool().map_err(|type_name| EvalError::NotABool {
+        rule: rule.decl.name.clone(),
+        type_name: type_name.to_owned(),
+    })
 }
 
 fn load_one(
