@@ -36,6 +36,10 @@ pub struct EngineConfig {
     /// `future`): a producer with a fast clock would otherwise drag its entity's windows ahead.
     #[serde(rename = "max_future", deserialize_with = "duration")]
     pub max_future_ms: i64,
+    /// A partition that receives nothing for this long (processing time) stops holding its
+    /// event time back: it follows the processing clock, less `allowed_lateness`.
+    #[serde(rename = "idle_timeout", deserialize_with = "duration")]
+    pub idle_timeout_ms: i64,
     /// An entity not heard from for this long (in event time) is forgotten, unless it has an
     /// open incident. Keeps memory bounded as entities come and go (pods get new names).
     #[serde(rename = "entity_ttl", deserialize_with = "duration")]
@@ -70,6 +74,7 @@ impl Default for EngineConfig {
             max_window_ms: 15 * 60 * 1_000,
             allowed_lateness_ms: 60_000,
             max_future_ms: 60_000,
+            idle_timeout_ms: 60_000,
             entity_ttl_ms: 60 * 60 * 1_000,
             ack_timeout_ms: 30_000,
             max_percentile_samples: 256,
@@ -139,6 +144,12 @@ impl EngineConfig {
                     expected: "a positive number (0 would lift the limit in Rhai)",
                 });
             }
+        }
+        if self.idle_timeout_ms <= 0 {
+            return Err(InvalidEngineConfig {
+                key: "idle_timeout",
+                expected: "a positive duration such as \"1m\"",
+            });
         }
         if self.flap_window_ms <= 0 {
             return Err(InvalidEngineConfig {

@@ -81,6 +81,8 @@ struct PartitionState {
     storms: HashSet<String>,
     /// The watermark at the last sweep for idle entities.
     swept_at_ms: i64,
+    /// The processing time of the partition's latest event.
+    heard_at_ms: i64,
 }
 
 /// The commands awaiting an ack.
@@ -275,6 +277,7 @@ impl Engine {
             });
         let ts = event.ts_ms.unwrap_or(now_ms);
         state.watermark_ms = state.watermark_ms.max(ts);
+        state.heard_at_ms = now_ms;
         let watermark = state.watermark_ms;
 
         let entity_key = event.entity.as_ref();
@@ -522,6 +525,22 @@ impl Engine {
     /// Fires every deadline at or before `now_ms`: ack timeouts, verifications that held,
     /// and retries whose backoff is over.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
+        for state in self.partitions.values_mut() {
+            // An idle partition does not stall time: once nothing has arrived for idle_timeout,
+            // its event time follows the processing clock, less the allowed lateness, so its
+            // idle entities still expire and since_last() still grows.
+            let idle_for = now_ms.saturating_sub(state.heard_at_ms);
+            if state.heard_at_ms > 0 && idle_for >= self.config.idle_timeout_ms {
+                let floor = now_ms.saturating_sub(self.config.allowed_lateness_ms);
+                if floor > state.watermark_ms {
+                    state.watermark_ms = floor;
+                    self.stats.idle_advances += 1;
+                    if state.watermark_ms - state.swept_at_ms >= self.config.entity_ttl_ms / 10 {
+                        self.stats.entities_expired += sweep_idle(state, self.config.entity_ttl_ms);
+                    }
+                }
+            }
+        }
         let mut lifecycle = Lifecycle {
             rules: &self.rules,
             config: &self.config,

@@ -38,6 +38,8 @@ pub struct Stats {
     pub retries: u64,
     /// Commands decided on and not sent: dry-run mode, or shadow rules.
     pub would_commands: u64,
+    /// Times an idle partition's event time was moved on by the processing clock.
+    pub idle_advances: u64,
     /// Open incidents read back from the changelog.
     pub incidents_restored: u64,
     /// Incidents handed to a human.

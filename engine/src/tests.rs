@@ -1280,3 +1280,36 @@ fn open_incidents_go_to_the_changelog_and_come_back_with_their_deadlines() {
         .restore(records[0].partition, "a", b"{not json")
         .is_err());
 }
+
+#[test]
+fn an_idle_partition_does_not_stall_time_and_its_idle_entities_expire() {
+    let config = EngineConfig {
+        max_future_ms: i64::MAX,
+        entity_ttl_ms: 20 * 60_000,
+        ..EngineConfig::default()
+    };
+    let mut engine = engine_configured(config, &[]);
+    let mut out = Vec::new();
+    // One event at 10:00, processed at 10:00; then the partition falls silent.
+    let ten = 36_000_000;
+    engine
+        .on_message(
+            at(0),
+            None,
+            exit("quiet", ten).as_bytes(),
+            None,
+            ten,
+            &mut out,
+        )
+        .expect("valid");
+    assert_eq!(engine.entity_count(), 1);
+    engine.tick(ten + 30_000, &mut out);
+    assert_eq!(engine.stats().idle_advances, 0, "not idle yet");
+    engine.tick(ten + 30 * 60_000, &mut out);
+    assert_eq!(engine.stats().idle_advances, 1);
+    assert_eq!(
+        engine.entity_count(),
+        0,
+        "its event time moved on without events, and the entity expired"
+    );
+}
