@@ -221,6 +221,11 @@ fn main() -> Result<(), Failure> {
     for name in &args.detector {
         let live = format!("bench.live.{name}");
         broker.create_topic(&live, LIVE_PARTITIONS)?;
+        // Partitioned like the widest telemetry topic, as the changelog must be.
+        broker.create_topic(
+            &format!("{}.{live}", service_topics.changelog),
+            partitions.max(LIVE_PARTITIONS),
+        )?;
         let observer = tail_consumer(
             &bootstrap,
             &format!("bench.observer.{name}"),
@@ -613,9 +618,11 @@ impl Detector {
         live: &str,
         service_topics: &TopicsConfig,
     ) -> Result<Self, Failure> {
+        // Each detector run starts from no incidents: a changelog of its own.
         let topics = TopicsConfig {
             telemetry: vec![BACKLOG.to_owned(), live.to_owned()],
             create: false,
+            changelog: format!("{}.{live}", service_topics.changelog),
             ..service_topics.clone()
         };
         let group = format!("bench.latency.{name}");

@@ -40,6 +40,10 @@ impl TestBroker {
             commands: format!("{prefix}.commands"),
             acks: format!("{prefix}.acks"),
             decisions: format!("{prefix}.decisions"),
+            escalations: format!("{prefix}.escalations"),
+            // Every topic is the test's own: a changelog shared with another test, or a run
+            // before, would restore its incidents here.
+            changelog: format!("{prefix}.changelog"),
             dead_letter: format!("{prefix}.deadletter"),
             partitions: 2,
             ..TopicsConfig::default()
