@@ -42,19 +42,29 @@ impl Aggregate {
     }
 }
 
-/// One series' recent history.
-#[derive(Debug, Clone)]
-pub struct SeriesWindow {
-    name: Arc<str>,
-    buckets: VecDeque<Bucket>,
-    last_value: f64,
-    last_ts: i64,
+/// The runs of passing and failing checks of a health series.
+#[derive(Debug, Clone, Default)]
+struct HealthRuns {
     consecutive_fails: u32,
     consecutive_passes: u32,
     /// Event time of the first fail in the current run of fails.
     failing_since: i64,
     /// Event time of the newest health check counted.
     last_check_ts: i64,
+}
+
+/// One series' recent history.
+#[derive(Debug, Clone)]
+pub struct SeriesWindow {
+    name: Arc<str>,
+    /// Boxed: with history kept only as far back as rules look, most series keep no buckets,
+    /// and an empty `VecDeque` would still cost 32 bytes in every one of them.
+    #[allow(clippy::box_collection)]
+    buckets: Option<Box<VecDeque<Bucket>>>,
+    last_value: f64,
+    last_ts: i64,
+    /// Only health series have runs of passes and fails.
+    health: Option<Box<HealthRuns>>,
     /// Samples for percentiles, only while some rule asks a percentile of this series.
     quantiles: Option<Box<Quantiles>>,
 }
@@ -64,13 +74,10 @@ impl SeriesWindow {
     pub fn new(name: Arc<str>) -> Self {
         Self {
             name,
-            buckets: VecDeque::new(),
+            buckets: None,
             last_value: f64::NAN,
             last_ts: i64::MIN,
-            consecutive_fails: 0,
-            consecutive_passes: 0,
-            failing_since: 0,
-            last_check_ts: i64::MIN,
+            health: None,
             quantiles: None,
         }
     }
@@ -101,9 +108,7 @@ impl SeriesWindow {
             self.expire(now, retention.buckets_ms);
         } else {
             self.note_last(ts, value);
-            if !self.buckets.is_empty() {
-                self.buckets = VecDeque::new();
-            }
+            self.buckets = None;
         }
         match retention.samples_ms {
             Some(samples_ms) => {
@@ -139,13 +144,14 @@ impl SeriesWindow {
             min: value,
             max: value,
         };
-        match self.buckets.back_mut() {
-            None => self.buckets.push_back(fresh),
+        let buckets = self.buckets.get_or_insert_with(Box::default);
+        match buckets.back_mut() {
+            None => buckets.push_back(fresh),
             Some(last) if last.start == start => fold(last, value),
-            Some(last) if last.start < start => self.buckets.push_back(fresh),
-            Some(_) => match self.buckets.binary_search_by_key(&start, |b| b.start) {
-                Ok(i) => fold(&mut self.buckets[i], value),
-                Err(i) => self.buckets.insert(i, fresh),
+            Some(last) if last.start < start => buckets.push_back(fresh),
+            Some(_) => match buckets.binary_search_by_key(&start, |b| b.start) {
+                Ok(i) => fold(&mut buckets[i], value),
+                Err(i) => buckets.insert(i, fresh),
             },
         }
         self.note_last(ts, value);
@@ -162,45 +168,56 @@ impl SeriesWindow {
     pub fn record_health(&mut self, pass: bool, ts: i64) {
         // The runs follow event time: a check older than the newest one counted cannot start
         // or end a run (a late fail after a newer pass must not read as failing since then).
-        if ts < self.last_check_ts {
+        let runs = self.health.get_or_insert_with(|| {
+            Box::new(HealthRuns {
+                last_check_ts: i64::MIN,
+                ..HealthRuns::default()
+            })
+        });
+        if ts < runs.last_check_ts {
             return;
         }
-        self.last_check_ts = ts;
+        runs.last_check_ts = ts;
         if pass {
-            self.consecutive_passes = self.consecutive_passes.saturating_add(1);
-            self.consecutive_fails = 0;
+            runs.consecutive_passes = runs.consecutive_passes.saturating_add(1);
+            runs.consecutive_fails = 0;
         } else {
-            if self.consecutive_fails == 0 {
-                self.failing_since = ts;
+            if runs.consecutive_fails == 0 {
+                runs.failing_since = ts;
             }
-            self.consecutive_fails = self.consecutive_fails.saturating_add(1);
-            self.consecutive_passes = 0;
+            runs.consecutive_fails = runs.consecutive_fails.saturating_add(1);
+            runs.consecutive_passes = 0;
         }
     }
 
     /// How long, in ms up to `now`, the health checks have been failing without a pass in
     /// between; 0 when the latest check passed.
     pub fn failing_for_ms(&self, now: i64) -> i64 {
-        if self.consecutive_fails == 0 {
-            0
-        } else {
-            now.saturating_sub(self.failing_since).max(0)
+        match &self.health {
+            Some(runs) if runs.consecutive_fails > 0 => {
+                now.saturating_sub(runs.failing_since).max(0)
+            }
+            _ => 0,
         }
     }
 
     /// Drops buckets that no window up to `retention_ms` before `now` can reach.
     pub fn expire(&mut self, now: i64, retention_ms: i64) {
-        let before = self.buckets.len();
-        while self
-            .buckets
+        let Some(buckets) = self.buckets.as_mut() else {
+            return;
+        };
+        let before = buckets.len();
+        while buckets
             .front()
             .is_some_and(|b| b.start <= now - retention_ms)
         {
-            self.buckets.pop_front();
+            buckets.pop_front();
         }
         // A burst can leave a large, mostly empty ring behind; give most of it back.
-        if self.buckets.len() < before && self.buckets.capacity() > 4 * self.buckets.len().max(8) {
-            self.buckets.shrink_to(2 * self.buckets.len());
+        if buckets.is_empty() {
+            self.buckets = None;
+        } else if buckets.len() < before && buckets.capacity() > 4 * buckets.len().max(8) {
+            buckets.shrink_to(2 * buckets.len());
         }
     }
 
@@ -212,7 +229,7 @@ impl SeriesWindow {
             min: f64::NAN,
             max: f64::NAN,
         };
-        for bucket in self.buckets.iter().rev() {
+        for bucket in self.buckets.iter().flat_map(|b| b.iter()).rev() {
             if bucket.start > now {
                 continue;
             }
@@ -234,12 +251,12 @@ impl SeriesWindow {
 
     /// Consecutive failing health checks up to the latest.
     pub fn consecutive_fails(&self) -> u32 {
-        self.consecutive_fails
+        self.health.as_ref().map_or(0, |r| r.consecutive_fails)
     }
 
     /// Consecutive passing health checks up to the latest.
     pub fn consecutive_passes(&self) -> u32 {
-        self.consecutive_passes
+        self.health.as_ref().map_or(0, |r| r.consecutive_passes)
     }
 }
 
