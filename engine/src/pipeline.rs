@@ -83,6 +83,9 @@ struct PartitionState {
     swept_at_ms: i64,
     /// The processing time of the partition's latest event.
     heard_at_ms: i64,
+    /// The event time of the partition's first event here: windows hold nothing older, so
+    /// a condition read from them cannot show that a failure cleared until they are full.
+    history_from_ms: i64,
 }
 
 /// The commands awaiting an ack.
@@ -103,6 +106,8 @@ pub struct Engine {
     retention: RetentionPlan,
     /// The labels rules group by, interned.
     group_labels: Vec<Arc<str>>,
+    /// Per rule: its longest window, for how much history a cleared condition needs.
+    rule_windows: Vec<i64>,
     /// Per rule: whether it calls group functions or groups by a label, and so needs the
     /// partition's other entities during its calls.
     needs_group: Vec<bool>,
@@ -159,6 +164,7 @@ impl Engine {
             retention: RetentionPlan::default(),
             group_labels: Vec::new(),
             needs_group: Vec::new(),
+            rule_windows: Vec::new(),
             frame,
             partitions: HashMap::new(),
             interned: HashSet::new(),
@@ -185,6 +191,18 @@ impl Engine {
             .rules()
             .iter()
             .map(|r| !r.group_labels().is_empty())
+            .collect();
+        let max_window = self.config.max_window_ms;
+        self.rule_windows = rules
+            .rules()
+            .iter()
+            .map(|r| {
+                r.window_uses()
+                    .iter()
+                    .map(|u| u.window_ms.unwrap_or(max_window))
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let mut labels: Vec<Arc<str>> = Vec::new();
         for label in rules.rules().iter().flat_map(|r| r.group_labels()) {
@@ -276,9 +294,22 @@ impl Engine {
                 ..PartitionState::default()
             });
         let ts = event.ts_ms.unwrap_or(now_ms);
+        let first_time = state.watermark_ms == 0;
         state.watermark_ms = state.watermark_ms.max(ts);
         state.heard_at_ms = now_ms;
         let watermark = state.watermark_ms;
+        if first_time {
+            // Subjects restored from the changelog before the partition's first event were
+            // heard at time 0; from here they are idle only from now on.
+            for entity in state.entities.values_mut() {
+                entity.last_heard_ms = entity.last_heard_ms.max(watermark);
+            }
+            for group in state.group_subjects.values_mut() {
+                group.last_heard_ms = group.last_heard_ms.max(watermark);
+            }
+            state.swept_at_ms = watermark;
+            state.history_from_ms = watermark;
+        }
 
         let entity_key = event.entity.as_ref();
         // One probe: find the entity, or insert it with an owned key.
@@ -320,7 +351,10 @@ impl Engine {
         }
 
         if watermark - state.swept_at_ms >= self.config.entity_ttl_ms / 10 {
-            let expired = sweep_idle(state, self.config.entity_ttl_ms);
+            let mut forgotten = Vec::new();
+            let expired = sweep_idle(state, self.config.entity_ttl_ms, &mut forgotten);
+            self.dirty
+                .extend(forgotten.into_iter().map(|key| (position.partition, key)));
             self.stats.entities_expired += expired;
             if expired > 0 {
                 // Strings that only the interner still holds belonged to expired entities.
@@ -371,11 +405,17 @@ impl Engine {
             stats: &mut self.stats,
             position,
             now_ms,
+            unlatched: None,
+            history_ms: self.rule_windows[rule_index],
+            history_from_ms: state.history_from_ms,
         };
         if !self.needs_group[rule_index] {
             if let Some(entity) = state.entities.get_mut(entity_key) {
                 let storms = &mut state.storms;
                 judge.judge(entity_key, entity, None, &mut state.commands, storms, out);
+            }
+            if let Some(subject) = judge.unlatched {
+                self.dirty.push((position.partition, subject));
             }
             return;
         }
@@ -409,7 +449,11 @@ impl Engine {
                 storms,
                 out,
             );
+            let unlatched = judge.unlatched.take();
             state.entities = others;
+            if let Some(subject) = unlatched {
+                self.dirty.push((position.partition, subject));
+            }
         }
         state.entities.insert(Box::from(entity_key), entity);
     }
@@ -525,7 +569,7 @@ impl Engine {
     /// Fires every deadline at or before `now_ms`: ack timeouts, verifications that held,
     /// and retries whose backoff is over.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
-        for state in self.partitions.values_mut() {
+        for (id, state) in self.partitions.iter_mut() {
             // An idle partition does not stall time: once nothing has arrived for idle_timeout,
             // its event time follows the processing clock, less the allowed lateness, so its
             // idle entities still expire and since_last() still grows.
@@ -536,7 +580,11 @@ impl Engine {
                     state.watermark_ms = floor;
                     self.stats.idle_advances += 1;
                     if state.watermark_ms - state.swept_at_ms >= self.config.entity_ttl_ms / 10 {
-                        self.stats.entities_expired += sweep_idle(state, self.config.entity_ttl_ms);
+                        let mut forgotten = Vec::new();
+                        self.stats.entities_expired +=
+                            sweep_idle(state, self.config.entity_ttl_ms, &mut forgotten);
+                        self.dirty
+                            .extend(forgotten.into_iter().map(|key| (*id, key)));
                     }
                 }
             }
@@ -547,17 +595,10 @@ impl Engine {
             stats: &mut self.stats,
             now_ms,
         };
-        let before = out.len();
-        let mut changed = Vec::new();
+        // Which outputs each partition's deadlines produced, to mark their subjects changed.
+        let mut changed: Vec<(PartitionId, std::ops::Range<usize>)> = Vec::new();
         for (id, state) in self.partitions.iter_mut() {
-            if state
-                .commands
-                .deadlines
-                .peek()
-                .is_some_and(|Reverse(d)| d.at_ms <= now_ms)
-            {
-                changed.push(*id);
-            }
+            let start = out.len();
             while state
                 .commands
                 .deadlines
@@ -626,17 +667,31 @@ impl Engine {
                     _ => {}
                 }
             }
+            if out.len() > start {
+                changed.push((*id, start..out.len()));
+            }
         }
-        // Deadlines fire on many partitions at once, rarely: note every changed subject.
-        for partition in changed {
-            self.record_changes(partition, before, out);
+        for (partition, range) in changed {
+            self.mark_changes(partition, range, out);
         }
+        self.emit_changelog(out);
     }
 
     /// Marks the subjects whose incidents changed in `out[before..]` (a transition names its
     /// subject), and appends their changelog records.
     fn record_changes(&mut self, partition: PartitionId, before: usize, out: &mut Vec<Output>) {
-        for output in &out[before..] {
+        self.mark_changes(partition, before..out.len(), out);
+        self.emit_changelog(out);
+    }
+
+    /// Marks the subjects that transitions in `out[range]` name as changed in `partition`.
+    fn mark_changes(
+        &mut self,
+        partition: PartitionId,
+        range: std::ops::Range<usize>,
+        out: &[Output],
+    ) {
+        for output in &out[range] {
             if let Output::Decision(d) = output {
                 let changes = matches!(
                     d.kind,
@@ -652,7 +707,15 @@ impl Engine {
                 }
             }
         }
-        for (partition, subject) in std::mem::take(&mut self.dirty) {
+    }
+
+    /// Appends a changelog record for every changed subject: its state, or a tombstone when
+    /// nothing durable is left.
+    fn emit_changelog(&mut self, out: &mut Vec<Output>) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for (partition, subject) in dirty {
             let Some(state) = self.partitions.get(&partition) else {
                 continue;
             };
@@ -858,6 +921,14 @@ struct Judge<'a> {
     stats: &'a mut Stats,
     position: RecordPosition,
     now_ms: i64,
+    /// A subject whose durable state changed without a transition to show it (a rule
+    /// re-armed), for the changelog.
+    unlatched: Option<String>,
+    /// The rule's longest window: how much history must be in the windows before a
+    /// condition that does not hold shows that the failure cleared.
+    history_ms: i64,
+    /// The event time from which the partition's windows hold history.
+    history_from_ms: i64,
 }
 
 /// The subject a rule judges: the group when it has one, else the entity itself. Borrowed
@@ -957,12 +1028,17 @@ impl Judge<'_> {
         // After an incident closed, the rule waits for its condition to clear before it may
         // open another: what still fails after a fix is the lifecycle's business (verify,
         // retry, escalate), not a reason to fire again on every event.
+        let entity_now = entity.last_seen_ms;
         let latched = subject(entity, &mut group);
         if latched.is_latched(&rule_name) {
-            if holds {
+            // Windows that began after the failure (a restart restored the latch, not the
+            // history) cannot show that it cleared: wait until they cover the rule's windows.
+            let full = entity_now - self.history_from_ms >= self.history_ms;
+            if holds || !full {
                 self.stats.verdicts_latched += 1;
             } else {
                 latched.unlatch(&rule_name);
+                self.unlatched = Some(subject_key.to_owned());
             }
             return;
         }
@@ -1505,6 +1581,17 @@ impl Lifecycle<'_> {
     ) {
         let now_ms = self.now_ms;
         let Some(rule) = self.rule(&subject.incidents[index].rule) else {
+            // The rule is gone (reloaded away, or a restart with another pack): its incident
+            // ends here rather than wait forever.
+            let incident = subject.incidents.remove(index);
+            commands.subjects.remove(&incident.command_id);
+            out.push(Output::Decision(close_attempt(
+                incident,
+                subject_key,
+                now_ms,
+                IncidentState::Failed,
+                "the rule is no longer loaded".to_owned(),
+            )));
             return;
         };
         let step = subject.incidents[index].step;
@@ -1916,27 +2003,33 @@ fn rule_failed(stats: &mut Stats, error: &EvalError) {
 /// Forgets the partition's entities idle for `ttl_ms` of event time, unless an incident of
 /// theirs is open, and the groups no rule has judged for as long. A full pass, but only every
 /// tenth of the TTL of event time, so its cost per event stays constant.
-fn sweep_idle(state: &mut PartitionState, ttl_ms: i64) -> u64 {
+/// Subjects forgotten that had a changelog record are pushed to `forgotten`, for tombstones:
+/// a compacted changelog would otherwise keep every entity that ever had an incident.
+fn sweep_idle(state: &mut PartitionState, ttl_ms: i64, forgotten: &mut Vec<String>) -> u64 {
     let horizon = state.watermark_ms.saturating_sub(ttl_ms);
     let before = state.entities.len();
     let idle =
         |last_heard: i64, subject: &Subject| last_heard <= horizon && subject.incidents.is_empty();
-    if state.groups.is_empty() {
-        state
-            .entities
-            .retain(|_, entity| !idle(entity.last_heard_ms, &entity.subject));
-    } else {
-        let none = InternedLabels::default();
-        for (key, entity) in state
-            .entities
-            .extract_if(|_, entity| idle(entity.last_heard_ms, &entity.subject))
-        {
+    let none = InternedLabels::default();
+    for (key, entity) in state
+        .entities
+        .extract_if(|_, entity| idle(entity.last_heard_ms, &entity.subject))
+    {
+        if !state.groups.is_empty() {
             state.groups.relabel(&key, entity.interned_labels(), &none);
         }
+        if !entity.subject.is_durable_empty() {
+            forgotten.push(key.into_string());
+        }
     }
-    state
+    for (key, group) in state
         .group_subjects
-        .retain(|_, group| !idle(group.last_heard_ms, &group.subject));
+        .extract_if(|_, group| idle(group.last_heard_ms, &group.subject))
+    {
+        if !group.subject.is_durable_empty() {
+            forgotten.push(key.into_string());
+        }
+    }
     state.swept_at_ms = state.watermark_ms;
     (before - state.entities.len()) as u64
 }

@@ -1313,3 +1313,69 @@ fn an_idle_partition_does_not_stall_time_and_its_idle_entities_expire() {
         "its event time moved on without events, and the entity expired"
     );
 }
+
+#[test]
+fn a_restored_latch_survives_the_first_events_and_its_release_is_written_back() {
+    let mut first = engine_with(&[("trusting.rhai", TRUSTING)]);
+    let out = feed(&mut first, &[tick_of("a", 0), tick_of("a", 1_000)]);
+    let id = commands(&out)[0].id.clone();
+    let mut acked = Vec::new();
+    first.on_ack(&ack(&id, AckStatus::Succeeded), 2_000, &mut acked);
+    let record = changelog(&acked)
+        .last()
+        .and_then(|c| c.value.clone())
+        .expect("latched");
+    assert!(record.contains("\"latched\":[\"trusting\"]"), "{record}");
+
+    // A new owner restores it, then sees the partition's first events, the condition still
+    // holding: the latch holds the rule back, though a sweep runs on that first event.
+    let mut second = engine_with(&[("trusting.rhai", TRUSTING)]);
+    let partition = changelog(&acked)[0].partition;
+    second
+        .restore(partition, "a", record.as_bytes())
+        .expect("restores");
+    let t = 36_000_000;
+    let out = feed_from(
+        &mut second,
+        10,
+        &[tick_of("b", t), tick_of("a", t), tick_of("a", t + 1_000)],
+    );
+    assert!(
+        !commands(&out).iter().any(|c| c.entity == "a"),
+        "the restored latch held: {out:?}"
+    );
+    assert!(second.stats().verdicts_latched >= 1);
+    // The condition clears: the rule re-arms, and the changelog hears of it.
+    let out = feed_from(&mut second, 13, &[tick_of("a", t + 30_000)]);
+    let written = changelog(&out);
+    assert_eq!(written.len(), 1, "{out:?}");
+    assert!(
+        written[0]
+            .value
+            .as_deref()
+            .is_some_and(|v| v.contains("\"latched\":null")),
+        "{written:?}"
+    );
+}
+
+#[test]
+fn a_forgotten_subject_leaves_a_tombstone_on_the_changelog() {
+    let config = EngineConfig {
+        max_future_ms: i64::MAX,
+        entity_ttl_ms: 20 * 60_000,
+        ..EngineConfig::default()
+    };
+    let mut engine = engine_configured(config, &[("trusting.rhai", TRUSTING)]);
+    let out = feed(&mut engine, &[tick_of("a", 0), tick_of("a", 1_000)]);
+    let id = commands(&out)[0].id.clone();
+    let mut acked = Vec::new();
+    engine.on_ack(&ack(&id, AckStatus::Succeeded), 2_000, &mut acked);
+    // "a" falls silent; "b" keeps the partition's time moving past the TTL.
+    let later: Vec<String> = (1..=25).map(|m| tick_of("b", m * 60_000)).collect();
+    let out = feed_from(&mut engine, 2, &later);
+    let tombstones: Vec<_> = changelog(&out)
+        .into_iter()
+        .filter(|c| c.subject == "a" && c.value.is_none())
+        .collect();
+    assert_eq!(tombstones.len(), 1, "{out:?}");
+}
