@@ -1482,16 +1482,7 @@ impl Lifecycle<'_> {
         let now_ms = self.now_ms;
         let incident = &subject.incidents[index];
         let Some(rule) = self.rule(&incident.rule) else {
-            // The rule is gone (reloaded away): its incidents end here.
-            let incident = subject.incidents.remove(index);
-            commands.subjects.remove(&incident.command_id);
-            out.push(Output::Decision(close_attempt(
-                incident,
-                subject_key,
-                now_ms,
-                IncidentState::Failed,
-                reason,
-            )));
+            close_orphan(subject_key, subject, index, reason, commands, now_ms, out);
             return;
         };
         let action = if incident.state == IncidentState::Reverting {
@@ -1581,17 +1572,8 @@ impl Lifecycle<'_> {
     ) {
         let now_ms = self.now_ms;
         let Some(rule) = self.rule(&subject.incidents[index].rule) else {
-            // The rule is gone (reloaded away, or a restart with another pack): its incident
-            // ends here rather than wait forever.
-            let incident = subject.incidents.remove(index);
-            commands.subjects.remove(&incident.command_id);
-            out.push(Output::Decision(close_attempt(
-                incident,
-                subject_key,
-                now_ms,
-                IncidentState::Failed,
-                "the rule is no longer loaded".to_owned(),
-            )));
+            let reason = "the rule is no longer loaded".to_owned();
+            close_orphan(subject_key, subject, index, reason, commands, now_ms, out);
             return;
         };
         let step = subject.incidents[index].step;
@@ -1755,6 +1737,28 @@ impl Lifecycle<'_> {
         }));
         incident.state = IncidentState::Escalated;
     }
+}
+
+/// Closes an incident whose rule is gone (reloaded away, or a restart with another pack):
+/// it ends here rather than wait forever for a lifecycle no rule describes.
+fn close_orphan(
+    subject_key: &str,
+    subject: &mut Subject,
+    index: usize,
+    reason: String,
+    commands: &mut OpenCommands,
+    now_ms: i64,
+    out: &mut Vec<Output>,
+) {
+    let incident = subject.incidents.remove(index);
+    commands.subjects.remove(&incident.command_id);
+    out.push(Output::Decision(close_attempt(
+        incident,
+        subject_key,
+        now_ms,
+        IncidentState::Failed,
+        reason,
+    )));
 }
 
 /// The action of ladder step `step`: 0 is the rule's `action`.
