@@ -505,26 +505,10 @@ impl RunningActuator {
     }
 }
 
-fn python() -> String {
-    // Debian's python3-kafka lives in the system interpreter's dist-packages, which a pyenv or
-    // venv `python3` on PATH does not see.
-    std::env::var("SALVE_TEST_PYTHON").unwrap_or_else(|_| {
-        if std::path::Path::new("/usr/bin/python3").exists() {
-            "/usr/bin/python3".into()
-        } else {
-            "python3".into()
-        }
-    })
-}
-
 /// True when python3-kafka can be imported; otherwise skips, unless SALVE_REQUIRE_INTEROP is
 /// set (scripts/test.sh sets it after installing python3-kafka).
 fn python_kafka_available() -> bool {
-    let available = std::process::Command::new(python())
-        .args(["-c", "import kafka"])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let available = support::python_kafka_importable();
     if !available {
         assert!(
             std::env::var_os("SALVE_REQUIRE_INTEROP").is_none(),
@@ -546,7 +530,7 @@ impl PythonActuator {
     fn start(broker: &TestBroker, name: &str, dedup_topic: &str) -> Self {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../connectors/examples/python_actuator.py");
-        let mut child = std::process::Command::new(python())
+        let mut child = std::process::Command::new(support::python())
             .arg(script)
             .arg(&broker.bootstrap)
             .args(["--commands", &broker.topics.commands])

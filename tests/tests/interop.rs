@@ -13,28 +13,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{exit_event, now_ms, RunningSalve, TestBroker};
 
-fn python() -> String {
-    // Debian's python3-kafka lives in the system interpreter's dist-packages, which a pyenv or
-    // venv `python3` on PATH does not see.
-    std::env::var("SALVE_TEST_PYTHON").unwrap_or_else(|_| {
-        if std::path::Path::new("/usr/bin/python3").exists() {
-            "/usr/bin/python3".into()
-        } else {
-            "python3".into()
-        }
-    })
-}
-
 fn available() -> bool {
     let kcat = Command::new("kcat")
         .arg("-V")
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    let kafka_python = Command::new(python())
-        .args(["-c", "import kafka"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let kafka_python = support::python_kafka_importable();
     if kcat && kafka_python {
         return true;
     }
@@ -149,7 +134,7 @@ fn kcat_and_python_drive_the_whole_loop() {
     assert_eq!(command["action"], "restart");
     let command_id = command["id"].as_str().expect("id");
 
-    let mut ack = Command::new(python());
+    let mut ack = Command::new(support::python());
     ack.args([
         "-c",
         PYTHON_ACK_AND_WATCH,

@@ -302,3 +302,24 @@ pub fn matching(
         .filter(|v| pred(v))
         .collect()
 }
+
+/// The Python interpreter that sees Debian's python3-kafka: the system one. A pyenv or venv
+/// `python3` on PATH does not see its dist-packages. `SALVE_TEST_PYTHON` overrides it.
+pub fn python() -> String {
+    std::env::var("SALVE_TEST_PYTHON").unwrap_or_else(|_| {
+        if std::path::Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3".into()
+        } else {
+            "python3".into()
+        }
+    })
+}
+
+/// Whether `python()` can import kafka-python.
+pub fn python_kafka_importable() -> bool {
+    std::process::Command::new(python())
+        .args(["-c", "import kafka"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
