@@ -871,20 +871,11 @@ impl RuleCalls<'_> {
         frame.noted.clear();
         frame.key.clear();
         frame.key.push_str(self.key);
-        std::mem::swap(&mut frame.entity, entity);
-        if let Some((others, groups)) = &mut self.group {
-            std::mem::swap(&mut frame.others, *others);
-            std::mem::swap(&mut frame.groups, *groups);
-        }
         drop(frame);
+        // The same swaps lend the state to the frame and take it back.
+        self.swap_into_frame(entity);
         let result = call(self.rules, self.runtime, self.index);
-        let mut frame = self.frame.borrow_mut();
-        std::mem::swap(&mut frame.entity, entity);
-        if let Some((others, groups)) = &mut self.group {
-            std::mem::swap(&mut frame.others, *others);
-            std::mem::swap(&mut frame.groups, *groups);
-        }
-        drop(frame);
+        self.swap_into_frame(entity);
         let result = result?;
         stats.rule_evaluations += 1;
         match result {
@@ -893,6 +884,17 @@ impl RuleCalls<'_> {
                 rule_failed(stats, &error);
                 None
             }
+        }
+    }
+
+    /// Exchanges the entity, and for group rules the partition's other entities and group
+    /// index, with the frame's.
+    fn swap_into_frame(&mut self, entity: &mut EntityState) {
+        let mut frame = self.frame.borrow_mut();
+        std::mem::swap(&mut frame.entity, entity);
+        if let Some((others, groups)) = &mut self.group {
+            std::mem::swap(&mut frame.others, *others);
+            std::mem::swap(&mut frame.groups, *groups);
         }
     }
 
@@ -1011,12 +1013,7 @@ impl Judge<'_> {
                     "the fix did not hold while verifying: {}",
                     describe_evidence(&evidence, "no evidence noted")
                 );
-                let mut lifecycle = Lifecycle {
-                    rules: self.calls.rules,
-                    config: self.config,
-                    stats: self.stats,
-                    now_ms,
-                };
+                let mut lifecycle = self.lifecycle();
                 let subject = subject(entity, &mut group);
                 lifecycle.failed(subject_key, subject, open, reason, commands, out);
             }
@@ -1077,14 +1074,7 @@ impl Judge<'_> {
                         rule.decl.name
                     )
                 };
-                out.push(Output::Decision(verdict(
-                    self.calls.frame,
-                    now_ms,
-                    &rule.decl.name,
-                    subject_key,
-                    Verdict::Transient,
-                    reason,
-                )));
+                self.emit_verdict(subject_key, Verdict::Transient, reason, out);
             }
             return;
         }
@@ -1108,14 +1098,7 @@ impl Judge<'_> {
                         "condition of {} holds; a failure if it still holds after {hold_ms} ms",
                         rule.decl.name
                     );
-                    out.push(Output::Decision(verdict(
-                        self.calls.frame,
-                        now_ms,
-                        &rule.decl.name,
-                        subject_key,
-                        Verdict::Pending,
-                        reason,
-                    )));
+                    self.emit_verdict(subject_key, Verdict::Pending, reason, out);
                     return;
                 }
                 Some(index) => {
@@ -1143,14 +1126,7 @@ impl Judge<'_> {
             if !pendings[index].inhibited {
                 pendings[index].inhibited = true;
                 self.stats.verdicts_inhibited += 1;
-                out.push(Output::Decision(verdict(
-                    self.calls.frame,
-                    now_ms,
-                    &rule.decl.name,
-                    subject_key,
-                    Verdict::Inhibited,
-                    reason,
-                )));
+                self.emit_verdict(subject_key, Verdict::Inhibited, reason, out);
             }
             return;
         }
@@ -1246,13 +1222,37 @@ impl Judge<'_> {
         let subject = subject(entity, &mut group);
         subject.incidents.push(incident);
         let index = subject.incidents.len() - 1;
-        let mut lifecycle = Lifecycle {
+        let mut lifecycle = self.lifecycle();
+        lifecycle.next_attempt(subject_key, subject, index, Some(reason), commands, out);
+    }
+
+    /// The lifecycle, for this judgement's incident.
+    fn lifecycle(&mut self) -> Lifecycle<'_> {
+        Lifecycle {
             rules: self.calls.rules,
             config: self.config,
             stats: self.stats,
-            now_ms,
-        };
-        lifecycle.next_attempt(subject_key, subject, index, Some(reason), commands, out);
+            now_ms: self.now_ms,
+        }
+    }
+
+    /// Records a verdict on `subject_key`, with the values the last rule call noted as its
+    /// evidence.
+    fn emit_verdict(
+        &self,
+        subject_key: &str,
+        kind: Verdict,
+        reason: String,
+        out: &mut Vec<Output>,
+    ) {
+        out.push(Output::Decision(verdict(
+            self.calls.frame,
+            self.now_ms,
+            &self.rule.decl.name,
+            subject_key,
+            kind,
+            reason,
+        )));
     }
 
     /// Why an upstream incident inhibits this rule's action on `entity`, if one does.
@@ -1368,12 +1368,7 @@ impl Judge<'_> {
     ) {
         subject.incidents.push(incident);
         let index = subject.incidents.len() - 1;
-        let mut lifecycle = Lifecycle {
-            rules: self.calls.rules,
-            config: self.config,
-            stats: self.stats,
-            now_ms: self.now_ms,
-        };
+        let mut lifecycle = self.lifecycle();
         lifecycle.escalate(subject_key, subject, index, why.to_owned(), commands, out);
     }
 }
