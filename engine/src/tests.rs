@@ -1379,3 +1379,21 @@ fn a_forgotten_subject_leaves_a_tombstone_on_the_changelog() {
         .collect();
     assert_eq!(tombstones.len(), 1, "{out:?}");
 }
+
+#[test]
+fn a_restored_incident_whose_rule_is_gone_closes_instead_of_waiting_forever() {
+    // An incident backing off, written by a pack that had a rule this one lacks.
+    let record = r#"{"v":1,"group":false,"subject":{"incidents":[{"id":"retired/a@0:0:1","rule":"retired","opened_at_ms":0,"state":"backing_off","attempt":1,"step":0,"step_attempts":1,"command_id":"retired/a@0:0:1#1","issued_at_ms":0,"ack_deadline_ms":30000,"target":"a","params":{},"verify_from_ms":0,"verify_until_ms":0,"retry_at_ms":5000,"clear_since_ms":null,"clear_last_ms":0}],"latched":null,"recent":null}}"#;
+    let mut engine = engine_with(&[]);
+    engine
+        .restore(crate::PartitionId::default(), "a", record.as_bytes())
+        .expect("restores");
+    assert_eq!(engine.next_deadline(), Some(5_000));
+    let mut out = Vec::new();
+    engine.tick(5_000, &mut out);
+    assert_eq!(last_transition(&out), Some(IncidentState::Failed));
+    assert!(commands(&out).is_empty(), "no rule, no command");
+    assert_eq!(engine.next_deadline(), None, "nothing left waiting");
+    let tombstone = changelog(&out).last().map(|c| c.value.is_none());
+    assert_eq!(tombstone, Some(true), "{out:?}");
+}

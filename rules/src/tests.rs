@@ -452,3 +452,25 @@ fn a_blast_radius_names_its_group_and_a_share_of_at_most_one() {
         assert!(err.0[0].message.contains(says), "{bad}: {err}");
     }
 }
+
+#[test]
+fn a_paired_action_takes_no_verification_or_ladder_and_a_flap_window_must_be_positive() {
+    for (bad, says) in [
+        (
+            "action: \"reroute\", revert: \"restore_route\", verify_for: \"1m\"",
+            "takes no `verify_for` or `ladder`",
+        ),
+        (
+            "action: \"reroute\", revert: \"restore_route\", ladder: [#{ action: \"page\" }]",
+            "takes no `verify_for` or `ladder`",
+        ),
+        (
+            "action: \"restart\", flap: #{ max_attempts: 3, within: 0 }",
+            "`flap.within` must be longer than zero",
+        ),
+    ] {
+        let source = VALID.replace("action: \"restart\"", bad);
+        let err = load(&source).expect_err(bad);
+        assert!(err.0[0].message.contains(says), "{bad}: {err}");
+    }
+}
