@@ -3,8 +3,11 @@
 use salve_rules::Limits;
 use serde::{Deserialize, Deserializer};
 
-/// Whether commands are sent.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+/// How far automation goes, for the whole engine or one rule. Ordered from the most to the
+/// least that automation does: where a global and a per-rule mode differ, the later one wins.
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Decide, and send commands.
@@ -12,6 +15,35 @@ pub enum Mode {
     Active,
     /// Decide and log every command as `would_command`; send none, escalate nothing.
     DryRun,
+    /// Observe only: windows keep filling, no rule is evaluated, and no command is sent.
+    /// Incidents already open wait: an attempt that comes due is held until resumed.
+    Paused,
+}
+
+impl Mode {
+    /// The config and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Active => "active",
+            Mode::DryRun => "dry_run",
+            Mode::Paused => "paused",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "active" => Ok(Mode::Active),
+            "dry_run" => Ok(Mode::DryRun),
+            "paused" => Ok(Mode::Paused),
+            other => Err(format!(
+                "unknown mode {other:?}; expected active, dry_run or paused"
+            )),
+        }
+    }
 }
 
 /// Tunables of the decision pipeline. Durations are written as `"1s"`, `"15m"`.

@@ -111,6 +111,12 @@ impl Subject {
         result
     }
 
+    /// Forgets the recent commands, so the flap limit counts afresh: after a human has
+    /// looked at the subject.
+    pub fn forget_recent(&mut self) {
+        self.recent = None;
+    }
+
     /// Whether there is nothing here worth keeping across a restart.
     pub fn is_durable_empty(&self) -> bool {
         self.incidents.is_empty() && self.latched.is_none() && self.recent.is_none()
@@ -173,6 +179,11 @@ impl EntityState {
             }
         };
         &mut self.series[index]
+    }
+
+    /// The names of the series it reports.
+    pub fn series_names(&self) -> impl Iterator<Item = &str> {
+        self.series.iter().map(|s| s.name())
     }
 
     /// All series.

@@ -9,6 +9,7 @@ mod entity;
 mod group;
 mod host;
 pub mod incident;
+pub mod ledger;
 mod pipeline;
 mod quantiles;
 mod retention;
@@ -20,10 +21,16 @@ pub mod wire;
 
 pub use config::{EngineConfig, Mode};
 pub use entity::EntityState;
+pub use ledger::Ledger;
+pub use pipeline::control::{ControlError, Modes, ReloadOutcome};
+pub use pipeline::inspect::{
+    EngineStatus, EntityFilter, EntityView, Health, IncidentFilter, IncidentView, Page, RuleView,
+    SeriesView,
+};
 pub use pipeline::{Engine, PartitionId, RecordPosition};
-pub use stats::Stats;
+pub use stats::{RuleCounters, Stats};
 pub use telemetry::{decode, decode_partitioned, DecodeError, Rejection, TelemetryEvent};
-pub use wire::{Ack, AckStatus, Command, Decision, Output};
+pub use wire::{Ack, AckStatus, Command, Decision, EscalationCause, IncidentState, Output};
 
 #[cfg(test)]
 mod tests;

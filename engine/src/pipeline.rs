@@ -6,17 +6,22 @@
 //! when the partition is revoked and rebuilt wherever it is assigned next.
 
 use crate::config::{EngineConfig, Mode};
+use control::{Modes, ReloadOutcome};
+
+pub mod control;
+pub mod inspect;
 use crate::entity::{EntityState, GroupSubject, InternedLabels, Pending, Subject};
 use crate::group::{group_id, GroupIndex};
 use crate::host::{self, Frame, SharedFrame};
 use crate::incident::{command_id, incident_id, Incident};
+use crate::ledger::Ledger;
 use crate::retention::RetentionPlan;
 use crate::router::Router;
 use crate::stats::Stats;
 use crate::telemetry::{decode_partitioned, Kind, Rejection, TelemetryEvent};
 use crate::wire::{
     Ack, AckDecodeError, AckStatus, ChangelogRecord, Command, Decision, DecisionKind, Escalation,
-    IncidentState, Output, Verdict, WIRE_VERSION,
+    EscalationCause, IncidentState, Output, Verdict, WIRE_VERSION,
 };
 use hashbrown::HashMap;
 use salve_rules::{EvalError, LoadErrors, RuleSet, Runtime};
@@ -28,7 +33,7 @@ use std::sync::Arc;
 
 /// Identifies a source partition: the index of the telemetry topic in the config, and the
 /// Kafka partition number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize)]
 pub struct PartitionId {
     /// Index into the configured telemetry topics.
     pub topic: u16,
@@ -119,6 +124,16 @@ pub struct Engine {
     stats: Stats,
     /// Subjects whose durable state changed since the last changelog records were emitted.
     dirty: Vec<(PartitionId, String)>,
+    /// Effectiveness and incident histories, read off the outputs.
+    ledger: Ledger,
+    /// The global mode and per-rule overrides, as set at start-up or since.
+    pub(crate) modes: Modes,
+    /// Per rule: whether its mode is paused, so it is not evaluated.
+    paused: Vec<bool>,
+    /// Bumped by every rule set installed.
+    pub(crate) rules_version: u64,
+    /// How the latest reload went.
+    pub(crate) last_reload: Option<ReloadOutcome>,
 }
 
 /// A subject's state as the changelog holds it.
@@ -155,6 +170,7 @@ impl Engine {
         // The frame holds an empty entity here: the probe sees no data.
         rules.probe(&runtime)?;
         frame.borrow_mut().noted.clear();
+        let mode = config.mode;
         let mut engine = Self {
             config,
             runtime,
@@ -171,12 +187,18 @@ impl Engine {
             matched: Vec::new(),
             stats: Stats::default(),
             dirty: Vec::new(),
+            ledger: Ledger::default(),
+            modes: Modes::new(mode),
+            paused: Vec::new(),
+            rules_version: 0,
+            last_reload: None,
         };
         engine.install(rules);
         Ok(engine)
     }
 
-    fn install(&mut self, rules: RuleSet) {
+    pub(crate) fn install(&mut self, rules: RuleSet) {
+        self.rules_version += 1;
         self.router = Router::new(&rules);
         let interned = &mut self.interned;
         self.retention = RetentionPlan::new(&rules, self.config.max_window_ms, |name| {
@@ -211,6 +233,21 @@ impl Engine {
             }
         }
         self.group_labels = labels;
+        let mut previous = std::mem::take(&mut self.stats.rules);
+        self.stats.rules = rules
+            .rules()
+            .iter()
+            .map(|r| {
+                previous
+                    .iter()
+                    .position(|c| c.name == r.decl.name)
+                    .map(|i| previous.swap_remove(i))
+                    .unwrap_or_else(|| crate::stats::RuleCounters {
+                        name: r.decl.name.clone(),
+                        ..Default::default()
+                    })
+            })
+            .collect();
         for state in self.partitions.values_mut() {
             state.groups = GroupIndex::new(self.group_labels.iter().cloned());
             let none = InternedLabels::default();
@@ -219,6 +256,17 @@ impl Engine {
             }
         }
         self.rules = rules;
+        self.refresh_modes();
+    }
+
+    /// Recomputes which rules are paused, after the rules or the modes changed.
+    pub(crate) fn refresh_modes(&mut self) {
+        self.paused = self
+            .rules
+            .rules()
+            .iter()
+            .map(|r| self.modes.for_rule(&r.decl.name) == Mode::Paused)
+            .collect();
     }
 
     /// The sandbox, for loading a replacement rule set.
@@ -278,6 +326,19 @@ impl Engine {
 
     /// Processes one decoded event. A late one is refused, and changes nothing but a counter.
     pub fn on_event(
+        &mut self,
+        position: RecordPosition,
+        event: &TelemetryEvent<'_>,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Rejection> {
+        let start = out.len();
+        let result = self.process_event(position, event, now_ms, out);
+        self.ledger.observe(&out[start..]);
+        result
+    }
+
+    fn process_event(
         &mut self,
         position: RecordPosition,
         event: &TelemetryEvent<'_>,
@@ -363,6 +424,10 @@ impl Engine {
         }
 
         self.router.matching(event, &mut self.matched);
+        if self.modes.any_paused() {
+            let paused = &self.paused;
+            self.matched.retain(|&rule| !paused[rule]);
+        }
         if self.matched.is_empty() {
             return Ok(());
         }
@@ -402,6 +467,7 @@ impl Engine {
             rule,
             rule_name: Arc::clone(&self.rule_names[rule_index]),
             config: &self.config,
+            modes: &self.modes,
             stats: &mut self.stats,
             position,
             now_ms,
@@ -479,6 +545,12 @@ impl Engine {
 
     /// Applies an actuator's ack to the attempt it names.
     pub fn on_ack(&mut self, ack: &Ack, now_ms: i64, out: &mut Vec<Output>) {
+        let start = out.len();
+        self.apply_ack(ack, now_ms, out);
+        self.ledger.observe(&out[start..]);
+    }
+
+    fn apply_ack(&mut self, ack: &Ack, now_ms: i64, out: &mut Vec<Output>) {
         let found = self.partitions.iter_mut().find_map(|(id, state)| {
             state
                 .commands
@@ -536,6 +608,7 @@ impl Engine {
         let mut lifecycle = Lifecycle {
             rules: &self.rules,
             config: &self.config,
+            modes: &self.modes,
             stats: &mut self.stats,
             now_ms,
         };
@@ -569,6 +642,12 @@ impl Engine {
     /// Fires every deadline at or before `now_ms`: ack timeouts, verifications that held,
     /// and retries whose backoff is over.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
+        let start = out.len();
+        self.fire_deadlines(now_ms, out);
+        self.ledger.observe(&out[start..]);
+    }
+
+    fn fire_deadlines(&mut self, now_ms: i64, out: &mut Vec<Output>) {
         for (id, state) in self.partitions.iter_mut() {
             // An idle partition does not stall time: once nothing has arrived for idle_timeout,
             // its event time follows the processing clock, less the allowed lateness, so its
@@ -592,6 +671,7 @@ impl Engine {
         let mut lifecycle = Lifecycle {
             rules: &self.rules,
             config: &self.config,
+            modes: &self.modes,
             stats: &mut self.stats,
             now_ms,
         };
@@ -785,6 +865,10 @@ impl Engine {
             }
         }
         self.stats.incidents_restored += durable.subject.incidents.len() as u64;
+        for incident in &durable.subject.incidents {
+            self.ledger
+                .restored(&incident.id, &incident.rule, subject_key, incident.state);
+        }
         if durable.group {
             state
                 .group_subjects
@@ -809,7 +893,20 @@ impl Engine {
 
     /// Forgets a partition's state, when the partition is revoked.
     pub fn revoke(&mut self, partition: PartitionId) {
-        self.partitions.remove(&partition);
+        if let Some(state) = self.partitions.remove(&partition) {
+            let open = state
+                .entities
+                .into_values()
+                .map(|e| e.subject)
+                .chain(state.group_subjects.into_values().map(|g| g.subject))
+                .flat_map(|s| s.incidents.into_iter().map(|i| i.id));
+            self.ledger.forget(open);
+        }
+    }
+
+    /// Effectiveness and incident histories.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     /// Entities held, across partitions.
@@ -878,10 +975,14 @@ impl RuleCalls<'_> {
         self.swap_into_frame(entity);
         let result = result?;
         stats.rule_evaluations += 1;
+        let counters = stats.rules.get_mut(self.index);
+        if let Some(counters) = counters {
+            counters.evaluations += 1;
+        }
         match result {
             Ok(value) => Some(value),
             Err(error) => {
-                rule_failed(stats, &error);
+                rule_failed(stats, self.index, &error);
                 None
             }
         }
@@ -920,6 +1021,7 @@ struct Judge<'a> {
     rule: &'a salve_rules::Rule,
     rule_name: Arc<str>,
     config: &'a EngineConfig,
+    modes: &'a Modes,
     stats: &'a mut Stats,
     position: RecordPosition,
     now_ms: i64,
@@ -1231,6 +1333,7 @@ impl Judge<'_> {
         Lifecycle {
             rules: self.calls.rules,
             config: self.config,
+            modes: self.modes,
             stats: self.stats,
             now_ms: self.now_ms,
         }
@@ -1334,6 +1437,7 @@ impl Judge<'_> {
                     entity: group,
                     rule: rule.to_owned(),
                     reason: reason.clone(),
+                    cause: EscalationCause::Storm,
                     attempts: 0,
                     ts: self.now_ms,
                 }));
@@ -1369,7 +1473,16 @@ impl Judge<'_> {
         subject.incidents.push(incident);
         let index = subject.incidents.len() - 1;
         let mut lifecycle = self.lifecycle();
-        lifecycle.escalate(subject_key, subject, index, why.to_owned(), commands, out);
+        let cause = EscalationCause::Unactionable;
+        lifecycle.escalate(
+            subject_key,
+            subject,
+            index,
+            why.to_owned(),
+            cause,
+            commands,
+            out,
+        );
     }
 }
 
@@ -1378,6 +1491,7 @@ impl Judge<'_> {
 struct Lifecycle<'a> {
     rules: &'a RuleSet,
     config: &'a EngineConfig,
+    modes: &'a Modes,
     stats: &'a mut Stats,
     now_ms: i64,
 }
@@ -1493,6 +1607,7 @@ impl Lifecycle<'_> {
                 subject,
                 index,
                 format!("{action} failed: {reason}"),
+                EscalationCause::RevertFailed,
                 commands,
                 out,
             );
@@ -1548,6 +1663,7 @@ impl Lifecycle<'_> {
                 subject,
                 index,
                 format!("{action} failed ({reason}), and no attempt or ladder step is left after {tries} command{}", if tries == 1 { "" } else { "s" }),
+                EscalationCause::Exhausted,
                 commands,
                 out,
             );
@@ -1574,7 +1690,11 @@ impl Lifecycle<'_> {
         let step = subject.incidents[index].step;
         let action = step_action(rule, step).to_owned();
         let flap = self.flap(rule);
-        let dry = match (self.config.mode, rule.decl.shadow) {
+        let dry = match (self.modes.for_rule(&rule.decl.name), rule.decl.shadow) {
+            (Mode::Paused, _) => {
+                self.hold_while_paused(subject_key, subject, index, commands, out);
+                return;
+            }
             (Mode::DryRun, _) => Some("dry run"),
             (_, true) => Some("shadow rule"),
             (Mode::Active, false) => None,
@@ -1589,7 +1709,8 @@ impl Lifecycle<'_> {
                 "flapping: {recent} {action} commands on {subject_key} within {} ms already, the limit; automation stops here",
                 flap.within_ms
             );
-            self.escalate(subject_key, subject, index, reason, commands, out);
+            let cause = EscalationCause::Flapping;
+            self.escalate(subject_key, subject, index, reason, cause, commands, out);
             return;
         }
         let timeout_ms = step_timeout(rule, step, self.config);
@@ -1620,6 +1741,43 @@ impl Lifecycle<'_> {
         );
         self.stats.commands += 1;
         commands.track(issued, subject_key);
+    }
+
+    /// Holds an attempt that came due while its rule is paused: the incident backs off, and
+    /// looks again after a resolution step, until the mode changes.
+    fn hold_while_paused(
+        &mut self,
+        subject_key: &str,
+        subject: &mut Subject,
+        index: usize,
+        commands: &mut OpenCommands,
+        out: &mut Vec<Output>,
+    ) {
+        let incident = &mut subject.incidents[index];
+        let at_ms = self.now_ms.saturating_add(self.config.resolution_ms);
+        incident.retry_at_ms = at_ms;
+        commands.deadlines.push(Reverse(AckDeadline {
+            at_ms,
+            command_id: incident.command_id.clone(),
+            kind: DeadlineKind::Retry,
+        }));
+        commands
+            .subjects
+            .insert(incident.command_id.clone(), Box::from(subject_key));
+        if incident.state != IncidentState::BackingOff {
+            let mut record = transition(
+                self.now_ms,
+                &incident.rule,
+                subject_key,
+                &incident.id,
+                Some(incident.state),
+                IncidentState::BackingOff,
+                "paused: the next attempt waits until the rule is resumed".to_owned(),
+            );
+            record.attempt = Some(incident.attempt);
+            incident.state = IncidentState::BackingOff;
+            out.push(Output::Decision(record));
+        }
     }
 
     /// Records the command the incident would get, sends nothing, and closes the incident: a
@@ -1686,12 +1844,14 @@ impl Lifecycle<'_> {
     }
 
     /// Hands the incident to a human: it stays open, escalated, and publishes an escalation.
+    #[allow(clippy::too_many_arguments)]
     fn escalate(
         &mut self,
         subject_key: &str,
         subject: &mut Subject,
         index: usize,
         reason: String,
+        cause: EscalationCause,
         commands: &mut OpenCommands,
         out: &mut Vec<Output>,
     ) {
@@ -1727,6 +1887,7 @@ impl Lifecycle<'_> {
             entity: subject_key.to_owned(),
             rule: incident.rule.to_string(),
             reason,
+            cause,
             attempts: incident.attempt,
             ts: self.now_ms,
         }));
@@ -1986,9 +2147,14 @@ fn check_windows(rules: &RuleSet, config: &EngineConfig) -> Result<(), LoadError
 
 /// Counts a failed rule call, and logs it at a rate that keeps a broken rule from flooding the
 /// log: the 1st, 2nd, 4th, 8th... time.
-fn rule_failed(stats: &mut Stats, error: &EvalError) {
+fn rule_failed(stats: &mut Stats, rule: usize, error: &EvalError) {
     stats.rule_errors += 1;
-    let count = if matches!(error, EvalError::BudgetExceeded { .. }) {
+    let budget = matches!(error, EvalError::BudgetExceeded { .. });
+    if let Some(counters) = stats.rules.get_mut(rule) {
+        counters.errors += 1;
+        counters.budget_stops += u64::from(budget);
+    }
+    let count = if budget {
         stats.rule_budget_stops += 1;
         stats.rule_budget_stops
     } else {

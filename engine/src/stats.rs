@@ -64,4 +64,26 @@ pub struct Stats {
     pub attempts_timed_out: u64,
     /// Entities forgotten after `engine.entity_ttl` without events.
     pub entities_expired: u64,
+    /// Per rule, in the order of the rule set in force.
+    pub rules: Vec<RuleCounters>,
+}
+
+impl Stats {
+    /// The counters of the rule called `name`, if it is loaded.
+    pub fn rule(&self, name: &str) -> Option<&RuleCounters> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+/// What one rule's calls did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RuleCounters {
+    /// The rule.
+    pub name: String,
+    /// Its calls.
+    pub evaluations: u64,
+    /// Calls that raised an error.
+    pub errors: u64,
+    /// Calls stopped by the operation budget.
+    pub budget_stops: u64,
 }

@@ -196,27 +196,27 @@ fn windows_expire_old_buckets() {
 
 /// An engine with the shipped rules and `extra`. It accepts events from any time, because these
 /// tests feed event time with a processing clock of 0; the future check has its own test.
-fn engine_with(extra: &[(&str, &str)]) -> Engine {
+pub(crate) fn engine_with(extra: &[(&str, &str)]) -> Engine {
     engine_accepting_any_time(extra)
 }
 
-fn exit(entity: &str, ts: i64) -> String {
+pub(crate) fn exit(entity: &str, ts: i64) -> String {
     format!(r#"{{"entity":"{entity}","ts":{ts},"kind":"event","name":"process_exit"}}"#)
 }
 
-fn at(offset: i64) -> RecordPosition {
+pub(crate) fn at(offset: i64) -> RecordPosition {
     RecordPosition {
         offset,
         ..RecordPosition::default()
     }
 }
 
-fn feed(engine: &mut Engine, events: &[String]) -> Vec<Output> {
+pub(crate) fn feed(engine: &mut Engine, events: &[String]) -> Vec<Output> {
     feed_from(engine, 0, events)
 }
 
 /// Feeds `events` as if they sat at consecutive offsets from `first`.
-fn feed_from(engine: &mut Engine, first: i64, events: &[String]) -> Vec<Output> {
+pub(crate) fn feed_from(engine: &mut Engine, first: i64, events: &[String]) -> Vec<Output> {
     let mut out = Vec::new();
     for (i, event) in events.iter().enumerate() {
         engine
@@ -233,7 +233,7 @@ fn feed_from(engine: &mut Engine, first: i64, events: &[String]) -> Vec<Output> 
     out
 }
 
-fn commands(out: &[Output]) -> Vec<&crate::Command> {
+pub(crate) fn commands(out: &[Output]) -> Vec<&crate::Command> {
     out.iter()
         .filter_map(|o| match o {
             Output::Command(c) => Some(c),
@@ -386,7 +386,7 @@ fn timestamps_in_micro_or_nanoseconds_are_rejected() {
     }
 }
 
-fn ack(command_id: &str, status: AckStatus) -> Ack {
+pub(crate) fn ack(command_id: &str, status: AckStatus) -> Ack {
     Ack {
         v: None,
         command_id: command_id.into(),
@@ -397,7 +397,7 @@ fn ack(command_id: &str, status: AckStatus) -> Ack {
     }
 }
 
-fn last_transition(out: &[Output]) -> Option<IncidentState> {
+pub(crate) fn last_transition(out: &[Output]) -> Option<IncidentState> {
     out.iter().rev().find_map(|o| match o {
         Output::Decision(d) if d.kind == DecisionKind::Transition => d.to,
         _ => None,
@@ -838,7 +838,7 @@ fn a_rule_that_fails_only_on_some_data_still_loads() {
     );
 }
 
-fn engine_accepting_any_time(extra: &[(&str, &str)]) -> Engine {
+pub(crate) fn engine_accepting_any_time(extra: &[(&str, &str)]) -> Engine {
     let config = EngineConfig {
         max_future_ms: i64::MAX,
         ..EngineConfig::default()
@@ -847,7 +847,7 @@ fn engine_accepting_any_time(extra: &[(&str, &str)]) -> Engine {
 }
 
 /// An engine with `config`, the shipped rules and `extra`.
-fn engine_configured(config: EngineConfig, extra: &[(&str, &str)]) -> Engine {
+pub(crate) fn engine_configured(config: EngineConfig, extra: &[(&str, &str)]) -> Engine {
     let sources: Vec<(String, String)> = SHIPPED_RULES
         .iter()
         .chain(extra)

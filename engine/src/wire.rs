@@ -256,10 +256,44 @@ pub struct Escalation {
     pub rule: String,
     /// Why automation stopped.
     pub reason: String,
+    /// Why automation stopped, as a code to route and count by.
+    pub cause: EscalationCause,
     /// Commands issued for the incident before it was escalated.
     pub attempts: u32,
     /// When.
     pub ts: i64,
+}
+
+/// Why an incident was handed to a human.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationCause {
+    /// Every retry and ladder step failed.
+    Exhausted,
+    /// The flap limit: too many commands of one action on one subject within the window.
+    Flapping,
+    /// Too much of a group failing at once: automation froze for the group.
+    Storm,
+    /// A paired action's revert failed, leaving the subject mitigated.
+    RevertFailed,
+    /// The incident could not be acted on (no target, no action params).
+    Unactionable,
+    /// The rule was removed by a reload while its action was in force.
+    RuleRemoved,
+}
+
+impl EscalationCause {
+    /// The wire name, also the `cause` label of the escalations metric.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscalationCause::Exhausted => "exhausted",
+            EscalationCause::Flapping => "flapping",
+            EscalationCause::Storm => "storm",
+            EscalationCause::RevertFailed => "revert_failed",
+            EscalationCause::Unactionable => "unactionable",
+            EscalationCause::RuleRemoved => "rule_removed",
+        }
+    }
 }
 
 /// A subject's durable state (open incidents, latches, recent commands), for the changelog

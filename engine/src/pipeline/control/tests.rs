@@ -1,0 +1,342 @@
+use crate::config::Mode;
+use crate::tests::{ack, commands, engine_with, exit, feed_from, last_transition};
+use crate::wire::{AckStatus, DecisionKind, EscalationCause, IncidentState, Output};
+use crate::{ControlError, Engine, IncidentFilter};
+use salve_rules::{RuleSet, SHIPPED_RULES};
+
+/// crash_loop's incident on `entity`, escalated after three attempts that got no ack.
+fn escalated(engine: &mut Engine, entity: &str) -> (String, Vec<Output>) {
+    let mut out = feed_from(
+        engine,
+        0,
+        &[
+            exit(entity, 1_000),
+            exit(entity, 2_000),
+            exit(entity, 3_000),
+        ],
+    );
+    let id = commands(&out)[0].incident.clone();
+    while let Some(at) = engine.next_deadline() {
+        engine.tick(at, &mut out);
+    }
+    assert_eq!(last_transition(&out), Some(IncidentState::Escalated));
+    (id, out)
+}
+
+fn transitions_of(out: &[Output], id: &str) -> Vec<(Option<IncidentState>, IncidentState)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Decision(d)
+                if d.kind == DecisionKind::Transition && d.incident.as_deref() == Some(id) =>
+            {
+                d.to.map(|to| (d.from, to))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_operator_resolves_an_escalated_incident_and_the_rule_waits_for_its_condition_to_clear() {
+    let mut engine = engine_with(&[]);
+    let (id, _) = escalated(&mut engine, "a");
+    let mut out = Vec::new();
+    engine
+        .resolve_incident(&id, "replaced the disk", 200_000, &mut out)
+        .expect("resolvable");
+    assert_eq!(
+        transitions_of(&out, &id),
+        [(Some(IncidentState::Escalated), IncidentState::Resolved)]
+    );
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Decision(d) if d.reason.contains("replaced the disk"))));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Changelog(c) if c.subject == "a")),
+        "the change is persisted"
+    );
+    assert!(engine.incidents(&IncidentFilter::default()).is_empty());
+    // The exits still in the window do not fire it again at once: the fix is the human's.
+    let more = feed_from(&mut engine, 10, &[exit("a", 4_000)]);
+    assert!(commands(&more).is_empty());
+    assert_eq!(
+        engine.resolve_incident(&id, "", 200_001, &mut Vec::new()),
+        Err(ControlError::FailedPrecondition(format!(
+            "incident {id} is already closed"
+        )))
+    );
+    assert!(matches!(
+        engine.resolve_incident("crash_loop/nobody@0:0:1", "", 0, &mut Vec::new()),
+        Err(ControlError::NotFound(_))
+    ));
+}
+
+#[test]
+fn only_an_escalated_incident_is_resolved_by_hand() {
+    let mut engine = engine_with(&[]);
+    let out = feed_from(
+        &mut engine,
+        0,
+        &[exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)],
+    );
+    let id = commands(&out)[0].incident.clone();
+    let refused = engine.resolve_incident(&id, "", 10, &mut Vec::new());
+    assert!(
+        matches!(&refused, Err(ControlError::FailedPrecondition(m)) if m.contains("remediating")),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn lifting_a_quarantine_lets_automation_act_again_at_once() {
+    let mut engine = engine_with(&[]);
+    let (id, out) = escalated(&mut engine, "a");
+    let escalation = out.iter().find_map(|o| match o {
+        Output::Escalation(e) => Some(e),
+        _ => None,
+    });
+    assert_eq!(
+        escalation.map(|e| e.cause),
+        Some(EscalationCause::Exhausted)
+    );
+    assert!(matches!(
+        engine.lift_quarantine("a", "node_unhealthy", "", 0, &mut Vec::new()),
+        Err(ControlError::NotFound(_))
+    ));
+    let mut out = Vec::new();
+    let lifted = engine
+        .lift_quarantine("a", "crash_loop", "on call says go", 200_000, &mut out)
+        .expect("quarantined");
+    assert_eq!(lifted, id);
+    assert_eq!(
+        transitions_of(&out, &id),
+        [(Some(IncidentState::Escalated), IncidentState::Failed)]
+    );
+    // The crash loop goes on, and a new incident acts on it.
+    let again = feed_from(
+        &mut engine,
+        10,
+        &[exit("a", 4_000), exit("a", 5_000), exit("a", 6_000)],
+    );
+    assert_eq!(commands(&again).len(), 1);
+    assert_ne!(commands(&again)[0].incident, id);
+}
+
+#[test]
+fn a_paused_rule_is_not_evaluated_and_its_due_attempts_wait_until_it_resumes() {
+    let mut engine = engine_with(&[]);
+    engine
+        .set_mode(Some("crash_loop"), Some(Mode::Paused))
+        .expect("settable");
+    let out = feed_from(
+        &mut engine,
+        0,
+        &[exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)],
+    );
+    assert!(out.is_empty(), "no verdict, no command: {out:?}");
+    assert_eq!(
+        engine.stats().rule("crash_loop").map(|r| r.evaluations),
+        Some(0)
+    );
+    engine.set_mode(Some("crash_loop"), None).expect("settable");
+    let out = feed_from(&mut engine, 3, &[exit("a", 4_000)]);
+    assert_eq!(commands(&out).len(), 1, "windows filled while paused");
+    let first = commands(&out)[0].id.clone();
+
+    // Paused again while the attempt fails: its retry waits.
+    engine.set_mode(None, Some(Mode::Paused)).expect("settable");
+    let mut out = Vec::new();
+    engine.on_ack(&ack(&first, AckStatus::Failed), 5_000, &mut out);
+    for now in [20_000, 60_000, 120_000] {
+        engine.tick(now, &mut out);
+    }
+    assert!(commands(&out).is_empty(), "nothing sent while paused");
+    assert_eq!(last_transition(&out), Some(IncidentState::BackingOff));
+    engine.set_mode(None, Some(Mode::Active)).expect("settable");
+    engine.tick(121_000, &mut out);
+    let sent = commands(&out);
+    assert_eq!(sent.len(), 1, "the retry goes out once resumed");
+    assert_eq!(sent[0].attempt, 2);
+}
+
+#[test]
+fn a_rule_mode_only_adds_caution_to_the_global_mode() {
+    let mut engine = engine_with(&[]);
+    engine.set_mode(None, Some(Mode::DryRun)).expect("settable");
+    engine
+        .set_mode(Some("crash_loop"), Some(Mode::Active))
+        .expect("settable");
+    assert_eq!(engine.modes().for_rule("crash_loop"), Mode::DryRun);
+    let out = feed_from(
+        &mut engine,
+        0,
+        &[exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)],
+    );
+    assert!(commands(&out).is_empty());
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Decision(d) if d.kind == DecisionKind::WouldCommand)));
+    assert!(engine.set_mode(None, None).is_err());
+}
+
+fn shipped_plus(extra: &[(&str, &str)], without: &str) -> Vec<(String, String)> {
+    SHIPPED_RULES
+        .iter()
+        .chain(extra)
+        .filter(|(file, _)| !file.starts_with(without) || without.is_empty())
+        .map(|(f, s)| ((*f).to_owned(), (*s).to_owned()))
+        .collect()
+}
+
+const KICK: &str = r#"
+fn condition(p) { count("tick", "10s") >= 2 }
+#{ name: "kick", select: [#{ name: "tick" }], action: "kick" }
+"#;
+
+#[test]
+fn a_reload_swaps_the_rules_and_keeps_the_windows() {
+    let mut engine = engine_with(&[]);
+    assert_eq!(engine.rules_version(), 1);
+    let out = feed_from(&mut engine, 0, &[exit("a", 1_000), exit("a", 2_000)]);
+    assert!(commands(&out).is_empty());
+    let sources = shipped_plus(&[("kick.rhai", KICK)], "");
+    let mut out = Vec::new();
+    let outcome = engine
+        .reload("api", |rt| RuleSet::load_sources(rt, sources), 5, &mut out)
+        .clone();
+    assert!(outcome.succeeded(), "{outcome:?}");
+    assert_eq!(outcome.added, ["kick"]);
+    assert_eq!(engine.rules_version(), 2);
+    // The two exits from before the reload still count.
+    let out = feed_from(&mut engine, 2, &[exit("a", 3_000)]);
+    assert_eq!(commands(&out).len(), 1);
+    assert!(engine.rule_views().iter().any(|r| r.name == "kick"));
+}
+
+#[test]
+fn a_broken_reload_names_file_and_line_and_the_old_rules_keep_running() {
+    let mut engine = engine_with(&[]);
+    let broken = "fn condition(p) { count(\"tick\", \"10s\") >= }\n#{ name: \"kick\", select: [], action: \"kick\" }";
+    let sources = shipped_plus(&[("kick.rhai", broken)], "");
+    let mut out = Vec::new();
+    let outcome = engine
+        .reload("file", |rt| RuleSet::load_sources(rt, sources), 5, &mut out)
+        .clone();
+    assert!(!outcome.succeeded());
+    assert!(
+        outcome.errors.iter().any(|e| e.starts_with("kick.rhai:1:")),
+        "{:?}",
+        outcome.errors
+    );
+    assert_eq!(outcome.version, 1);
+    assert_eq!(engine.rules_version(), 1);
+    assert_eq!(
+        engine.last_reload().map(|r| r.trigger.as_str()),
+        Some("file")
+    );
+    assert!(out.is_empty());
+    let out = feed_from(
+        &mut engine,
+        0,
+        &[exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)],
+    );
+    assert_eq!(commands(&out).len(), 1, "crash_loop still acts");
+}
+
+#[test]
+fn a_removed_rule_opens_nothing_new_and_its_open_incidents_close_with_a_reason() {
+    let mut engine = engine_with(&[]);
+    let out = feed_from(
+        &mut engine,
+        0,
+        &[exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)],
+    );
+    let id = commands(&out)[0].incident.clone();
+    let sources = shipped_plus(&[], "crash_loop");
+    let mut out = Vec::new();
+    let outcome = engine
+        .reload(
+            "signal",
+            |rt| RuleSet::load_sources(rt, sources),
+            50,
+            &mut out,
+        )
+        .clone();
+    assert_eq!(outcome.removed, ["crash_loop"]);
+    assert_eq!(
+        transitions_of(&out, &id),
+        [(Some(IncidentState::Remediating), IncidentState::Failed)]
+    );
+    let persisted = out.iter().find_map(|o| match o {
+        Output::Changelog(c) if c.subject == "a" => Some(c.value.clone().unwrap_or_default()),
+        _ => None,
+    });
+    assert!(
+        persisted.is_some_and(|value| !value.contains(&id)),
+        "the changelog drops the incident"
+    );
+    let later = feed_from(
+        &mut engine,
+        3,
+        &[exit("b", 4_000), exit("b", 5_000), exit("b", 6_000)],
+    );
+    assert!(later.is_empty(), "{later:?}");
+}
+
+#[test]
+fn the_ledger_counts_attempts_outcomes_and_time_to_resolve() {
+    let mut engine = engine_with(&[]);
+    let out = feed_from(
+        &mut engine,
+        0,
+        &[exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)],
+    );
+    let first = commands(&out)[0].id.clone();
+    let id = commands(&out)[0].incident.clone();
+    let mut out = Vec::new();
+    engine.on_ack(&ack(&first, AckStatus::Failed), 1_000, &mut out);
+    while commands(&out).is_empty() {
+        let at = engine.next_deadline().expect("a retry is due");
+        engine.tick(at, &mut out);
+    }
+    let second = commands(&out)[0].id.clone();
+    let at = engine.next_deadline().unwrap_or(0);
+    engine.on_ack(&ack(&second, AckStatus::Succeeded), at - 1, &mut out);
+    let mut verified_at = 0;
+    while last_transition(&out) != Some(IncidentState::Resolved) {
+        verified_at = engine.next_deadline().expect("verification");
+        engine.tick(verified_at, &mut out);
+    }
+
+    let record = &engine.ledger().rules()["crash_loop"];
+    let restart = &record.actions["restart"];
+    assert_eq!(
+        (restart.attempts, restart.failed, restart.succeeded),
+        (2, 1, 1)
+    );
+    assert_eq!(restart.success_rate(), Some(0.5));
+    assert_eq!((record.opened, record.resolved), (1, 1));
+    assert_eq!(record.resolve_times.count, 1);
+    // Opened at processing time 0 (the test's clock), resolved at verified_at.
+    assert_eq!(
+        record.resolve_times.mean_ms(),
+        u64::try_from(verified_at).ok()
+    );
+    assert_eq!(engine.ledger().commands_by_action()["restart"], 2);
+    assert_eq!(engine.ledger().acks_by_status()["failed"], 1);
+    let closed = engine.incident(&id).expect("recently closed");
+    assert!(!closed.open);
+    let states: Vec<IncidentState> = closed.history.iter().map(|h| h.to).collect();
+    assert_eq!(
+        states,
+        [
+            IncidentState::Failing,
+            IncidentState::Remediating,
+            IncidentState::BackingOff,
+            IncidentState::Remediating,
+            IncidentState::Verifying,
+            IncidentState::Resolved
+        ]
+    );
+}
