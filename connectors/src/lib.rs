@@ -5,6 +5,7 @@
 pub mod actuator;
 pub mod changelog;
 pub mod config;
+pub mod control;
 pub mod dead_letter;
 pub mod embedded;
 pub mod file_source;
@@ -12,5 +13,6 @@ pub mod runner;
 pub mod topics;
 
 pub use config::{KafkaConfig, TopicsConfig};
+pub use control::{control_channel, ControlHandle, ControlInbox, JobContext, RuleLoader};
 pub use embedded::EmbeddedBroker;
-pub use runner::{run, RunError, RunReport, Shutdown};
+pub use runner::{run, run_with, RunError, RunReport, Shutdown};

@@ -12,6 +12,7 @@
 //! used. Acks are few; reading them all costs little.
 
 use crate::config::{client_config, KafkaConfig, TopicsConfig};
+use crate::control::{ControlInbox, RunnerShared};
 use crate::dead_letter::{self, Source};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -136,9 +137,30 @@ struct GroupContext {
     /// A delivery failure seen while handing partitions over; the loop stops on it.
     fatal: Mutex<Option<RunError>>,
     commits: AtomicU64,
+    /// Where consumer lag goes, when a control plane watches.
+    shared: Option<Arc<RunnerShared>>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let mut lag = std::collections::BTreeMap::new();
+        for (topic, stats) in &statistics.topics {
+            if !self.telemetry.contains(topic) {
+                continue;
+            }
+            for (&partition, stats) in &stats.partitions {
+                // -1 is librdkafka's internal unassigned partition; a negative lag is unknown.
+                if partition >= 0 && stats.consumer_lag >= 0 {
+                    lag.insert((topic.clone(), partition), stats.consumer_lag);
+                }
+            }
+        }
+        shared.set_lag(lag);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -280,6 +302,7 @@ struct Publisher<'a> {
     producer: &'a OutputProducer,
     topics: &'a TopicsConfig,
     shutdown: &'a Shutdown,
+    shared: Option<&'a RunnerShared>,
     buffer: Vec<u8>,
     published: u64,
     dead_lettered: u64,
@@ -323,7 +346,15 @@ impl Publisher<'_> {
                     None => base,
                 };
                 self.send(base)?;
+                if let Some(shared) = self.shared {
+                    shared.count_out(&self.topics.changelog);
+                }
                 continue;
+            }
+            if let (Output::Decision(decision), Some(shared)) = (&output, self.shared) {
+                if shared.watched() {
+                    shared.broadcast(decision);
+                }
             }
             let (topic, written) = match &output {
                 Output::Command(command) => (
@@ -349,6 +380,9 @@ impl Publisher<'_> {
             self.buffer = buffer;
             sent?;
             self.published += 1;
+            if let Some(shared) = self.shared {
+                shared.count_out(topic);
+            }
         }
         Ok(())
     }
@@ -382,6 +416,9 @@ impl Publisher<'_> {
         }
         self.send(record)?;
         self.dead_lettered += 1;
+        if let Some(shared) = self.shared {
+            shared.count_out(&self.topics.dead_letter);
+        }
         Ok(())
     }
 }
@@ -396,6 +433,21 @@ pub fn run(
     shutdown: &Shutdown,
     on_ready: impl FnOnce(),
 ) -> Result<RunReport, RunError> {
+    run_with(engine, bootstrap, kafka, topics, shutdown, None, on_ready)
+}
+
+/// [`run`], steered by a control plane: jobs from `control`'s handle run on this thread
+/// between messages, and the runner's counters and decisions are shared with it.
+pub fn run_with(
+    engine: &mut Engine,
+    bootstrap: &str,
+    kafka: &KafkaConfig,
+    topics: &TopicsConfig,
+    shutdown: &Shutdown,
+    control: Option<&ControlInbox>,
+    on_ready: impl FnOnce(),
+) -> Result<RunReport, RunError> {
+    let shared = control.map(|c| &*c.shared);
     let delivery = Arc::new(DeliveryState::default());
     let producer_config = client_config(bootstrap, &producer_defaults(topics), &kafka.producer);
     let producer: Arc<OutputProducer> =
@@ -413,8 +465,13 @@ pub fn run(
         assigned: Mutex::new(Vec::new()),
         fatal: Mutex::new(None),
         commits: AtomicU64::new(0),
+        shared: control.map(|c| Arc::clone(&c.shared)),
     };
     let mut consumer_config = client_config(bootstrap, &consumer_defaults(), &kafka.consumer);
+    if control.is_some() && !kafka.consumer.contains_key("statistics.interval.ms") {
+        // For the consumer lag that metrics and status report.
+        consumer_config.set("statistics.interval.ms", "5000");
+    }
     consumer_config.set("group.id", &kafka.group_id);
     let consumer: BaseConsumer<GroupContext> = consumer_config.create_with_context(context)?;
     let telemetry: Vec<&str> = topics.telemetry.iter().map(String::as_str).collect();
@@ -431,6 +488,7 @@ pub fn run(
         producer: &producer,
         topics,
         shutdown,
+        shared,
         buffer: Vec::with_capacity(1024),
         published: 0,
         dead_lettered: 0,
@@ -440,7 +498,10 @@ pub fn run(
         Duration::from_millis(u64::try_from(kafka.commit_interval_ms).unwrap_or(1_000));
     let mut last_commit = Instant::now();
     let mut last_housekeeping = Instant::now();
+    let mut last_shared = Instant::now();
     let mut commits = 0_u64;
+    // Counted here and handed to the control plane now and then: no lock per message.
+    let mut events_in = vec![0_u64; topics.telemetry.len()];
 
     loop {
         match shutdown.state() {
@@ -477,6 +538,15 @@ pub fn run(
             if !assigned.is_empty() {
                 crate::changelog::restore(engine, bootstrap, kafka, topics, &assigned)?;
             }
+            if let (Some(shared), Ok(assignment)) = (shared, consumer.assignment()) {
+                let mut owned: Vec<(String, i32)> = assignment
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                owned.sort();
+                shared.set_assigned(owned);
+            }
             if let Some(error) = consumer
                 .context()
                 .fatal
@@ -504,10 +574,20 @@ pub fn run(
                     partition,
                     offset: message.offset(),
                 };
+                if let Some(count) = events_in.get_mut(usize::from(topic)) {
+                    *count += 1;
+                }
                 if let Err(error) =
                     engine.on_message(position, message.key(), payload, record_ts, now, &mut out)
                 {
                     publisher.dead_letter(&message, error.code(), &error.to_string())?;
+                }
+                if let (Some(shared), Some(ts)) = (shared, record_ts) {
+                    for output in &out {
+                        if matches!(output, Output::Command(_)) {
+                            shared.record_latency(wall_ms() - ts);
+                        }
+                    }
                 }
                 publisher.outputs(&mut out)?;
                 pending
@@ -536,6 +616,16 @@ pub fn run(
             }
             engine.tick(now, &mut out);
             publisher.outputs(&mut out)?;
+            if let Some(control) = control {
+                control.run_pending(engine, now, &mut out);
+                publisher.outputs(&mut out)?;
+                if last_shared.elapsed() >= Duration::from_millis(250) {
+                    last_shared = Instant::now();
+                    control
+                        .shared
+                        .add_events_in(&topics.telemetry, &mut events_in);
+                }
+            }
         }
 
         if last_commit.elapsed() >= commit_interval {
@@ -544,6 +634,11 @@ pub fn run(
         }
     }
     commits += commit_pending(&consumer, &producer, &delivery, topics, &pending)?;
+    if let Some(control) = control {
+        control
+            .shared
+            .add_events_in(&topics.telemetry, &mut events_in);
+    }
     guard.clean = true;
     Ok(report(engine, &publisher, commits, &consumer))
 }
