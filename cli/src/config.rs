@@ -19,16 +19,54 @@ pub struct Config {
     pub rules: RulesConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The gRPC API.
+    pub api: salve_api::ApiConfig,
+    /// The Prometheus endpoint.
+    pub metrics: salve_api::MetricsConfig,
 }
 
 /// The `[rules]` table.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
     /// A directory of `.rhai` files. When absent, the rules shipped inside salve are used.
     pub dir: Option<PathBuf>,
     /// `[rules.params.<rule>]`: values that replace a rule's declared parameter defaults.
     pub params: salve_rules::ParamOverrides,
+    /// Reload the rules when a file in `dir` changes. SIGHUP and `salve ctl reload` reload
+    /// them whatever this says.
+    pub watch: bool,
+    /// How long the directory must be quiet after a change before the reload: an editor's
+    /// burst of writes, or a `git checkout`, reloads once.
+    #[serde(rename = "reload_debounce", with = "humantime_serde_ms")]
+    pub reload_debounce_ms: u64,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            params: salve_rules::ParamOverrides::new(),
+            watch: true,
+            reload_debounce_ms: 500,
+        }
+    }
+}
+
+/// `"500ms"`-style durations for millisecond fields.
+mod humantime_serde_ms {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "expected a duration like \"500ms\" or \"2s\", got {text:?}: {e}"
+                ))
+            })
+    }
 }
 
 /// The `[log]` table.
@@ -93,7 +131,9 @@ pub enum ConfigError {
 pub const ENV_PREFIX: &str = "SALVE_";
 
 /// The top-level tables, for catching `SALVE_KAFKA_BROKERS` written for `SALVE_KAFKA__BROKERS`.
-const TABLES: &[&str] = &["kafka", "topics", "engine", "rules", "log"];
+const TABLES: &[&str] = &[
+    "kafka", "topics", "engine", "rules", "log", "api", "metrics",
+];
 
 impl Config {
     /// Reads `path` (if any), applies `SALVE_TABLE__KEY` overrides from `env`, and checks it all.
