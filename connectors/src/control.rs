@@ -290,8 +290,9 @@ impl ControlHandle {
 }
 
 impl ControlInbox {
-    /// Runs every job waiting, and returns how many ran.
-    pub(crate) fn run_pending(
+    /// Runs every job waiting, and returns how many ran. The runner calls it between
+    /// messages; a driver without Kafka (a test, `salve replay`) may call it itself.
+    pub fn run_pending(
         &self,
         engine: &mut Engine,
         now_ms: i64,
