@@ -8,3 +8,4 @@ pub mod config;
 pub use config::{ApiConfig, MetricsConfig, TlsConfig};
 pub mod grpc;
 pub mod metrics;
+pub mod proto;
