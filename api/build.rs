@@ -16,9 +16,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("salve_descriptor.bin"),
         compiler.encode_file_descriptor_set(),
     )?;
+    // Type names (`prost::Name`) let a client find each message's descriptor, to print it as
+    // protobuf JSON.
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_fds(compiler.file_descriptor_set())?;
+        .compile_fds_with_config(compiler.file_descriptor_set(), config)?;
     Ok(())
 }

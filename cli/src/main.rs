@@ -64,6 +64,8 @@ enum Command {
         #[command(subcommand)]
         actuator: ActuateCommand,
     },
+    /// Operate a running salve over its gRPC API: status, incidents, modes, reload, ...
+    Ctl(salve::ctl::CtlArgs),
     /// Run the rule test cases in DIR/tests/ against the rules in DIR.
     Test {
         /// A TOML config file, for the [engine] settings the rules run under.
@@ -144,6 +146,7 @@ fn main() -> ExitCode {
                 },
         } => actuate_k8s(config.as_deref(), namespace, name, max_in_flight),
         Command::Check { config, dir } => check(config.as_deref(), &dir),
+        Command::Ctl(args) => salve::ctl::main(args),
         Command::Test {
             config,
             dir,
