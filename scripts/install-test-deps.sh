@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, skipping what is already there:
 #   kcat, python3-kafka  (Debian packages: independent Kafka clients for the interop test)
+#   grpcio, grpcio-reflection, protobuf  (PyPI, into python3 on PATH: the generic gRPC client
+#                        that calls salve's API through reflection; grpcurl has no Debian package)
 #   tansu                (a standalone Kafka-protocol broker, from crates.io; ~10 min to build)
 set -euo pipefail
 
@@ -21,6 +23,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+grpc_modules='import grpc, grpc_reflection, google.protobuf'
+if ! python3 -c "$grpc_modules" 2>/dev/null; then
+  echo "install-test-deps: pip install grpcio grpcio-reflection protobuf"
+  pip_install=(python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-reflection protobuf)
+  # Debian's own python3 refuses pip installs outside a venv (PEP 668); a pyenv one does not.
+  "${pip_install[@]}" 2>/dev/null || "${pip_install[@]}" --break-system-packages
+  python3 -c "$grpc_modules"
 fi
 
 if ! command -v tansu >/dev/null || ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then

@@ -186,10 +186,17 @@ impl GrpcServer {
         health_reporter
             .set_serving::<SalveServer<service::SalveService>>()
             .await;
+        // Both reflection versions describe every service, each other included, so a client
+        // of either version lists the same services.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
+                .include_reflection_service(false)
                 .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
         };
         let reflection_v1 = reflection()
             .build_v1()

@@ -876,6 +876,7 @@ async fn reflection_lists_the_services_and_serves_the_salve_descriptors() {
         "salve.v1.Salve",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -944,4 +945,5 @@ async fn a_config_mistake_names_its_key() {
     assert!(format!("{server:?}").contains("token_configured: true"));
 }
 
+mod interop;
 mod watch;
