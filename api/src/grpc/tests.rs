@@ -946,4 +946,5 @@ async fn a_config_mistake_names_its_key() {
 }
 
 mod interop;
+mod tls;
 mod watch;
