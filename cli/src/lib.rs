@@ -7,6 +7,7 @@ pub mod cases;
 pub mod config;
 pub mod replay;
 pub mod run;
+pub mod serve;
 
 pub use config::Config;
 

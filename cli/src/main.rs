@@ -179,12 +179,30 @@ fn run(config_path: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(&config);
-    let worker = supervise("salve-engine", move |shutdown| {
-        salve::run::run(&config, shutdown, |ready| {
-            println!("{}", salve::run::banner(&config, ready));
+    let runtime = match async_runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let (control, inbox) =
+        salve_connectors::control_channel(Some(salve::serve::rule_loader(&config)));
+    let operator = match runtime.block_on(salve::serve::Operator::start(&config, control)) {
+        Ok(operator) => operator,
+        Err(error) => {
+            eprintln!("salve: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let endpoints = salve::run::Endpoints {
+        api: operator.api,
+        metrics: operator.metrics,
+    };
+    let worker = supervise_on(&runtime, "salve-engine", move |shutdown| {
+        salve::run::run(&config, shutdown, Some(&inbox), |ready| {
+            println!("{}", salve::run::banner(&config, ready, endpoints));
             let _ = std::io::stdout().flush();
         })
     });
+    runtime.block_on(operator.stop());
     let worker = match worker {
         Ok(worker) => worker,
         Err(code) => return code,
@@ -231,17 +249,28 @@ fn supervise<T: Send + 'static>(
     thread_name: &str,
     work: impl FnOnce(&Shutdown) -> T + Send + 'static,
 ) -> Result<std::thread::Result<T>, ExitCode> {
-    let shutdown = Arc::new(Shutdown::default());
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = async_runtime()?;
+    supervise_on(&runtime, thread_name, work)
+}
+
+/// The runtime that waits for signals and serves the operator surface.
+fn async_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
+        .map_err(|error| {
             eprintln!("salve: cannot start the async runtime: {error}");
-            return Err(ExitCode::FAILURE);
-        }
-    };
+            ExitCode::FAILURE
+        })
+}
+
+/// [`supervise`] on a runtime the caller also uses for other tasks.
+fn supervise_on<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    thread_name: &str,
+    work: impl FnOnce(&Shutdown) -> T + Send + 'static,
+) -> Result<std::thread::Result<T>, ExitCode> {
+    let shutdown = Arc::new(Shutdown::default());
     let worker_shutdown = Arc::clone(&shutdown);
     let worker = std::thread::Builder::new()
         .name(thread_name.into())

@@ -36,6 +36,9 @@ fn run_starts_an_embedded_broker_acts_and_stops_cleanly_on_sigterm() {
     let mut child = salve()
         .arg("run")
         .env("SALVE_KAFKA__COMMIT_INTERVAL", "100ms")
+        // Free ports: tests run side by side.
+        .env("SALVE_API__LISTEN", "127.0.0.1:0")
+        .env("SALVE_METRICS__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
