@@ -2,7 +2,9 @@
 //!
 //! A case is a directory with `events.jsonl` and `expected.jsonl`, and optionally `case.json`
 //! (the simulated actuator: `{"ack": "succeeded", "ack_delay": "2s", "ack_map": {"restart":
-//! "failed"}}`) and `rules/` (rules for this case only).
+//! "failed"}}`, and a simulated operator: `"operator": [{"at": 45000, "do": "approve",
+//! "rule": "crash_loop", "entity": "checkout/pod-1"}]`) and `rules/` (rules for this case
+//! only).
 
 use crate::replay::{replay, Actuator, SimulatedOutcome};
 use salve_connectors::file_source::read_lines;
@@ -28,6 +30,10 @@ struct Settings {
     ack: Option<String>,
     ack_delay: Option<String>,
     ack_map: Option<BTreeMap<String, String>>,
+    /// What a simulated operator does: `[{"at": 45000, "do": "approve", "rule": "crash_loop",
+    /// "entity": "checkout/pod-1"}]`.
+    #[serde(default)]
+    operator: Vec<crate::replay::OperatorAction>,
 }
 
 /// A case that could not be run, as opposed to one whose output differs.
@@ -121,6 +127,7 @@ fn actuator(case: &Case) -> Result<Actuator, CaseError> {
         default,
         by_action,
         delay_ms,
+        operator: settings.operator,
     })
 }
 

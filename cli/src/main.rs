@@ -489,6 +489,7 @@ fn replay_command(
         default: ack,
         by_action,
         delay_ms,
+        operator: Vec::new(),
     };
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();

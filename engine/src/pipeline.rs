@@ -69,6 +69,10 @@ enum DeadlineKind {
     Verify,
     /// The backoff is over: the next attempt.
     Retry,
+    /// Nobody approved or denied the next action in time: escalate.
+    Approval,
+    /// An escalated incident's quarantine expires: automation may act again.
+    Quarantine,
 }
 
 /// The state of one source partition.
@@ -732,6 +736,36 @@ impl Engine {
                             reason,
                         )));
                     }
+                    (DeadlineKind::Approval, IncidentState::AwaitingApproval) => {
+                        let reason =
+                            "nobody approved or denied the next action before the rule's approval timeout"
+                                .to_owned();
+                        lifecycle.escalate(
+                            &subject_key,
+                            subject,
+                            index,
+                            reason,
+                            EscalationCause::ApprovalTimeout,
+                            &mut state.commands,
+                            out,
+                        );
+                    }
+                    (DeadlineKind::Quarantine, IncidentState::Escalated) => {
+                        let incident = subject.incidents.remove(index);
+                        state.commands.subjects.remove(&deadline.command_id);
+                        subject.forget_recent();
+                        let reason = format!(
+                            "the quarantine expired after {} ms (engine.quarantine_expiry); automation may act again",
+                            lifecycle.config.quarantine_expiry_ms
+                        );
+                        out.push(Output::Decision(close_attempt(
+                            incident,
+                            &subject_key,
+                            now_ms,
+                            IncidentState::Failed,
+                            reason,
+                        )));
+                    }
                     (DeadlineKind::Retry, IncidentState::BackingOff) => {
                         lifecycle.stats.retries += 1;
                         lifecycle.next_attempt(
@@ -850,6 +884,12 @@ impl Engine {
                 }
                 IncidentState::Verifying => Some((DeadlineKind::Verify, incident.verify_until_ms)),
                 IncidentState::BackingOff => Some((DeadlineKind::Retry, incident.retry_at_ms)),
+                IncidentState::AwaitingApproval => {
+                    Some((DeadlineKind::Approval, incident.approval_until_ms))
+                }
+                IncidentState::Escalated if incident.quarantine_until_ms > 0 => {
+                    Some((DeadlineKind::Quarantine, incident.quarantine_until_ms))
+                }
                 _ => None,
             };
             if let Some((kind, at_ms)) = deadline {
@@ -1270,6 +1310,9 @@ impl Judge<'_> {
             verify_from_ms: 0,
             verify_until_ms: 0,
             retry_at_ms: 0,
+            approval_until_ms: 0,
+            approved_step: None,
+            quarantine_until_ms: 0,
             target: String::new(),
             params: serde_json::Map::new(),
         };
@@ -1703,6 +1746,21 @@ impl Lifecycle<'_> {
             self.would_command(subject_key, subject, index, &action, why, reason, out);
             return;
         }
+        if let Some(approval) = rule.decl.approval.as_ref().filter(|a| a.covers(&action)) {
+            if subject.incidents[index].approved_step != Some(step) {
+                let timeout_ms = approval.timeout_ms;
+                self.await_approval(
+                    subject_key,
+                    subject,
+                    index,
+                    &action,
+                    timeout_ms,
+                    commands,
+                    out,
+                );
+                return;
+            }
+        }
         if let Err(recent) = subject.admit(&action, now_ms, flap.max_attempts, flap.within_ms) {
             self.stats.flap_stops += 1;
             let reason = format!(
@@ -1741,6 +1799,61 @@ impl Lifecycle<'_> {
         );
         self.stats.commands += 1;
         commands.track(issued, subject_key);
+    }
+
+    /// Asks a human to approve the next action: the incident waits, keyed by the id its
+    /// command will have, until approved, denied, or the timeout escalates it.
+    #[allow(clippy::too_many_arguments)]
+    fn await_approval(
+        &mut self,
+        subject_key: &str,
+        subject: &mut Subject,
+        index: usize,
+        action: &str,
+        timeout_ms: i64,
+        commands: &mut OpenCommands,
+        out: &mut Vec<Output>,
+    ) {
+        let now_ms = self.now_ms;
+        let incident = &mut subject.incidents[index];
+        if incident.attempt == 0 {
+            out.push(Output::Decision(transition(
+                now_ms,
+                &incident.rule,
+                subject_key,
+                &incident.id,
+                None,
+                IncidentState::Failing,
+                "rule failed".into(),
+            )));
+        }
+        commands.subjects.remove(&incident.command_id);
+        incident.command_id = command_id(&incident.id, incident.attempt + 1);
+        incident.approval_until_ms = now_ms.saturating_add(timeout_ms);
+        commands.deadlines.push(Reverse(AckDeadline {
+            at_ms: incident.approval_until_ms,
+            command_id: incident.command_id.clone(),
+            kind: DeadlineKind::Approval,
+        }));
+        commands
+            .subjects
+            .insert(incident.command_id.clone(), Box::from(subject_key));
+        let mut record = transition(
+            now_ms,
+            &incident.rule,
+            subject_key,
+            &incident.id,
+            Some(incident.state),
+            IncidentState::AwaitingApproval,
+            format!(
+                "{action} on {} needs an operator's approval within {timeout_ms} ms (salve ctl approve {})",
+                incident.target, incident.id
+            ),
+        );
+        record.attempt = Some(incident.attempt);
+        record.command_id = Some(incident.command_id.clone());
+        incident.state = IncidentState::AwaitingApproval;
+        out.push(Output::Decision(record));
     }
 
     /// Holds an attempt that came due while its rule is paused: the incident backs off, and
@@ -1858,7 +1971,7 @@ impl Lifecycle<'_> {
         self.stats.escalations += 1;
         let incident = &mut subject.incidents[index];
         commands.subjects.remove(&incident.command_id);
-        if incident.attempt == 0 {
+        if incident.attempt == 0 && incident.state == IncidentState::Failing {
             // Nothing was sent: the incident has no attempt to number.
             out.push(Output::Decision(transition(
                 self.now_ms,
@@ -1892,6 +2005,22 @@ impl Lifecycle<'_> {
             ts: self.now_ms,
         }));
         incident.state = IncidentState::Escalated;
+        if self.config.quarantine_expiry_ms > 0 {
+            if incident.command_id.is_empty() {
+                // Escalated before any command: give the quarantine a key of its own.
+                incident.command_id = command_id(&incident.id, 0);
+            }
+            incident.quarantine_until_ms =
+                self.now_ms.saturating_add(self.config.quarantine_expiry_ms);
+            commands.deadlines.push(Reverse(AckDeadline {
+                at_ms: incident.quarantine_until_ms,
+                command_id: incident.command_id.clone(),
+                kind: DeadlineKind::Quarantine,
+            }));
+            commands
+                .subjects
+                .insert(incident.command_id.clone(), Box::from(subject_key));
+        }
     }
 }
 
@@ -1983,7 +2112,8 @@ fn issue(
     incident.step_attempts += 1;
     let id = command_id(&incident.id, incident.attempt);
     let deadline_ms = issue.now_ms.saturating_add(issue.timeout_ms);
-    if incident.attempt == 1 {
+    // An incident that waited for approval was opened when it started waiting.
+    if incident.attempt == 1 && incident.approved_step.is_none() {
         let mut opened = transition(
             issue.now_ms,
             &incident.rule,

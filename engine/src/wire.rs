@@ -122,6 +122,9 @@ pub enum IncidentState {
     Verifying,
     /// An attempt failed; the next waits out its backoff.
     BackingOff,
+    /// The rule's `approval` covers the next action: it waits for an operator to approve
+    /// or deny it, and escalates if nobody answers in time.
+    AwaitingApproval,
     /// Automation gave up (attempts, ladder or flap limit exhausted) and handed the incident
     /// to a human. It stays open, and holds its rule back on its subject, until resolved.
     Escalated,
@@ -280,6 +283,8 @@ pub enum EscalationCause {
     Unactionable,
     /// The rule was removed by a reload while its action was in force.
     RuleRemoved,
+    /// Nobody approved or denied an action that needed approval in time.
+    ApprovalTimeout,
 }
 
 impl EscalationCause {
@@ -292,6 +297,7 @@ impl EscalationCause {
             EscalationCause::RevertFailed => "revert_failed",
             EscalationCause::Unactionable => "unactionable",
             EscalationCause::RuleRemoved => "rule_removed",
+            EscalationCause::ApprovalTimeout => "approval_timeout",
         }
     }
 }

@@ -52,6 +52,25 @@ pub struct Declaration {
     pub shadow: bool,
     /// Limits on how much of a group this rule acts on at once.
     pub blast_radius: Option<BlastRadius>,
+    /// Actions that wait for an operator's approval before they are sent.
+    pub approval: Option<Approval>,
+}
+
+/// Human approval: the incident waits in `awaiting_approval` until an operator approves or
+/// denies it (`salve ctl approve|deny`), and escalates if nobody does within `timeout_ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Approval {
+    /// The actions that need it; empty means every action of the rule.
+    pub actions: Vec<String>,
+    /// How long to wait for an answer.
+    pub timeout_ms: i64,
+}
+
+impl Approval {
+    /// Whether `action` needs approval.
+    pub fn covers(&self, action: &str) -> bool {
+        self.actions.is_empty() || self.actions.iter().any(|a| a == action)
+    }
 }
 
 /// How much of a group (the entities sharing a label's value) a rule may act on at once.
@@ -166,6 +185,7 @@ const KEYS: &[&str] = &[
     "flap",
     "mode",
     "blast_radius",
+    "approval",
 ];
 const SELECTOR_KEYS: &[&str] = &["kind", "name", "labels"];
 const KINDS: &[&str] = &["metric", "health", "event"];
@@ -308,6 +328,7 @@ impl Declaration {
         }
         let flap = flap(&map)?;
         let blast_radius = blast_radius(&map)?;
+        let approval = approval(&map)?;
         let shadow = match optional_string(&map, "mode")?.as_deref() {
             None | Some("active") => false,
             Some("shadow") => true,
@@ -338,6 +359,7 @@ impl Declaration {
             flap,
             shadow,
             blast_radius,
+            approval,
         })
     }
 }
@@ -520,6 +542,43 @@ fn blast_radius(map: &Map) -> Result<Option<BlastRadius>, DeclarationError> {
         group,
         max_in_flight: positive_int(&entries, "blast_radius", "max_in_flight")?,
         storm_share,
+    }))
+}
+
+fn approval(map: &Map) -> Result<Option<Approval>, DeclarationError> {
+    let example = "#{ actions: [\"restore\"], timeout: \"30m\" }";
+    let Some(entries) = sub_map(map, "approval", &["actions", "timeout"], example)? else {
+        return Ok(None);
+    };
+    let actions = match entries.get("actions") {
+        None => Vec::new(),
+        Some(value) => value
+            .clone()
+            .into_array()
+            .ok()
+            .and_then(|list| {
+                list.into_iter()
+                    .map(|a| a.into_immutable_string().ok().map(|s| s.to_string()))
+                    .collect::<Option<Vec<String>>>()
+            })
+            .filter(|list| !list.is_empty())
+            .ok_or_else(|| {
+                error(
+                    "approval",
+                    format!("`approval.actions` must be a non-empty array of action names, as in {example}; leave it out for every action"),
+                )
+            })?,
+    };
+    let timeout_ms = duration_in(&entries, "approval", "timeout")?.unwrap_or(60 * 60 * 1_000);
+    if timeout_ms == 0 {
+        return Err(error(
+            "approval",
+            "`approval.timeout` must be longer than zero".into(),
+        ));
+    }
+    Ok(Some(Approval {
+        actions,
+        timeout_ms,
     }))
 }
 
