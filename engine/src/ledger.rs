@@ -355,7 +355,7 @@ fn ack_label(status: AckStatus) -> &'static str {
 }
 
 /// Every escalation cause, for metrics that list each one even at zero.
-pub const ESCALATION_CAUSES: [EscalationCause; 7] = [
+pub const ESCALATION_CAUSES: [EscalationCause; 8] = [
     EscalationCause::Exhausted,
     EscalationCause::Flapping,
     EscalationCause::Storm,
@@ -363,4 +363,5 @@ pub const ESCALATION_CAUSES: [EscalationCause; 7] = [
     EscalationCause::Unactionable,
     EscalationCause::RuleRemoved,
     EscalationCause::ApprovalTimeout,
+    EscalationCause::CanaryFailed,
 ];

@@ -8,8 +8,10 @@
 use crate::config::{EngineConfig, Mode};
 use control::{Modes, ReloadOutcome};
 
+mod canary;
 pub mod control;
 pub mod inspect;
+
 use crate::entity::{EntityState, GroupSubject, InternedLabels, Pending, Subject};
 use crate::group::{group_id, GroupIndex};
 use crate::host::{self, Frame, SharedFrame};
@@ -23,6 +25,7 @@ use crate::wire::{
     Ack, AckDecodeError, AckStatus, ChangelogRecord, Command, Decision, DecisionKind, Escalation,
     EscalationCause, IncidentState, Output, Verdict, WIRE_VERSION,
 };
+use canary::GroupSafety;
 use hashbrown::HashMap;
 use salve_rules::{EvalError, LoadErrors, RuleSet, Runtime};
 use std::cell::RefCell;
@@ -86,8 +89,8 @@ struct PartitionState {
     /// The largest event time seen: the end of every window evaluated here.
     watermark_ms: i64,
     commands: OpenCommands,
-    /// Groups in a storm, as `<rule>/<group id>`: escalated once, frozen until it subsides.
-    storms: HashSet<String>,
+    /// Storms and canary rollouts, per rule and group.
+    safety: GroupSafety,
     /// The watermark at the last sweep for idle entities.
     swept_at_ms: i64,
     /// The processing time of the partition's latest event.
@@ -481,8 +484,8 @@ impl Engine {
         };
         if !self.needs_group[rule_index] {
             if let Some(entity) = state.entities.get_mut(entity_key) {
-                let storms = &mut state.storms;
-                judge.judge(entity_key, entity, None, &mut state.commands, storms, out);
+                let safety = &mut state.safety;
+                judge.judge(entity_key, entity, None, &mut state.commands, safety, out);
             }
             if let Some(subject) = judge.unlatched {
                 self.dirty.push((position.partition, subject));
@@ -510,13 +513,13 @@ impl Engine {
             let group = group
                 .as_mut()
                 .map(|(key, subject)| (key.as_str(), &mut subject.subject));
-            let storms = &mut state.storms;
+            let safety = &mut state.safety;
             judge.judge(
                 entity_key,
                 &mut entity,
                 group,
                 &mut state.commands,
-                storms,
+                safety,
                 out,
             );
             let unlatched = judge.unlatched.take();
@@ -1094,7 +1097,7 @@ impl Judge<'_> {
         entity: &mut EntityState,
         mut group: Option<(&str, &mut Subject)>,
         commands: &mut OpenCommands,
-        storms: &mut HashSet<String>,
+        safety: &mut GroupSafety,
         out: &mut Vec<Output>,
     ) {
         let subject_key = group
@@ -1257,7 +1260,8 @@ impl Judge<'_> {
         // if it still holds then.
         let held_back = self
             .inhibition(entity_key, entity)
-            .or_else(|| self.blast_radius(entity_key, entity, storms, out));
+            .or_else(|| self.blast_radius(entity_key, entity, &mut safety.storms, out))
+            .or_else(|| self.canary(entity_key, entity, &mut safety.rollouts, out));
         if let Some(reason) = held_back {
             let pendings = &mut subject(entity, &mut group).pending;
             let index = pending.unwrap_or_else(|| {

@@ -285,6 +285,8 @@ pub enum EscalationCause {
     RuleRemoved,
     /// Nobody approved or denied an action that needed approval in time.
     ApprovalTimeout,
+    /// A canary of a rollout across a group escalated: the rollout halted.
+    CanaryFailed,
 }
 
 impl EscalationCause {
@@ -298,6 +300,7 @@ impl EscalationCause {
             EscalationCause::Unactionable => "unactionable",
             EscalationCause::RuleRemoved => "rule_removed",
             EscalationCause::ApprovalTimeout => "approval_timeout",
+            EscalationCause::CanaryFailed => "canary_failed",
         }
     }
 }

@@ -54,6 +54,22 @@ pub struct Declaration {
     pub blast_radius: Option<BlastRadius>,
     /// Actions that wait for an operator's approval before they are sent.
     pub approval: Option<Approval>,
+    /// When many members of a group fail at once, act on a canary share first and widen in
+    /// waves as each is verified.
+    pub canary: Option<Canary>,
+}
+
+/// Canary waves: when at least `min_failing` members of a group fail for the rule at once,
+/// the rule acts on `waves[0]` of them first (at least one), then, once all it acted on are
+/// resolved, on `waves[1]`, and so on. A canary that escalates halts the rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canary {
+    /// The label that forms the groups, e.g. `service`.
+    pub group: String,
+    /// Cumulative shares of the failing members, increasing, the last 1.0.
+    pub waves: Vec<f64>,
+    /// How many members must fail at once for a rollout to start.
+    pub min_failing: u32,
 }
 
 /// Human approval: the incident waits in `awaiting_approval` until an operator approves or
@@ -186,6 +202,7 @@ const KEYS: &[&str] = &[
     "mode",
     "blast_radius",
     "approval",
+    "canary",
 ];
 const SELECTOR_KEYS: &[&str] = &["kind", "name", "labels"];
 const KINDS: &[&str] = &["metric", "health", "event"];
@@ -329,6 +346,7 @@ impl Declaration {
         let flap = flap(&map)?;
         let blast_radius = blast_radius(&map)?;
         let approval = approval(&map)?;
+        let canary = canary(&map)?;
         let shadow = match optional_string(&map, "mode")?.as_deref() {
             None | Some("active") => false,
             Some("shadow") => true,
@@ -360,6 +378,7 @@ impl Declaration {
             shadow,
             blast_radius,
             approval,
+            canary,
         })
     }
 }
@@ -542,6 +561,60 @@ fn blast_radius(map: &Map) -> Result<Option<BlastRadius>, DeclarationError> {
         group,
         max_in_flight: positive_int(&entries, "blast_radius", "max_in_flight")?,
         storm_share,
+    }))
+}
+
+fn canary(map: &Map) -> Result<Option<Canary>, DeclarationError> {
+    let example = "#{ group: \"service\", waves: [0.1, 0.5, 1.0], min_failing: 3 }";
+    let Some(entries) = sub_map(map, "canary", &["group", "waves", "min_failing"], example)? else {
+        return Ok(None);
+    };
+    let group = entries
+        .get("group")
+        .and_then(|v| v.clone().into_immutable_string().ok())
+        .map(|s| s.to_string())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            error(
+                "canary",
+                format!("`canary.group` must name a label, as in {example}"),
+            )
+        })?;
+    let waves = match entries.get("waves") {
+        None => vec![0.1, 0.5, 1.0],
+        Some(value) => value
+            .clone()
+            .into_array()
+            .ok()
+            .and_then(|list| {
+                list.into_iter()
+                    .map(|w| {
+                        w.as_float()
+                            .ok()
+                            .or_else(|| w.as_int().ok().map(|i| i as f64))
+                    })
+                    .collect::<Option<Vec<f64>>>()
+            })
+            .ok_or_else(|| {
+                error(
+                    "canary",
+                    format!("`canary.waves` must be an array of shares, as in {example}"),
+                )
+            })?,
+    };
+    let increasing = waves.windows(2).all(|w| w[0] < w[1]);
+    let in_range = waves.iter().all(|w| *w > 0.0 && *w <= 1.0);
+    if waves.is_empty() || !increasing || !in_range || waves.last() != Some(&1.0) {
+        return Err(error(
+            "canary",
+            format!("`canary.waves` must be increasing shares in (0, 1], ending with 1.0, as in {example}"),
+        ));
+    }
+    let min_failing = positive_int(&entries, "canary", "min_failing")?.unwrap_or(3);
+    Ok(Some(Canary {
+        group,
+        waves,
+        min_failing,
     }))
 }
 

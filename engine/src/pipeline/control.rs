@@ -199,10 +199,10 @@ impl Engine {
                 entities,
                 group_subjects,
                 commands,
-                storms,
+                safety,
                 ..
             } = state;
-            storms.retain(|storm| !storm.split('/').next().is_some_and(gone));
+            safety.retire(&gone);
             let subjects = entities
                 .iter_mut()
                 .map(|(key, e)| (key, &mut e.subject))
