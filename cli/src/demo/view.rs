@@ -98,10 +98,10 @@ impl<'a> View<'a> {
                     })
                     .collect();
                 format!(
-                    "{} {} {}",
+                    "{}: {} {}",
                     self.paint(style, &format!("verdict {}", verdict_name(verdict))),
                     evidence.join(", "),
-                    self.paint(DIM, &decision.reason)
+                    self.paint(DIM, &format!("({})", decision.reason))
                 )
             }
             DecisionKind::Transition => {
@@ -113,7 +113,7 @@ impl<'a> View<'a> {
                     None => format!("opened: {}", state_name(to)),
                 };
                 format!(
-                    "{} {}",
+                    "{}: {}",
                     self.paint(state_style(to), &states),
                     self.paint(DIM, &decision.reason)
                 )
