@@ -288,3 +288,25 @@ fn a_single_scenario_runs_alone() {
         "a healthy fleet and a transient: nothing to do"
     );
 }
+
+#[test]
+fn a_scenario_that_does_not_reach_its_outcome_in_time_fails_the_demo() {
+    // A sustained rise needs 30 s of event time before salve acts: far more than 1 s.
+    let options = DemoOptions {
+        scenarios: vec![ScenarioKind::LatencyRise],
+        patience: std::time::Duration::from_secs(1),
+        ..DemoOptions::default()
+    };
+    let mut view = Vec::new();
+    let report = run_demo(&options, &Shutdown::default(), &mut view).expect("the demo runs");
+    let view = String::from_utf8_lossy(&view);
+    assert!(!report.passed(), "{view}");
+    let outcome = report.outcome(ScenarioKind::LatencyRise).expect("it ran");
+    assert!(!outcome.passed);
+    assert!(
+        outcome.observed.starts_with("not reached within 1 s"),
+        "{}",
+        outcome.observed
+    );
+    assert!(view.contains("0 of 1 scenarios as expected"), "{view}");
+}
