@@ -59,7 +59,8 @@ impl Actuator for FleetActuator {
         let entity = command.entity.as_str();
         let now_ms = || self.fleet.clock.now_ms();
         let done = match command.action.as_str() {
-            // The pod is killed at once and takes a moment to come up again.
+            // The pod is killed at once and takes a moment to come up again; the ack follows
+            // that moment, after any exit from before the restart has reached salve.
             "restart" => {
                 let restarted = self.fleet.lock().restart(entity, now_ms());
                 if !self.work_for(Duration::from_millis(300)).await {
@@ -77,11 +78,14 @@ impl Actuator for FleetActuator {
                 self.fleet.lock().promote(entity, old_primary)
             }
             "replace" => self.replace(entity).await,
+            // Repaired before the ack, like a restart, so that no mismatch read before the
+            // repair can reach salve after the ack and fail the verification.
             "resync" | "restore" => {
+                let repaired = self.fleet.lock().repair(entity, &command.action);
                 if !self.work_for(Duration::from_millis(500)).await {
                     return Outcome::Failed("the demo is stopping".into());
                 }
-                self.fleet.lock().repair(entity, &command.action)
+                repaired
             }
             other => {
                 return Outcome::Rejected(format!(

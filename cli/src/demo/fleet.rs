@@ -677,9 +677,12 @@ pub enum FleetError {
     /// No entity with that id.
     #[error("the demo fleet has no `{0}`")]
     Unknown(String),
-    /// No live primary to fail.
+    /// No live primary to fail, or to rejoin.
     #[error("the database cluster has no live primary")]
     NoPrimary,
+    /// No live replica to promote.
+    #[error("the database cluster has no live replica")]
+    NoReplica,
     /// Only a live replica can be promoted.
     #[error("`{0}` is not a live replica and cannot be promoted")]
     NotPromotable(String),

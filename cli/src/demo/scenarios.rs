@@ -2,7 +2,7 @@
 //! and how that outcome is read from salve's decisions, commands and escalations (and, for
 //! what the actuators did, from the fleet).
 
-use super::fleet::{pod_id, storage_node_id, CrashCause, FleetError, FleetState, Route};
+use super::fleet::{pod_id, storage_node_id, CrashCause, FleetError, FleetState, Role, Route};
 use super::observer::Observed;
 use salve_engine::wire::{IncidentState, Verdict};
 use std::collections::BTreeSet;
@@ -164,12 +164,12 @@ impl Scenario {
             ScenarioKind::PrimaryFailure => {
                 let target = fleet
                     .most_current_replica()
-                    .ok_or(FleetError::NoPrimary)?
+                    .ok_or(FleetError::NoReplica)?
                     .to_owned();
                 let lags: Vec<String> = fleet
                     .databases
                     .iter()
-                    .filter(|(_, n)| n.alive && n.lag_s > 0.0)
+                    .filter(|(_, n)| n.alive && n.role == Role::Replica)
                     .map(|(id, n)| format!("{id} {:.2} s", n.lag_s))
                     .collect();
                 let primary = fleet.fail_primary()?;
