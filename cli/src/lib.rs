@@ -5,6 +5,7 @@
 pub mod actuate;
 pub mod cases;
 pub mod config;
+pub mod demo;
 pub mod replay;
 pub mod run;
 pub mod serve;

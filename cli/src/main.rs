@@ -64,6 +64,20 @@ enum Command {
         #[command(subcommand)]
         actuator: ActuateCommand,
     },
+    /// Show the whole loop in one process: a simulated fleet, salve with the shipped rules and
+    /// an actuator on an embedded broker; inject seven faults and check what salve does.
+    Demo {
+        /// Run only this scenario; repeat for more. One of: crash-loop, latency-spike,
+        /// latency-rise, primary-failure, checksum-mismatch, flapping, storm.
+        #[arg(long = "scenario", value_name = "NAME")]
+        scenarios: Vec<salve::demo::scenarios::ScenarioKind>,
+        /// How many times faster than the wall clock the fleet's event time runs, from 1 to 4.
+        #[arg(long, default_value_t = 2.0)]
+        speed: f64,
+        /// Seconds between one injection and the next.
+        #[arg(long, default_value_t = 3.0)]
+        stagger: f64,
+    },
     /// Run the rule test cases in DIR/tests/ against the rules in DIR.
     Test {
         /// A TOML config file, for the [engine] settings the rules run under.
@@ -144,6 +158,11 @@ fn main() -> ExitCode {
                 },
         } => actuate_k8s(config.as_deref(), namespace, name, max_in_flight),
         Command::Check { config, dir } => check(config.as_deref(), &dir),
+        Command::Demo {
+            scenarios,
+            speed,
+            stagger,
+        } => demo(scenarios, speed, stagger),
         Command::Test {
             config,
             dir,
@@ -299,6 +318,56 @@ fn supervise_on<T: Send + 'static>(
         }
     });
     Ok(worker.join())
+}
+
+fn demo(
+    scenarios: Vec<salve::demo::scenarios::ScenarioKind>,
+    speed: f64,
+    stagger: f64,
+) -> ExitCode {
+    let mut config = Config::default();
+    // The live view is the demo's output; the components' own logs would drown it.
+    config.log.level = "warn".into();
+    init_logging(&config);
+    let Ok(stagger) = std::time::Duration::try_from_secs_f64(stagger) else {
+        eprintln!("salve: --stagger must be a number of seconds, not {stagger}");
+        return ExitCode::from(2);
+    };
+    let stdout_is_terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let options = salve::demo::DemoOptions {
+        scenarios: if scenarios.is_empty() {
+            salve::demo::scenarios::ScenarioKind::ALL.to_vec()
+        } else {
+            scenarios
+        },
+        speed,
+        stagger,
+        colour: stdout_is_terminal && std::env::var_os("NO_COLOR").is_none(),
+        ..salve::demo::DemoOptions::default()
+    };
+    let worker = supervise("salve-demo", move |shutdown| {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        salve::demo::run_demo(&options, shutdown, &mut out)
+    });
+    match worker {
+        Err(code) => code,
+        Ok(Ok(Ok(report))) if report.interrupted => ExitCode::from(130),
+        Ok(Ok(Ok(report))) if report.passed() => ExitCode::SUCCESS,
+        Ok(Ok(Ok(_))) => ExitCode::FAILURE,
+        Ok(Ok(Err(error @ salve::demo::DemoError::Speed(_)))) => {
+            eprintln!("salve: {error}");
+            ExitCode::from(2)
+        }
+        Ok(Ok(Err(error))) => {
+            eprintln!("salve: demo: {error}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(_)) => {
+            eprintln!("salve: the demo thread panicked");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn actuate_exec(
