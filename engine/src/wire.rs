@@ -134,6 +134,24 @@ pub enum IncidentState {
     Failed,
 }
 
+impl IncidentState {
+    /// The wire name, as the decision log writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::Failing => "failing",
+            IncidentState::Remediating => "remediating",
+            IncidentState::Mitigated => "mitigated",
+            IncidentState::Reverting => "reverting",
+            IncidentState::Verifying => "verifying",
+            IncidentState::BackingOff => "backing_off",
+            IncidentState::AwaitingApproval => "awaiting_approval",
+            IncidentState::Escalated => "escalated",
+            IncidentState::Resolved => "resolved",
+            IncidentState::Failed => "failed",
+        }
+    }
+}
+
 /// A rule's judgement of an entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -121,17 +121,7 @@ impl Observed {
 
 /// The name of a state as the decision log writes it.
 pub fn state_name(state: IncidentState) -> &'static str {
-    match state {
-        IncidentState::Failing => "failing",
-        IncidentState::Remediating => "remediating",
-        IncidentState::Mitigated => "mitigated",
-        IncidentState::Reverting => "reverting",
-        IncidentState::Verifying => "verifying",
-        IncidentState::BackingOff => "backing_off",
-        IncidentState::Escalated => "escalated",
-        IncidentState::Resolved => "resolved",
-        IncidentState::Failed => "failed",
-    }
+    state.as_str()
 }
 
 /// The name of a verdict as the decision log writes it.

@@ -4,7 +4,7 @@
 
 use super::fleet::{pod_id, storage_node_id, CrashCause, FleetError, FleetState, Role, Route};
 use super::observer::Observed;
-use salve_engine::wire::{IncidentState, Verdict};
+use salve_engine::wire::{EscalationCause, IncidentState, Verdict};
 use std::collections::BTreeSet;
 
 /// More than this share of a service crash-looping at once is a storm: the blast radius the
@@ -332,7 +332,7 @@ impl Scenario {
                 let escalations = observed.escalations_of("crash_loop", subject);
                 let states = observed.states("crash_loop", subject);
                 match escalations.first() {
-                    Some(escalation) if escalation.reason.starts_with("flapping") => {
+                    Some(escalation) if escalation.cause == EscalationCause::Flapping => {
                         Judgement::Passed(format!(
                             "{restarts} restarts, none held; escalated: {}",
                             escalation.reason
@@ -357,7 +357,7 @@ impl Scenario {
         let storm = observed
             .escalations
             .iter()
-            .any(|e| e.incident == storm_incident);
+            .any(|e| e.incident == storm_incident && e.cause == EscalationCause::Storm);
         let restarted: BTreeSet<&str> = observed
             .commands
             .iter()

@@ -211,7 +211,10 @@ impl<'a> View<'a> {
 fn state_style(state: IncidentState) -> &'static str {
     match state {
         IncidentState::Failing | IncidentState::Failed => RED,
-        IncidentState::Remediating | IncidentState::Reverting | IncidentState::BackingOff => YELLOW,
+        IncidentState::Remediating
+        | IncidentState::Reverting
+        | IncidentState::BackingOff
+        | IncidentState::AwaitingApproval => YELLOW,
         IncidentState::Verifying | IncidentState::Mitigated => CYAN,
         IncidentState::Resolved => GREEN,
         IncidentState::Escalated => MAGENTA,

@@ -264,7 +264,7 @@ impl Engine {
         if state != IncidentState::Escalated {
             return Err(ControlError::FailedPrecondition(format!(
                 "incident {id} is {}; only an escalated incident is resolved by hand, the others are still in automation's hands (pause the rule to stop it)",
-                state_name(state)
+                state.as_str()
             )));
         }
         let incident = subject.incidents.remove(index);
@@ -430,7 +430,7 @@ impl Engine {
             Some(IncidentState::AwaitingApproval) => Ok((partition, key, index)),
             Some(other) => Err(ControlError::FailedPrecondition(format!(
                 "incident {id} is {}, not awaiting approval",
-                state_name(other)
+                other.as_str()
             ))),
             None => Err(ControlError::NotFound(format!("no open incident {id}"))),
         }
@@ -525,22 +525,6 @@ fn operator_reason(what: &str, note: &str) -> String {
         what.to_owned()
     } else {
         format!("{what}: {note}")
-    }
-}
-
-/// The wire name of a state.
-pub fn state_name(state: IncidentState) -> &'static str {
-    match state {
-        IncidentState::Failing => "failing",
-        IncidentState::Remediating => "remediating",
-        IncidentState::Mitigated => "mitigated",
-        IncidentState::Reverting => "reverting",
-        IncidentState::Verifying => "verifying",
-        IncidentState::BackingOff => "backing_off",
-        IncidentState::AwaitingApproval => "awaiting_approval",
-        IncidentState::Escalated => "escalated",
-        IncidentState::Resolved => "resolved",
-        IncidentState::Failed => "failed",
     }
 }
 
