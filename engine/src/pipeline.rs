@@ -137,6 +137,8 @@ pub struct Engine {
     pub(crate) modes: Modes,
     /// Per rule: whether its mode is paused, so it is not evaluated.
     paused: Vec<bool>,
+    /// Whether any rule is paused: one load per event when none is.
+    any_paused: bool,
     /// Bumped by every rule set installed.
     pub(crate) rules_version: u64,
     /// How the latest reload went.
@@ -197,6 +199,7 @@ impl Engine {
             ledger: Ledger::default(),
             modes: Modes::new(mode),
             paused: Vec::new(),
+            any_paused: false,
             rules_version: 0,
             last_reload: None,
         };
@@ -274,6 +277,7 @@ impl Engine {
             .iter()
             .map(|r| self.modes.for_rule(&r.decl.name) == Mode::Paused)
             .collect();
+        self.any_paused = self.paused.iter().any(|&p| p);
     }
 
     /// The sandbox, for loading a replacement rule set.
@@ -431,7 +435,7 @@ impl Engine {
         }
 
         self.router.matching(event, &mut self.matched);
-        if self.modes.any_paused() {
+        if self.any_paused {
             let paused = &self.paused;
             self.matched.retain(|&rule| !paused[rule]);
         }

@@ -39,9 +39,6 @@ impl Modes {
             .map_or(self.global, |&own| own.max(self.global))
     }
 
-    pub(crate) fn any_paused(&self) -> bool {
-        self.global == Mode::Paused || self.rules.values().any(|&m| m == Mode::Paused)
-    }
 }
 
 /// How the latest reload went.
