@@ -485,6 +485,7 @@ pub fn run_with(
     }
     consumer_config.set("group.id", &kafka.group_id);
     let consumer: BaseConsumer<GroupContext> = consumer_config.create_with_context(context)?;
+    crate::changelog::check_partitions(&consumer, topics)?;
     let telemetry: Vec<&str> = topics.telemetry.iter().map(String::as_str).collect();
     consumer.subscribe(&telemetry)?;
 

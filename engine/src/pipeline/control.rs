@@ -38,7 +38,6 @@ impl Modes {
             .get(rule)
             .map_or(self.global, |&own| own.max(self.global))
     }
-
 }
 
 /// How the latest reload went.
