@@ -355,7 +355,7 @@ fn ack_label(status: AckStatus) -> &'static str {
 }
 
 /// Every escalation cause, for metrics that list each one even at zero.
-pub const ESCALATION_CAUSES: [EscalationCause; 8] = [
+pub const ESCALATION_CAUSES: [EscalationCause; 9] = [
     EscalationCause::Exhausted,
     EscalationCause::Flapping,
     EscalationCause::Storm,
@@ -364,4 +364,5 @@ pub const ESCALATION_CAUSES: [EscalationCause; 8] = [
     EscalationCause::RuleRemoved,
     EscalationCause::ApprovalTimeout,
     EscalationCause::CanaryFailed,
+    EscalationCause::RuleDisabled,
 ];

@@ -479,6 +479,7 @@ impl Engine {
             rule_name: Arc::clone(&self.rule_names[rule_index]),
             config: &self.config,
             modes: &self.modes,
+            ledger: &self.ledger,
             stats: &mut self.stats,
             position,
             now_ms,
@@ -620,6 +621,7 @@ impl Engine {
             rules: &self.rules,
             config: &self.config,
             modes: &self.modes,
+            ledger: &self.ledger,
             stats: &mut self.stats,
             now_ms,
         };
@@ -683,6 +685,7 @@ impl Engine {
             rules: &self.rules,
             config: &self.config,
             modes: &self.modes,
+            ledger: &self.ledger,
             stats: &mut self.stats,
             now_ms,
         };
@@ -1069,6 +1072,7 @@ struct Judge<'a> {
     rule_name: Arc<str>,
     config: &'a EngineConfig,
     modes: &'a Modes,
+    ledger: &'a Ledger,
     stats: &'a mut Stats,
     position: RecordPosition,
     now_ms: i64,
@@ -1385,6 +1389,7 @@ impl Judge<'_> {
             rules: self.calls.rules,
             config: self.config,
             modes: self.modes,
+            ledger: self.ledger,
             stats: self.stats,
             now_ms: self.now_ms,
         }
@@ -1543,6 +1548,8 @@ struct Lifecycle<'a> {
     rules: &'a RuleSet,
     config: &'a EngineConfig,
     modes: &'a Modes,
+    /// For `disable_below`: how the rule's fixes have fared.
+    ledger: &'a Ledger,
     stats: &'a mut Stats,
     now_ms: i64,
 }
@@ -1754,6 +1761,11 @@ impl Lifecycle<'_> {
             self.would_command(subject_key, subject, index, &action, why, reason, out);
             return;
         }
+        if let Some(why) = self.disabled(rule) {
+            let cause = EscalationCause::RuleDisabled;
+            self.escalate(subject_key, subject, index, why, cause, commands, out);
+            return;
+        }
         if let Some(approval) = rule.decl.approval.as_ref().filter(|a| a.covers(&action)) {
             if subject.incidents[index].approved_step != Some(step) {
                 let timeout_ms = approval.timeout_ms;
@@ -1954,6 +1966,29 @@ impl Lifecycle<'_> {
             IncidentState::Resolved,
             format!("{why}: nothing was sent"),
         )));
+    }
+
+    /// Why `rule` may no longer act, when its `disable_below` says its fixes fail too often.
+    fn disabled(&self, rule: &salve_rules::Rule) -> Option<String> {
+        let limit = rule.decl.disable_below?;
+        let record = self.ledger.rules().get(&rule.decl.name)?;
+        let (succeeded, failed) = record
+            .actions
+            .values()
+            .fold((0, 0), |(s, f), a| (s + a.succeeded, f + a.failed));
+        let finished = succeeded + failed;
+        if finished < u64::from(limit.min_attempts) {
+            return None;
+        }
+        let rate = succeeded as f64 / finished as f64;
+        (rate < limit.success_rate).then(|| {
+            format!(
+                "rule {} is disabled: {succeeded} of its last {finished} attempts succeeded ({:.0}%), below its disable_below of {:.0}%; a human decides",
+                rule.decl.name,
+                rate * 100.0,
+                limit.success_rate * 100.0
+            )
+        })
     }
 
     /// The flap limit for `rule`.

@@ -305,6 +305,8 @@ pub enum EscalationCause {
     ApprovalTimeout,
     /// A canary of a rollout across a group escalated: the rollout halted.
     CanaryFailed,
+    /// The rule's fixes fail too often (`disable_below`): it escalates instead of acting.
+    RuleDisabled,
 }
 
 impl EscalationCause {
@@ -319,6 +321,7 @@ impl EscalationCause {
             EscalationCause::RuleRemoved => "rule_removed",
             EscalationCause::ApprovalTimeout => "approval_timeout",
             EscalationCause::CanaryFailed => "canary_failed",
+            EscalationCause::RuleDisabled => "rule_disabled",
         }
     }
 }

@@ -57,6 +57,18 @@ pub struct Declaration {
     /// When many members of a group fail at once, act on a canary share first and widen in
     /// waves as each is verified.
     pub canary: Option<Canary>,
+    /// Stop acting, and escalate instead, once the rule's fixes fail too often.
+    pub disable_below: Option<DisableBelow>,
+}
+
+/// A rule whose verified success rate, over at least `min_attempts` finished attempts,
+/// falls below `success_rate` stops acting: each incident it opens escalates instead.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DisableBelow {
+    /// The least share of finished attempts that must succeed.
+    pub success_rate: f64,
+    /// How many attempts must have finished before the rate is trusted.
+    pub min_attempts: u32,
 }
 
 /// Canary waves: when at least `min_failing` members of a group fail for the rule at once,
@@ -203,6 +215,7 @@ const KEYS: &[&str] = &[
     "blast_radius",
     "approval",
     "canary",
+    "disable_below",
 ];
 const SELECTOR_KEYS: &[&str] = &["kind", "name", "labels"];
 const KINDS: &[&str] = &["metric", "health", "event"];
@@ -347,6 +360,7 @@ impl Declaration {
         let blast_radius = blast_radius(&map)?;
         let approval = approval(&map)?;
         let canary = canary(&map)?;
+        let disable_below = disable_below(&map)?;
         let shadow = match optional_string(&map, "mode")?.as_deref() {
             None | Some("active") => false,
             Some("shadow") => true,
@@ -379,6 +393,7 @@ impl Declaration {
             blast_radius,
             approval,
             canary,
+            disable_below,
         })
     }
 }
@@ -561,6 +576,27 @@ fn blast_radius(map: &Map) -> Result<Option<BlastRadius>, DeclarationError> {
         group,
         max_in_flight: positive_int(&entries, "blast_radius", "max_in_flight")?,
         storm_share,
+    }))
+}
+
+fn disable_below(map: &Map) -> Result<Option<DisableBelow>, DeclarationError> {
+    let example = "#{ success_rate: 0.5, min_attempts: 10 }";
+    let allowed = ["success_rate", "min_attempts"];
+    let Some(entries) = sub_map(map, "disable_below", &allowed, example)? else {
+        return Ok(None);
+    };
+    let success_rate = fraction_in(&entries, "disable_below", "success_rate", 0.0)?
+        .filter(|r| *r > 0.0 && *r <= 1.0)
+        .ok_or_else(|| {
+            error(
+                "disable_below",
+                format!("`disable_below.success_rate` must be a share in (0, 1], as in {example}"),
+            )
+        })?;
+    let min_attempts = positive_int(&entries, "disable_below", "min_attempts")?.unwrap_or(10);
+    Ok(Some(DisableBelow {
+        success_rate,
+        min_attempts,
     }))
 }
 

@@ -350,6 +350,7 @@ impl Engine {
             config,
             modes,
             stats,
+            ledger,
             ..
         } = self;
         let Some(state) = partitions.get_mut(&partition) else {
@@ -366,6 +367,7 @@ impl Engine {
             rules,
             config,
             modes,
+            ledger,
             stats,
             now_ms,
         };

@@ -515,3 +515,39 @@ fn a_quarantine_expires_when_configured_and_automation_acts_again() {
     );
     assert_eq!(commands(&again).len(), 1, "automation acts again");
 }
+
+#[test]
+fn a_rule_whose_fixes_keep_failing_disables_itself_and_escalates_instead() {
+    let rule = r#"
+fn condition(p) { last("load") > 50.0 }
+#{ name: "shed", select: [#{ name: "load" }], action: "shed",
+   disable_below: #{ success_rate: 0.5, min_attempts: 2 } }
+"#;
+    let mut engine = engine_with(&[("shed.rhai", rule)]);
+    let load = |entity: &str| {
+        format!(r#"{{"entity":"{entity}","ts":1000,"kind":"metric","name":"load","value":99}}"#)
+    };
+    for (offset, entity) in ["a", "b"].iter().enumerate() {
+        let out = feed_from(&mut engine, offset as i64, &[load(entity)]);
+        let sent = commands(&out);
+        assert_eq!(sent.len(), 1, "{entity} is acted on");
+        let mut out = Vec::new();
+        engine.on_ack(&ack(&sent[0].id, AckStatus::Failed), 10, &mut out);
+    }
+    let out = feed_from(&mut engine, 2, &[load("c")]);
+    assert!(
+        commands(&out).is_empty(),
+        "two failures of two: no more acting"
+    );
+    let escalation = out.iter().find_map(|o| match o {
+        Output::Escalation(e) => Some(e),
+        _ => None,
+    });
+    let escalation = escalation.expect("escalated instead");
+    assert_eq!(escalation.cause, EscalationCause::RuleDisabled);
+    assert!(
+        escalation.reason.contains("0 of its last 2"),
+        "{}",
+        escalation.reason
+    );
+}
