@@ -144,3 +144,42 @@ fn help_texts_need_no_escaping() {
         assert!(!line.contains('\\'), "{line}");
     }
 }
+
+/// The README's "Metrics" table lists every family, with its type.
+#[test]
+fn the_readme_lists_every_metric() {
+    const README: &str = include_str!("../../../../README.md");
+    let mut snapshot = EngineSnapshot::take(&mut engine());
+    snapshot.last_reload = Some(ReloadSummary {
+        at_ms: 0,
+        succeeded: true,
+        errors: 0,
+    });
+    let mut record = salve_engine::ledger::RuleRecord::default();
+    record.actions.insert("restart".into(), Default::default());
+    snapshot.effectiveness.insert("crash_loop".into(), record);
+    snapshot.commands_by_action.insert("restart".into(), 1);
+    let runner = RunnerSnapshot {
+        events_in: [("t".to_owned(), 1)].into(),
+        published: [("t".to_owned(), 1)].into(),
+        lag: [(("t".to_owned(), 0), 1)].into(),
+        assigned: vec![("t".into(), 0)],
+        latency: LatencyHistogram::default(),
+    };
+    let page = render(&snapshot, &runner, Format::Prometheus).expect("renders");
+    let mut families = 0;
+    for line in page.lines() {
+        let Some((name, kind)) = line.strip_prefix("# TYPE ").and_then(|l| l.split_once(' '))
+        else {
+            continue;
+        };
+        families += 1;
+        let row = format!("| `{name}` | {kind} |");
+        assert!(README.contains(&row), "the README has no row {row}");
+    }
+    assert_eq!(
+        families,
+        README.matches("\n| `salve_").count(),
+        "every row of the README's table is a metric served"
+    );
+}
