@@ -131,7 +131,8 @@ impl Drop for EngineThread {
 
 /// The endpoint on its own runtime, bound to a free port.
 struct Endpoint {
-    runtime: tokio::runtime::Runtime,
+    /// Held, not read: the server runs on it until the endpoint drops.
+    _runtime: tokio::runtime::Runtime,
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -156,7 +157,7 @@ impl Endpoint {
             let _ = stopped.await;
         }));
         Self {
-            runtime,
+            _runtime: runtime,
             addr,
             stop: Some(stop),
         }
@@ -168,7 +169,6 @@ impl Drop for Endpoint {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = &self.runtime;
     }
 }
 
