@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, skipping what is already there:
 #   kcat, python3-kafka  (Debian packages: independent Kafka clients for the interop test)
+#   python3-prometheus-client  (Debian: the Prometheus org's reference parsers, for the /metrics test)
 #   tansu                (a standalone Kafka-protocol broker, from crates.io; ~10 min to build)
 set -euo pipefail
 
@@ -14,6 +15,7 @@ as_root() {
 missing=()
 command -v kcat >/dev/null || missing+=(kcat)
 /usr/bin/python3 -c 'import kafka' 2>/dev/null || missing+=(python3-kafka)
+/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || missing+=(python3-prometheus-client)
 if [ ${#missing[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null; then
     echo "install-test-deps: please install ${missing[*]} (no apt-get here)" >&2; exit 1
