@@ -21,7 +21,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 use salve_connectors::control::{LatencyHistogram, LATENCY_BUCKETS_S};
 use salve_engine::ledger::{ResolveTimes, ESCALATION_CAUSES, RESOLVE_BUCKETS_S};
-use salve_engine::{AckStatus, Mode};
+use salve_engine::{AckStatus, IncidentState, Mode};
 use std::collections::{BTreeMap, HashSet};
 
 /// The exposition format of a scrape's body.
@@ -209,14 +209,15 @@ const ACK_STATUSES: [AckStatus; 4] = [
     AckStatus::Rejected,
 ];
 /// The states of an open incident; resolved and failed incidents are closed, not held.
-const OPEN_STATES: [&str; 7] = [
-    "failing",
-    "remediating",
-    "mitigated",
-    "reverting",
-    "verifying",
-    "backing_off",
-    "escalated",
+const OPEN_STATES: [IncidentState; 8] = [
+    IncidentState::Failing,
+    IncidentState::Remediating,
+    IncidentState::Mitigated,
+    IncidentState::Reverting,
+    IncidentState::Verifying,
+    IncidentState::BackingOff,
+    IncidentState::AwaitingApproval,
+    IncidentState::Escalated,
 ];
 
 /// The page for one scrape.
@@ -426,7 +427,7 @@ fn registry(engine: &EngineSnapshot, runner: &RunnerSnapshot) -> Registry {
 
     // Incidents and remediation.
     let mut incidents = Rows::new();
-    let mut by_state: BTreeMap<&str, u64> = OPEN_STATES.iter().map(|s| (*s, 0)).collect();
+    let mut by_state: BTreeMap<&str, u64> = OPEN_STATES.iter().map(|s| (s.as_str(), 0)).collect();
     for (state, count) in &engine.incidents_by_state {
         *by_state.entry(state).or_default() += count;
     }
