@@ -19,9 +19,9 @@ fn an_edited_rule_takes_effect_a_broken_edit_is_rejected_and_no_event_is_lost() 
     let mut config = broker.config();
     config.rules.dir = Some(rules.path().to_owned());
     config.rules.reload_debounce_ms = 100;
-    // The servers are not what this test is about.
+    // The metrics endpoint tells the same story from outside; the API is tested elsewhere.
     config.api.listen.clear();
-    config.metrics.listen.clear();
+    config.metrics.listen = "127.0.0.1:0".into();
     let salve = RunningSalve::start_operated(config);
 
     // Events flow for the whole test: each a new entity, so each makes one command.
@@ -96,6 +96,33 @@ fn an_edited_rule_takes_effect_a_broken_edit_is_rejected_and_no_event_is_lost() 
     salve.wait_for("every event", move |engine| {
         engine.stats().events_in >= produced
     });
+    // The metrics, scraped over HTTP, agree: every event in, the reload rejected.
+    let metrics = salve
+        .operated()
+        .operator
+        .as_ref()
+        .and_then(|o| o.metrics)
+        .expect("metrics on");
+    let topic = broker.topics.telemetry[0].clone();
+    let events_in = format!("salve_events_in_total{{topic=\"{topic}\"}} {produced}");
+    let start = std::time::Instant::now();
+    let page = loop {
+        let page = support::scrape(metrics);
+        if page.contains(&events_in) {
+            break page;
+        }
+        assert!(
+            start.elapsed() < support::PATIENCE,
+            "{events_in} not in:\n{page}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(page.contains("salve_rules_version 2"), "{page}");
+    assert!(page.contains("salve_rules_last_reload_success 0"), "{page}");
+    assert!(
+        page.contains("salve_commands_total{action=\"v2\"}"),
+        "{page}"
+    );
     let report = salve.stop();
     assert_eq!(
         report.engine.events_in, produced,
