@@ -3,6 +3,7 @@
 #   kcat, python3-kafka  (Debian packages: independent Kafka clients for the interop test)
 #   grpcio, grpcio-reflection, protobuf  (PyPI, into python3 on PATH: the generic gRPC client
 #                        that calls salve's API through reflection; grpcurl has no Debian package)
+#   python3-prometheus-client  (Debian: the Prometheus org's reference parsers, for the /metrics test)
 #   tansu                (a standalone Kafka-protocol broker, from crates.io; ~10 min to build)
 set -euo pipefail
 
@@ -16,6 +17,7 @@ as_root() {
 missing=()
 command -v kcat >/dev/null || missing+=(kcat)
 /usr/bin/python3 -c 'import kafka' 2>/dev/null || missing+=(python3-kafka)
+/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || missing+=(python3-prometheus-client)
 if [ ${#missing[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null; then
     echo "install-test-deps: please install ${missing[*]} (no apt-get here)" >&2; exit 1

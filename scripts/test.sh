@@ -30,3 +30,6 @@ cargo test -p salve --features k8s --lib actuate::k8s "$@"
 
 echo "== integration tests on Tansu at 127.0.0.1:$port"
 SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test -p salve-tests --test broker --test interop --test actuators "$@"
+
+echo "== salve killed with SIGKILL and restarted, on Tansu at 127.0.0.1:$port"
+SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test -p salve --test kill "$@"

@@ -2,7 +2,9 @@
 //!
 //! A case is a directory with `events.jsonl` and `expected.jsonl`, and optionally `case.json`
 //! (the simulated actuator: `{"ack": "succeeded", "ack_delay": "2s", "ack_map": {"restart":
-//! "failed"}}`) and `rules/` (rules for this case only).
+//! "failed"}}`, and a simulated operator: `"operator": [{"at": 45000, "do": "approve",
+//! "rule": "crash_loop", "entity": "checkout/pod-1"}]`) and `rules/` (rules for this case
+//! only).
 
 use crate::replay::{replay, Actuator, SimulatedOutcome};
 use salve_connectors::file_source::read_lines;
@@ -28,6 +30,12 @@ struct Settings {
     ack: Option<String>,
     ack_delay: Option<String>,
     ack_map: Option<BTreeMap<String, String>>,
+    /// What a simulated operator does: `[{"at": 45000, "do": "approve", "rule": "crash_loop",
+    /// "entity": "checkout/pod-1"}]`.
+    #[serde(default)]
+    operator: Vec<crate::replay::OperatorAction>,
+    /// The engine's mode for this case: `dry_run` or `paused` instead of the config's.
+    mode: Option<salve_engine::Mode>,
 }
 
 /// A case that could not be run, as opposed to one whose output differs.
@@ -91,16 +99,20 @@ pub fn discover(root: &Path) -> Result<Vec<Case>, CaseError> {
     Ok(cases)
 }
 
-fn actuator(case: &Case) -> Result<Actuator, CaseError> {
+fn settings(case: &Case) -> Result<Settings, CaseError> {
     let path = case.dir.join("case.json");
-    let settings: Settings = match std::fs::read_to_string(&path) {
+    match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| CaseError::Settings {
             path: path.clone(),
             message: e.to_string(),
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
-        Err(e) => return Err(io(&path)(e)),
-    };
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+fn actuator(case: &Case, settings: Settings) -> Result<Actuator, CaseError> {
+    let path = case.dir.join("case.json");
     let bad = |message: String| CaseError::Settings {
         path: path.clone(),
         message,
@@ -121,6 +133,7 @@ fn actuator(case: &Case) -> Result<Actuator, CaseError> {
         default,
         by_action,
         delay_ms,
+        operator: settings.operator,
     })
 }
 
@@ -138,6 +151,11 @@ pub fn run(
     } else {
         rules_dir
     };
+    let settings = settings(case)?;
+    let mut config = config.clone();
+    if let Some(mode) = settings.mode {
+        config.mode = mode;
+    }
     let mut engine = Engine::new(config.clone(), |rt| {
         crate::load_rules_with(rt, rules_dir, overrides)
     })?;
@@ -148,7 +166,7 @@ pub fn run(
     replay(
         &mut engine,
         &lines,
-        actuator(case)?,
+        actuator(case, settings)?,
         config.max_event_bytes,
         &mut |line| {
             output.push(

@@ -6,8 +6,10 @@ pub mod actuate;
 pub mod cases;
 pub mod config;
 pub mod ctl;
+pub mod demo;
 pub mod replay;
 pub mod run;
+pub mod serve;
 
 pub use config::Config;
 

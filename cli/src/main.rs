@@ -66,6 +66,20 @@ enum Command {
     },
     /// Operate a running salve over its gRPC API: status, incidents, modes, reload, ...
     Ctl(salve::ctl::CtlArgs),
+    /// Show the whole loop in one process: a simulated fleet, salve with the shipped rules and
+    /// an actuator on an embedded broker; inject seven faults and check what salve does.
+    Demo {
+        /// Run only this scenario; repeat for more. One of: crash-loop, latency-spike,
+        /// latency-rise, primary-failure, checksum-mismatch, flapping, storm.
+        #[arg(long = "scenario", value_name = "NAME")]
+        scenarios: Vec<salve::demo::scenarios::ScenarioKind>,
+        /// How many times faster than the wall clock the fleet's event time runs, from 1 to 4.
+        #[arg(long, default_value_t = 2.0)]
+        speed: f64,
+        /// Seconds between one injection and the next.
+        #[arg(long, default_value_t = 3.0)]
+        stagger: f64,
+    },
     /// Run the rule test cases in DIR/tests/ against the rules in DIR.
     Test {
         /// A TOML config file, for the [engine] settings the rules run under.
@@ -147,6 +161,11 @@ fn main() -> ExitCode {
         } => actuate_k8s(config.as_deref(), namespace, name, max_in_flight),
         Command::Check { config, dir } => check(config.as_deref(), &dir),
         Command::Ctl(args) => salve::ctl::main(args),
+        Command::Demo {
+            scenarios,
+            speed,
+            stagger,
+        } => demo(scenarios, speed, stagger),
         Command::Test {
             config,
             dir,
@@ -182,12 +201,30 @@ fn run(config_path: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(&config);
-    let worker = supervise("salve-engine", move |shutdown| {
-        salve::run::run(&config, shutdown, |ready| {
-            println!("{}", salve::run::banner(&config, ready));
+    let runtime = match async_runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let (control, inbox) =
+        salve_connectors::control_channel(Some(salve::serve::rule_loader(&config)));
+    let operator = match runtime.block_on(salve::serve::Operator::start(&config, control)) {
+        Ok(operator) => operator,
+        Err(error) => {
+            eprintln!("salve: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let endpoints = salve::run::Endpoints {
+        api: operator.api,
+        metrics: operator.metrics,
+    };
+    let worker = supervise_on(&runtime, "salve-engine", move |shutdown| {
+        salve::run::run(&config, shutdown, Some(&inbox), |ready| {
+            println!("{}", salve::run::banner(&config, ready, endpoints));
             let _ = std::io::stdout().flush();
         })
     });
+    runtime.block_on(operator.stop());
     let worker = match worker {
         Ok(worker) => worker,
         Err(code) => return code,
@@ -234,17 +271,28 @@ fn supervise<T: Send + 'static>(
     thread_name: &str,
     work: impl FnOnce(&Shutdown) -> T + Send + 'static,
 ) -> Result<std::thread::Result<T>, ExitCode> {
-    let shutdown = Arc::new(Shutdown::default());
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = async_runtime()?;
+    supervise_on(&runtime, thread_name, work)
+}
+
+/// The runtime that waits for signals and serves the operator surface.
+fn async_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
+        .map_err(|error| {
             eprintln!("salve: cannot start the async runtime: {error}");
-            return Err(ExitCode::FAILURE);
-        }
-    };
+            ExitCode::FAILURE
+        })
+}
+
+/// [`supervise`] on a runtime the caller also uses for other tasks.
+fn supervise_on<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    thread_name: &str,
+    work: impl FnOnce(&Shutdown) -> T + Send + 'static,
+) -> Result<std::thread::Result<T>, ExitCode> {
+    let shutdown = Arc::new(Shutdown::default());
     let worker_shutdown = Arc::clone(&shutdown);
     let worker = std::thread::Builder::new()
         .name(thread_name.into())
@@ -273,6 +321,56 @@ fn supervise<T: Send + 'static>(
         }
     });
     Ok(worker.join())
+}
+
+fn demo(
+    scenarios: Vec<salve::demo::scenarios::ScenarioKind>,
+    speed: f64,
+    stagger: f64,
+) -> ExitCode {
+    let mut config = Config::default();
+    // The live view is the demo's output; the components' own logs would drown it.
+    config.log.level = "warn".into();
+    init_logging(&config);
+    let Ok(stagger) = std::time::Duration::try_from_secs_f64(stagger) else {
+        eprintln!("salve: --stagger must be a number of seconds, not {stagger}");
+        return ExitCode::from(2);
+    };
+    let stdout_is_terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let options = salve::demo::DemoOptions {
+        scenarios: if scenarios.is_empty() {
+            salve::demo::scenarios::ScenarioKind::ALL.to_vec()
+        } else {
+            scenarios
+        },
+        speed,
+        stagger,
+        colour: stdout_is_terminal && std::env::var_os("NO_COLOR").is_none(),
+        ..salve::demo::DemoOptions::default()
+    };
+    let worker = supervise("salve-demo", move |shutdown| {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        salve::demo::run_demo(&options, shutdown, &mut out)
+    });
+    match worker {
+        Err(code) => code,
+        Ok(Ok(Ok(report))) if report.interrupted => ExitCode::from(130),
+        Ok(Ok(Ok(report))) if report.passed() => ExitCode::SUCCESS,
+        Ok(Ok(Ok(_))) => ExitCode::FAILURE,
+        Ok(Ok(Err(error @ salve::demo::DemoError::Speed(_)))) => {
+            eprintln!("salve: {error}");
+            ExitCode::from(2)
+        }
+        Ok(Ok(Err(error))) => {
+            eprintln!("salve: demo: {error}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(_)) => {
+            eprintln!("salve: the demo thread panicked");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn actuate_exec(
@@ -463,6 +561,7 @@ fn replay_command(
         default: ack,
         by_action,
         delay_ms,
+        operator: Vec::new(),
     };
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();

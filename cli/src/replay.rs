@@ -45,6 +45,41 @@ pub struct Actuator {
     pub by_action: BTreeMap<String, SimulatedOutcome>,
     /// From command to ack, in event time.
     pub delay_ms: i64,
+    /// What a simulated operator does, and when.
+    pub operator: Vec<OperatorAction>,
+}
+
+/// A simulated operator's move: what `salve ctl` would do at `at` of event time, on the
+/// open incident of `rule` on `entity`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorAction {
+    /// When, in event time (milliseconds, like events' `ts`).
+    pub at: i64,
+    /// `approve`, `deny`, `resolve` or `lift`.
+    #[serde(rename = "do")]
+    pub action: OperatorVerb,
+    /// The incident's rule.
+    pub rule: String,
+    /// The incident's entity, or group id.
+    pub entity: String,
+    /// The operator's note.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// What a simulated operator can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorVerb {
+    /// Approve the action an incident waits on.
+    Approve,
+    /// Deny it.
+    Deny,
+    /// Resolve an escalated incident.
+    Resolve,
+    /// Lift a quarantine.
+    Lift,
 }
 
 impl Actuator {
@@ -68,6 +103,17 @@ impl Actuator {
 pub enum ReplayLine {
     /// What the simulated actuator answered.
     Ack(Ack),
+    /// A simulated operator's move, and what came of it.
+    Operator {
+        /// When (event time).
+        ts: i64,
+        /// What.
+        action: OperatorVerb,
+        /// On which incident.
+        incident: Option<String>,
+        /// `ok`, or why it was refused.
+        result: String,
+    },
     /// A line that is not a valid event.
     DeadLetter {
         /// 1-based line number.
@@ -111,6 +157,8 @@ impl Ord for ScheduledAck {
 struct Replay<'e> {
     engine: &'e mut Engine,
     actuator: Actuator,
+    /// The operator's moves still to come, latest first.
+    operator: Vec<OperatorAction>,
     now: i64,
     acks: BinaryHeap<Reverse<ScheduledAck>>,
     seq: u64,
@@ -119,6 +167,39 @@ struct Replay<'e> {
 }
 
 impl Replay<'_> {
+    fn operate(&mut self, action: &OperatorAction) {
+        let filter = salve_engine::IncidentFilter {
+            rule: Some(action.rule.clone()),
+            subject: Some(action.entity.clone()),
+            ..Default::default()
+        };
+        let incident = self.engine.incidents(&filter).first().map(|i| i.id.clone());
+        let (now, note) = (self.now, action.note.as_str());
+        let result = match &incident {
+            None => Err(format!(
+                "no open incident of {} on {}",
+                action.rule, action.entity
+            )),
+            Some(id) => match action.action {
+                OperatorVerb::Approve => self.engine.approve_incident(id, note, now, &mut self.out),
+                OperatorVerb::Deny => self.engine.deny_incident(id, note, now, &mut self.out),
+                OperatorVerb::Resolve => self.engine.resolve_incident(id, note, now, &mut self.out),
+                OperatorVerb::Lift => self
+                    .engine
+                    .lift_quarantine(&action.entity, &action.rule, note, now, &mut self.out)
+                    .map(|_| ()),
+            }
+            .map_err(|e| e.to_string()),
+        };
+        (self.emit)(ReplayLine::Operator {
+            ts: now,
+            action: action.action,
+            incident,
+            result: result.err().unwrap_or_else(|| "ok".to_owned()),
+        });
+        self.flush();
+    }
+
     fn flush(&mut self) {
         for output in std::mem::take(&mut self.out) {
             // State for the changelog topic: a replay starts from nothing and keeps nothing.
@@ -146,17 +227,23 @@ impl Replay<'_> {
         loop {
             let next_ack = self.acks.peek().map(|Reverse(ack)| ack.at);
             let next_deadline = self.engine.next_deadline();
-            let next = match (next_ack, next_deadline) {
-                (Some(a), Some(d)) => a.min(d),
-                (Some(a), None) => a,
-                (None, Some(d)) => d,
-                (None, None) => break,
+            let next_move = self.operator.last().map(|m| m.at);
+            let Some(next) = [next_ack, next_deadline, next_move]
+                .into_iter()
+                .flatten()
+                .min()
+            else {
+                break;
             };
             if next > until {
                 break;
             }
             self.now = self.now.max(next);
-            if next_ack == Some(next) {
+            if next_move == Some(next) {
+                if let Some(action) = self.operator.pop() {
+                    self.operate(&action);
+                }
+            } else if next_ack == Some(next) {
                 if let Some(Reverse(scheduled)) = self.acks.pop() {
                     let ack = Ack {
                         v: None,
@@ -187,9 +274,14 @@ pub fn replay(
     max_event_bytes: usize,
     emit: &mut dyn FnMut(ReplayLine),
 ) {
+    let mut operator = actuator.operator.clone();
+    // Popped from the end: latest first, and in file order among equal times.
+    operator.reverse();
+    operator.sort_by_key(|a| Reverse(a.at));
     let mut replay = Replay {
         engine,
         actuator,
+        operator,
         now: i64::MIN,
         acks: BinaryHeap::new(),
         seq: 0,

@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::load_rules_with;
-use salve_connectors::{topics, EmbeddedBroker, RunReport, Shutdown};
+use salve_connectors::{topics, ControlInbox, EmbeddedBroker, RunReport, Shutdown};
 use salve_engine::Engine;
 
 /// Where salve is listening, printed once it is ready.
@@ -16,14 +16,25 @@ pub struct Ready {
     pub rules: Vec<String>,
 }
 
+/// Where the operator surface listens, for the banner.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Endpoints {
+    /// The gRPC API.
+    pub api: Option<std::net::SocketAddr>,
+    /// The metrics endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
 /// Why `salve run` could not run.
 pub type RunFailure = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs until `shutdown` is requested; blocks the calling thread. `on_ready` gets the
-/// addresses once every client is connected.
+/// addresses once every client is connected. With `control`, the control plane's jobs run on
+/// this thread between messages (see [`crate::serve`]).
 pub fn run(
     config: &Config,
     shutdown: &Shutdown,
+    control: Option<&ControlInbox>,
     on_ready: impl FnOnce(&Ready),
 ) -> Result<RunReport, RunFailure> {
     // The embedded broker lives on this thread for as long as the run.
@@ -68,12 +79,13 @@ pub fn run(
             .map(|r| r.decl.name.clone())
             .collect(),
     };
-    let report = salve_connectors::run(
+    let report = salve_connectors::run_with(
         &mut engine,
         &bootstrap,
         &kafka,
         &config.topics,
         shutdown,
+        control,
         || on_ready(&ready),
     )?;
     drop(embedded);
@@ -81,7 +93,7 @@ pub fn run(
 }
 
 /// The banner `salve run` prints: where to send telemetry and where to look.
-pub fn banner(config: &Config, ready: &Ready) -> String {
+pub fn banner(config: &Config, ready: &Ready, endpoints: Endpoints) -> String {
     let t = &config.topics;
     let broker = if ready.embedded {
         "embedded broker (librdkafka mock cluster; ~5 MiB per partition, for trying salve out)"
@@ -101,6 +113,22 @@ pub fn banner(config: &Config, ready: &Ready) -> String {
     );
     for (action, topic) in &t.actuators {
         text.push_str(&format!("  actuator     {action} -> {topic}\n"));
+    }
+    if let Some(api) = endpoints.api {
+        text.push_str(&format!(
+            "  gRPC API     {api}   <- salve ctl --addr http://{api}\n"
+        ));
+    }
+    if let Some(metrics) = endpoints.metrics {
+        text.push_str(&format!("  metrics      http://{metrics}/metrics\n"));
+    }
+    if let Some(dir) = &config.rules.dir {
+        let how = if config.rules.watch {
+            "reloaded on change, SIGHUP or salve ctl reload"
+        } else {
+            "reloaded on SIGHUP or salve ctl reload"
+        };
+        text.push_str(&format!("  rules dir    {}   ({how})\n", dir.display()));
     }
     text.push_str("Stop with Ctrl-C: salve flushes, commits and exits.");
     text

@@ -36,6 +36,9 @@ fn run_starts_an_embedded_broker_acts_and_stops_cleanly_on_sigterm() {
     let mut child = salve()
         .arg("run")
         .env("SALVE_KAFKA__COMMIT_INTERVAL", "100ms")
+        // Free ports: tests run side by side.
+        .env("SALVE_API__LISTEN", "127.0.0.1:0")
+        .env("SALVE_METRICS__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -398,4 +401,41 @@ fn actuate_exec_refuses_a_bad_map_naming_the_file_and_the_key() {
     assert!(stderr.contains("actions.toml"), "{stderr}");
     assert!(stderr.contains("`actions.restart`"), "{stderr}");
     assert!(stderr.contains("{labels.service}"), "{stderr}");
+}
+
+#[test]
+fn demo_refuses_an_unknown_scenario_and_a_speed_out_of_range() {
+    let unknown = salve()
+        .args(["demo", "--scenario", "meteor"])
+        .output()
+        .expect("salve runs");
+    assert_eq!(unknown.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("crash-loop, latency-spike"), "{stderr}");
+    let too_fast = salve()
+        .args(["demo", "--speed", "10"])
+        .output()
+        .expect("salve runs");
+    assert_eq!(too_fast.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&too_fast.stderr);
+    assert!(stderr.contains("--speed must be from 1 to 4"), "{stderr}");
+}
+
+#[test]
+fn demo_runs_one_scenario_prints_its_summary_without_colours_and_exits_0() {
+    let output = salve()
+        .args(["demo", "--scenario", "latency-spike", "--speed", "4"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("salve runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!stdout.contains('\x1b'), "no colours on a pipe:\n{stdout}");
+    assert!(stdout.contains("verdict transient"), "{stdout}");
+    assert!(stdout.contains("1 of 1 scenarios as expected"), "{stdout}");
 }

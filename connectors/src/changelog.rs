@@ -23,6 +23,19 @@ pub enum ChangelogError {
         /// The client's error.
         source: rdkafka::error::KafkaError,
     },
+    /// The changelog has fewer partitions than a telemetry topic: the state of the
+    /// partitions beyond its count would have nowhere to go.
+    #[error("topics.changelog: {changelog} has {changelog_partitions} partition(s), but the telemetry topic {telemetry} has {telemetry_partitions}; the changelog needs at least as many partitions as each telemetry topic (its partition N holds the state of partition N)")]
+    TooFewPartitions {
+        /// The changelog topic.
+        changelog: String,
+        /// Its partitions.
+        changelog_partitions: usize,
+        /// The telemetry topic with more.
+        telemetry: String,
+        /// Its partitions.
+        telemetry_partitions: usize,
+    },
     /// The end of a partition was not reached in time.
     #[error("reading the changelog topic {topic} partition {partition}: no end after {waited:?}")]
     Timeout {
@@ -33,6 +46,44 @@ pub enum ChangelogError {
         /// How long it waited.
         waited: Duration,
     },
+}
+
+/// Checks, before anything is consumed, that the changelog has a partition for every
+/// telemetry partition. A topic missing from the metadata is left to the consumer to report.
+pub fn check_partitions<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topics: &TopicsConfig,
+) -> Result<(), ChangelogError> {
+    let count = |topic: &str| -> Result<Option<usize>, ChangelogError> {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|source| ChangelogError::Kafka {
+                topic: topic.to_owned(),
+                source,
+            })?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .filter(|n| *n > 0))
+    };
+    let Some(changelog_partitions) = count(&topics.changelog)? else {
+        return Ok(());
+    };
+    for telemetry in &topics.telemetry {
+        if let Some(telemetry_partitions) = count(telemetry)? {
+            if telemetry_partitions > changelog_partitions {
+                return Err(ChangelogError::TooFewPartitions {
+                    changelog: topics.changelog.clone(),
+                    changelog_partitions,
+                    telemetry: telemetry.clone(),
+                    telemetry_partitions,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Restores the state of `assigned` partitions into `engine`, reading each changelog

@@ -292,12 +292,7 @@ impl ControlHandle {
 impl ControlInbox {
     /// Runs every job waiting, and returns how many ran. The runner calls it between
     /// messages; a driver without Kafka (a test, `salve replay`) may call it itself.
-    pub fn run_pending(
-        &self,
-        engine: &mut Engine,
-        now_ms: i64,
-        out: &mut Vec<Output>,
-    ) -> u64 {
+    pub fn run_pending(&self, engine: &mut Engine, now_ms: i64, out: &mut Vec<Output>) -> u64 {
         let mut ran = 0;
         while let Ok(job) = self.jobs.try_recv() {
             let mut context = JobContext { now_ms, out };

@@ -46,6 +46,17 @@ impl Shutdown {
         self.0.store(ABORT, Ordering::SeqCst);
     }
 
+    /// Whether a stop was asked for, graceful or not: for loops beside the runner that share
+    /// its shutdown, such as `salve demo`'s.
+    pub fn requested(&self) -> bool {
+        self.state() != RUNNING
+    }
+
+    /// Whether a stop at once ([`Shutdown::abort`]) was asked for.
+    pub fn aborted(&self) -> bool {
+        self.state() == ABORT
+    }
+
     pub(crate) fn state(&self) -> u8 {
         self.0.load(Ordering::Relaxed)
     }
@@ -474,6 +485,7 @@ pub fn run_with(
     }
     consumer_config.set("group.id", &kafka.group_id);
     let consumer: BaseConsumer<GroupContext> = consumer_config.create_with_context(context)?;
+    crate::changelog::check_partitions(&consumer, topics)?;
     let telemetry: Vec<&str> = topics.telemetry.iter().map(String::as_str).collect();
     consumer.subscribe(&telemetry)?;
 

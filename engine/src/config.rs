@@ -93,6 +93,11 @@ pub struct EngineConfig {
     /// See `flap_max_attempts`.
     #[serde(rename = "flap_window", deserialize_with = "duration")]
     pub flap_window_ms: i64,
+    /// How long an escalated incident holds its rule off its subject before automation may
+    /// act again by itself. `0s`, the default: until a human resolves it or lifts the
+    /// quarantine.
+    #[serde(rename = "quarantine_expiry", deserialize_with = "duration")]
+    pub quarantine_expiry_ms: i64,
     /// Sandbox limits for every rule call.
     pub limits: Limits,
 }
@@ -113,6 +118,7 @@ impl Default for EngineConfig {
             partition_by: Vec::new(),
             flap_max_attempts: 3,
             flap_window_ms: 60_000,
+            quarantine_expiry_ms: 0,
             limits: Limits::default(),
         }
     }

@@ -41,6 +41,15 @@ pub struct Incident {
     /// While backing off: when the next attempt is due.
     #[serde(default)]
     pub retry_at_ms: i64,
+    /// While awaiting approval: when it escalates for want of an answer.
+    #[serde(default)]
+    pub approval_until_ms: i64,
+    /// The ladder step an operator approved; its retries need no new approval.
+    #[serde(default)]
+    pub approved_step: Option<usize>,
+    /// While escalated, with `engine.quarantine_expiry` set: when the quarantine lifts.
+    #[serde(default)]
+    pub quarantine_until_ms: i64,
     /// While mitigated: since when (entity event time) the clear condition has held.
     pub clear_since_ms: Option<i64>,
     /// While mitigated: when the clear condition was last seen holding.

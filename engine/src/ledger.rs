@@ -355,11 +355,14 @@ fn ack_label(status: AckStatus) -> &'static str {
 }
 
 /// Every escalation cause, for metrics that list each one even at zero.
-pub const ESCALATION_CAUSES: [EscalationCause; 6] = [
+pub const ESCALATION_CAUSES: [EscalationCause; 9] = [
     EscalationCause::Exhausted,
     EscalationCause::Flapping,
     EscalationCause::Storm,
     EscalationCause::RevertFailed,
     EscalationCause::Unactionable,
     EscalationCause::RuleRemoved,
+    EscalationCause::ApprovalTimeout,
+    EscalationCause::CanaryFailed,
+    EscalationCause::RuleDisabled,
 ];

@@ -8,8 +8,10 @@
 use crate::config::{EngineConfig, Mode};
 use control::{Modes, ReloadOutcome};
 
+mod canary;
 pub mod control;
 pub mod inspect;
+
 use crate::entity::{EntityState, GroupSubject, InternedLabels, Pending, Subject};
 use crate::group::{group_id, GroupIndex};
 use crate::host::{self, Frame, SharedFrame};
@@ -23,6 +25,7 @@ use crate::wire::{
     Ack, AckDecodeError, AckStatus, ChangelogRecord, Command, Decision, DecisionKind, Escalation,
     EscalationCause, IncidentState, Output, Verdict, WIRE_VERSION,
 };
+use canary::GroupSafety;
 use hashbrown::HashMap;
 use salve_rules::{EvalError, LoadErrors, RuleSet, Runtime};
 use std::cell::RefCell;
@@ -69,6 +72,10 @@ enum DeadlineKind {
     Verify,
     /// The backoff is over: the next attempt.
     Retry,
+    /// Nobody approved or denied the next action in time: escalate.
+    Approval,
+    /// An escalated incident's quarantine expires: automation may act again.
+    Quarantine,
 }
 
 /// The state of one source partition.
@@ -82,8 +89,8 @@ struct PartitionState {
     /// The largest event time seen: the end of every window evaluated here.
     watermark_ms: i64,
     commands: OpenCommands,
-    /// Groups in a storm, as `<rule>/<group id>`: escalated once, frozen until it subsides.
-    storms: HashSet<String>,
+    /// Storms and canary rollouts, per rule and group.
+    safety: GroupSafety,
     /// The watermark at the last sweep for idle entities.
     swept_at_ms: i64,
     /// The processing time of the partition's latest event.
@@ -130,6 +137,8 @@ pub struct Engine {
     pub(crate) modes: Modes,
     /// Per rule: whether its mode is paused, so it is not evaluated.
     paused: Vec<bool>,
+    /// Whether any rule is paused: one load per event when none is.
+    any_paused: bool,
     /// Bumped by every rule set installed.
     pub(crate) rules_version: u64,
     /// How the latest reload went.
@@ -190,6 +199,7 @@ impl Engine {
             ledger: Ledger::default(),
             modes: Modes::new(mode),
             paused: Vec::new(),
+            any_paused: false,
             rules_version: 0,
             last_reload: None,
         };
@@ -267,6 +277,7 @@ impl Engine {
             .iter()
             .map(|r| self.modes.for_rule(&r.decl.name) == Mode::Paused)
             .collect();
+        self.any_paused = self.paused.iter().any(|&p| p);
     }
 
     /// The sandbox, for loading a replacement rule set.
@@ -424,7 +435,7 @@ impl Engine {
         }
 
         self.router.matching(event, &mut self.matched);
-        if self.modes.any_paused() {
+        if self.any_paused {
             let paused = &self.paused;
             self.matched.retain(|&rule| !paused[rule]);
         }
@@ -468,6 +479,7 @@ impl Engine {
             rule_name: Arc::clone(&self.rule_names[rule_index]),
             config: &self.config,
             modes: &self.modes,
+            ledger: &self.ledger,
             stats: &mut self.stats,
             position,
             now_ms,
@@ -477,8 +489,8 @@ impl Engine {
         };
         if !self.needs_group[rule_index] {
             if let Some(entity) = state.entities.get_mut(entity_key) {
-                let storms = &mut state.storms;
-                judge.judge(entity_key, entity, None, &mut state.commands, storms, out);
+                let safety = &mut state.safety;
+                judge.judge(entity_key, entity, None, &mut state.commands, safety, out);
             }
             if let Some(subject) = judge.unlatched {
                 self.dirty.push((position.partition, subject));
@@ -506,13 +518,13 @@ impl Engine {
             let group = group
                 .as_mut()
                 .map(|(key, subject)| (key.as_str(), &mut subject.subject));
-            let storms = &mut state.storms;
+            let safety = &mut state.safety;
             judge.judge(
                 entity_key,
                 &mut entity,
                 group,
                 &mut state.commands,
-                storms,
+                safety,
                 out,
             );
             let unlatched = judge.unlatched.take();
@@ -609,6 +621,7 @@ impl Engine {
             rules: &self.rules,
             config: &self.config,
             modes: &self.modes,
+            ledger: &self.ledger,
             stats: &mut self.stats,
             now_ms,
         };
@@ -672,6 +685,7 @@ impl Engine {
             rules: &self.rules,
             config: &self.config,
             modes: &self.modes,
+            ledger: &self.ledger,
             stats: &mut self.stats,
             now_ms,
         };
@@ -729,6 +743,36 @@ impl Engine {
                             &subject_key,
                             now_ms,
                             IncidentState::Resolved,
+                            reason,
+                        )));
+                    }
+                    (DeadlineKind::Approval, IncidentState::AwaitingApproval) => {
+                        let reason =
+                            "nobody approved or denied the next action before the rule's approval timeout"
+                                .to_owned();
+                        lifecycle.escalate(
+                            &subject_key,
+                            subject,
+                            index,
+                            reason,
+                            EscalationCause::ApprovalTimeout,
+                            &mut state.commands,
+                            out,
+                        );
+                    }
+                    (DeadlineKind::Quarantine, IncidentState::Escalated) => {
+                        let incident = subject.incidents.remove(index);
+                        state.commands.subjects.remove(&deadline.command_id);
+                        subject.forget_recent();
+                        let reason = format!(
+                            "the quarantine expired after {} ms (engine.quarantine_expiry); automation may act again",
+                            lifecycle.config.quarantine_expiry_ms
+                        );
+                        out.push(Output::Decision(close_attempt(
+                            incident,
+                            &subject_key,
+                            now_ms,
+                            IncidentState::Failed,
                             reason,
                         )));
                     }
@@ -850,6 +894,12 @@ impl Engine {
                 }
                 IncidentState::Verifying => Some((DeadlineKind::Verify, incident.verify_until_ms)),
                 IncidentState::BackingOff => Some((DeadlineKind::Retry, incident.retry_at_ms)),
+                IncidentState::AwaitingApproval => {
+                    Some((DeadlineKind::Approval, incident.approval_until_ms))
+                }
+                IncidentState::Escalated if incident.quarantine_until_ms > 0 => {
+                    Some((DeadlineKind::Quarantine, incident.quarantine_until_ms))
+                }
                 _ => None,
             };
             if let Some((kind, at_ms)) = deadline {
@@ -1022,6 +1072,7 @@ struct Judge<'a> {
     rule_name: Arc<str>,
     config: &'a EngineConfig,
     modes: &'a Modes,
+    ledger: &'a Ledger,
     stats: &'a mut Stats,
     position: RecordPosition,
     now_ms: i64,
@@ -1054,7 +1105,7 @@ impl Judge<'_> {
         entity: &mut EntityState,
         mut group: Option<(&str, &mut Subject)>,
         commands: &mut OpenCommands,
-        storms: &mut HashSet<String>,
+        safety: &mut GroupSafety,
         out: &mut Vec<Output>,
     ) {
         let subject_key = group
@@ -1217,7 +1268,8 @@ impl Judge<'_> {
         // if it still holds then.
         let held_back = self
             .inhibition(entity_key, entity)
-            .or_else(|| self.blast_radius(entity_key, entity, storms, out));
+            .or_else(|| self.blast_radius(entity_key, entity, &mut safety.storms, out))
+            .or_else(|| self.canary(entity_key, entity, &mut safety.rollouts, out));
         if let Some(reason) = held_back {
             let pendings = &mut subject(entity, &mut group).pending;
             let index = pending.unwrap_or_else(|| {
@@ -1270,6 +1322,9 @@ impl Judge<'_> {
             verify_from_ms: 0,
             verify_until_ms: 0,
             retry_at_ms: 0,
+            approval_until_ms: 0,
+            approved_step: None,
+            quarantine_until_ms: 0,
             target: String::new(),
             params: serde_json::Map::new(),
         };
@@ -1334,6 +1389,7 @@ impl Judge<'_> {
             rules: self.calls.rules,
             config: self.config,
             modes: self.modes,
+            ledger: self.ledger,
             stats: self.stats,
             now_ms: self.now_ms,
         }
@@ -1492,6 +1548,8 @@ struct Lifecycle<'a> {
     rules: &'a RuleSet,
     config: &'a EngineConfig,
     modes: &'a Modes,
+    /// For `disable_below`: how the rule's fixes have fared.
+    ledger: &'a Ledger,
     stats: &'a mut Stats,
     now_ms: i64,
 }
@@ -1703,6 +1761,26 @@ impl Lifecycle<'_> {
             self.would_command(subject_key, subject, index, &action, why, reason, out);
             return;
         }
+        if let Some(why) = self.disabled(rule) {
+            let cause = EscalationCause::RuleDisabled;
+            self.escalate(subject_key, subject, index, why, cause, commands, out);
+            return;
+        }
+        if let Some(approval) = rule.decl.approval.as_ref().filter(|a| a.covers(&action)) {
+            if subject.incidents[index].approved_step != Some(step) {
+                let timeout_ms = approval.timeout_ms;
+                self.await_approval(
+                    subject_key,
+                    subject,
+                    index,
+                    &action,
+                    timeout_ms,
+                    commands,
+                    out,
+                );
+                return;
+            }
+        }
         if let Err(recent) = subject.admit(&action, now_ms, flap.max_attempts, flap.within_ms) {
             self.stats.flap_stops += 1;
             let reason = format!(
@@ -1741,6 +1819,61 @@ impl Lifecycle<'_> {
         );
         self.stats.commands += 1;
         commands.track(issued, subject_key);
+    }
+
+    /// Asks a human to approve the next action: the incident waits, keyed by the id its
+    /// command will have, until approved, denied, or the timeout escalates it.
+    #[allow(clippy::too_many_arguments)]
+    fn await_approval(
+        &mut self,
+        subject_key: &str,
+        subject: &mut Subject,
+        index: usize,
+        action: &str,
+        timeout_ms: i64,
+        commands: &mut OpenCommands,
+        out: &mut Vec<Output>,
+    ) {
+        let now_ms = self.now_ms;
+        let incident = &mut subject.incidents[index];
+        if incident.attempt == 0 {
+            out.push(Output::Decision(transition(
+                now_ms,
+                &incident.rule,
+                subject_key,
+                &incident.id,
+                None,
+                IncidentState::Failing,
+                "rule failed".into(),
+            )));
+        }
+        commands.subjects.remove(&incident.command_id);
+        incident.command_id = command_id(&incident.id, incident.attempt + 1);
+        incident.approval_until_ms = now_ms.saturating_add(timeout_ms);
+        commands.deadlines.push(Reverse(AckDeadline {
+            at_ms: incident.approval_until_ms,
+            command_id: incident.command_id.clone(),
+            kind: DeadlineKind::Approval,
+        }));
+        commands
+            .subjects
+            .insert(incident.command_id.clone(), Box::from(subject_key));
+        let mut record = transition(
+            now_ms,
+            &incident.rule,
+            subject_key,
+            &incident.id,
+            Some(incident.state),
+            IncidentState::AwaitingApproval,
+            format!(
+                "{action} on {} needs an operator's approval within {timeout_ms} ms (salve ctl approve {})",
+                incident.target, incident.id
+            ),
+        );
+        record.attempt = Some(incident.attempt);
+        record.command_id = Some(incident.command_id.clone());
+        incident.state = IncidentState::AwaitingApproval;
+        out.push(Output::Decision(record));
     }
 
     /// Holds an attempt that came due while its rule is paused: the incident backs off, and
@@ -1835,6 +1968,29 @@ impl Lifecycle<'_> {
         )));
     }
 
+    /// Why `rule` may no longer act, when its `disable_below` says its fixes fail too often.
+    fn disabled(&self, rule: &salve_rules::Rule) -> Option<String> {
+        let limit = rule.decl.disable_below?;
+        let record = self.ledger.rules().get(&rule.decl.name)?;
+        let (succeeded, failed) = record
+            .actions
+            .values()
+            .fold((0, 0), |(s, f), a| (s + a.succeeded, f + a.failed));
+        let finished = succeeded + failed;
+        if finished < u64::from(limit.min_attempts) {
+            return None;
+        }
+        let rate = succeeded as f64 / finished as f64;
+        (rate < limit.success_rate).then(|| {
+            format!(
+                "rule {} is disabled: {succeeded} of its last {finished} attempts succeeded ({:.0}%), below its disable_below of {:.0}%; a human decides",
+                rule.decl.name,
+                rate * 100.0,
+                limit.success_rate * 100.0
+            )
+        })
+    }
+
     /// The flap limit for `rule`.
     fn flap(&self, rule: &salve_rules::Rule) -> salve_rules::Flap {
         rule.decl.flap.unwrap_or(salve_rules::Flap {
@@ -1858,7 +2014,7 @@ impl Lifecycle<'_> {
         self.stats.escalations += 1;
         let incident = &mut subject.incidents[index];
         commands.subjects.remove(&incident.command_id);
-        if incident.attempt == 0 {
+        if incident.attempt == 0 && incident.state == IncidentState::Failing {
             // Nothing was sent: the incident has no attempt to number.
             out.push(Output::Decision(transition(
                 self.now_ms,
@@ -1892,6 +2048,22 @@ impl Lifecycle<'_> {
             ts: self.now_ms,
         }));
         incident.state = IncidentState::Escalated;
+        if self.config.quarantine_expiry_ms > 0 {
+            if incident.command_id.is_empty() {
+                // Escalated before any command: give the quarantine a key of its own.
+                incident.command_id = command_id(&incident.id, 0);
+            }
+            incident.quarantine_until_ms =
+                self.now_ms.saturating_add(self.config.quarantine_expiry_ms);
+            commands.deadlines.push(Reverse(AckDeadline {
+                at_ms: incident.quarantine_until_ms,
+                command_id: incident.command_id.clone(),
+                kind: DeadlineKind::Quarantine,
+            }));
+            commands
+                .subjects
+                .insert(incident.command_id.clone(), Box::from(subject_key));
+        }
     }
 }
 
@@ -1983,7 +2155,8 @@ fn issue(
     incident.step_attempts += 1;
     let id = command_id(&incident.id, incident.attempt);
     let deadline_ms = issue.now_ms.saturating_add(issue.timeout_ms);
-    if incident.attempt == 1 {
+    // An incident that waited for approval was opened when it started waiting.
+    if incident.attempt == 1 && incident.approved_step.is_none() {
         let mut opened = transition(
             issue.now_ms,
             &incident.rule,

@@ -122,6 +122,9 @@ pub enum IncidentState {
     Verifying,
     /// An attempt failed; the next waits out its backoff.
     BackingOff,
+    /// The rule's `approval` covers the next action: it waits for an operator to approve
+    /// or deny it, and escalates if nobody answers in time.
+    AwaitingApproval,
     /// Automation gave up (attempts, ladder or flap limit exhausted) and handed the incident
     /// to a human. It stays open, and holds its rule back on its subject, until resolved.
     Escalated,
@@ -129,6 +132,24 @@ pub enum IncidentState {
     Resolved,
     /// The attempt failed: a failed or rejected ack, or none before the deadline.
     Failed,
+}
+
+impl IncidentState {
+    /// The wire name, as the decision log writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::Failing => "failing",
+            IncidentState::Remediating => "remediating",
+            IncidentState::Mitigated => "mitigated",
+            IncidentState::Reverting => "reverting",
+            IncidentState::Verifying => "verifying",
+            IncidentState::BackingOff => "backing_off",
+            IncidentState::AwaitingApproval => "awaiting_approval",
+            IncidentState::Escalated => "escalated",
+            IncidentState::Resolved => "resolved",
+            IncidentState::Failed => "failed",
+        }
+    }
 }
 
 /// A rule's judgement of an entity.
@@ -280,6 +301,12 @@ pub enum EscalationCause {
     Unactionable,
     /// The rule was removed by a reload while its action was in force.
     RuleRemoved,
+    /// Nobody approved or denied an action that needed approval in time.
+    ApprovalTimeout,
+    /// A canary of a rollout across a group escalated: the rollout halted.
+    CanaryFailed,
+    /// The rule's fixes fail too often (`disable_below`): it escalates instead of acting.
+    RuleDisabled,
 }
 
 impl EscalationCause {
@@ -292,6 +319,9 @@ impl EscalationCause {
             EscalationCause::RevertFailed => "revert_failed",
             EscalationCause::Unactionable => "unactionable",
             EscalationCause::RuleRemoved => "rule_removed",
+            EscalationCause::ApprovalTimeout => "approval_timeout",
+            EscalationCause::CanaryFailed => "canary_failed",
+            EscalationCause::RuleDisabled => "rule_disabled",
         }
     }
 }

@@ -52,6 +52,53 @@ pub struct Declaration {
     pub shadow: bool,
     /// Limits on how much of a group this rule acts on at once.
     pub blast_radius: Option<BlastRadius>,
+    /// Actions that wait for an operator's approval before they are sent.
+    pub approval: Option<Approval>,
+    /// When many members of a group fail at once, act on a canary share first and widen in
+    /// waves as each is verified.
+    pub canary: Option<Canary>,
+    /// Stop acting, and escalate instead, once the rule's fixes fail too often.
+    pub disable_below: Option<DisableBelow>,
+}
+
+/// A rule whose verified success rate, over at least `min_attempts` finished attempts,
+/// falls below `success_rate` stops acting: each incident it opens escalates instead.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DisableBelow {
+    /// The least share of finished attempts that must succeed.
+    pub success_rate: f64,
+    /// How many attempts must have finished before the rate is trusted.
+    pub min_attempts: u32,
+}
+
+/// Canary waves: when at least `min_failing` members of a group fail for the rule at once,
+/// the rule acts on `waves[0]` of them first (at least one), then, once all it acted on are
+/// resolved, on `waves[1]`, and so on. A canary that escalates halts the rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canary {
+    /// The label that forms the groups, e.g. `service`.
+    pub group: String,
+    /// Cumulative shares of the failing members, increasing, the last 1.0.
+    pub waves: Vec<f64>,
+    /// How many members must fail at once for a rollout to start.
+    pub min_failing: u32,
+}
+
+/// Human approval: the incident waits in `awaiting_approval` until an operator approves or
+/// denies it (`salve ctl approve|deny`), and escalates if nobody does within `timeout_ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Approval {
+    /// The actions that need it; empty means every action of the rule.
+    pub actions: Vec<String>,
+    /// How long to wait for an answer.
+    pub timeout_ms: i64,
+}
+
+impl Approval {
+    /// Whether `action` needs approval.
+    pub fn covers(&self, action: &str) -> bool {
+        self.actions.is_empty() || self.actions.iter().any(|a| a == action)
+    }
 }
 
 /// How much of a group (the entities sharing a label's value) a rule may act on at once.
@@ -166,6 +213,9 @@ const KEYS: &[&str] = &[
     "flap",
     "mode",
     "blast_radius",
+    "approval",
+    "canary",
+    "disable_below",
 ];
 const SELECTOR_KEYS: &[&str] = &["kind", "name", "labels"];
 const KINDS: &[&str] = &["metric", "health", "event"];
@@ -308,6 +358,9 @@ impl Declaration {
         }
         let flap = flap(&map)?;
         let blast_radius = blast_radius(&map)?;
+        let approval = approval(&map)?;
+        let canary = canary(&map)?;
+        let disable_below = disable_below(&map)?;
         let shadow = match optional_string(&map, "mode")?.as_deref() {
             None | Some("active") => false,
             Some("shadow") => true,
@@ -338,6 +391,9 @@ impl Declaration {
             flap,
             shadow,
             blast_radius,
+            approval,
+            canary,
+            disable_below,
         })
     }
 }
@@ -520,6 +576,118 @@ fn blast_radius(map: &Map) -> Result<Option<BlastRadius>, DeclarationError> {
         group,
         max_in_flight: positive_int(&entries, "blast_radius", "max_in_flight")?,
         storm_share,
+    }))
+}
+
+fn disable_below(map: &Map) -> Result<Option<DisableBelow>, DeclarationError> {
+    let example = "#{ success_rate: 0.5, min_attempts: 10 }";
+    let allowed = ["success_rate", "min_attempts"];
+    let Some(entries) = sub_map(map, "disable_below", &allowed, example)? else {
+        return Ok(None);
+    };
+    let success_rate = fraction_in(&entries, "disable_below", "success_rate", 0.0)?
+        .filter(|r| *r > 0.0 && *r <= 1.0)
+        .ok_or_else(|| {
+            error(
+                "disable_below",
+                format!("`disable_below.success_rate` must be a share in (0, 1], as in {example}"),
+            )
+        })?;
+    let min_attempts = positive_int(&entries, "disable_below", "min_attempts")?.unwrap_or(10);
+    Ok(Some(DisableBelow {
+        success_rate,
+        min_attempts,
+    }))
+}
+
+fn canary(map: &Map) -> Result<Option<Canary>, DeclarationError> {
+    let example = "#{ group: \"service\", waves: [0.1, 0.5, 1.0], min_failing: 3 }";
+    let Some(entries) = sub_map(map, "canary", &["group", "waves", "min_failing"], example)? else {
+        return Ok(None);
+    };
+    let group = entries
+        .get("group")
+        .and_then(|v| v.clone().into_immutable_string().ok())
+        .map(|s| s.to_string())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            error(
+                "canary",
+                format!("`canary.group` must name a label, as in {example}"),
+            )
+        })?;
+    let waves = match entries.get("waves") {
+        None => vec![0.1, 0.5, 1.0],
+        Some(value) => value
+            .clone()
+            .into_array()
+            .ok()
+            .and_then(|list| {
+                list.into_iter()
+                    .map(|w| {
+                        w.as_float()
+                            .ok()
+                            .or_else(|| w.as_int().ok().map(|i| i as f64))
+                    })
+                    .collect::<Option<Vec<f64>>>()
+            })
+            .ok_or_else(|| {
+                error(
+                    "canary",
+                    format!("`canary.waves` must be an array of shares, as in {example}"),
+                )
+            })?,
+    };
+    let increasing = waves.windows(2).all(|w| w[0] < w[1]);
+    let in_range = waves.iter().all(|w| *w > 0.0 && *w <= 1.0);
+    if waves.is_empty() || !increasing || !in_range || waves.last() != Some(&1.0) {
+        return Err(error(
+            "canary",
+            format!("`canary.waves` must be increasing shares in (0, 1], ending with 1.0, as in {example}"),
+        ));
+    }
+    let min_failing = positive_int(&entries, "canary", "min_failing")?.unwrap_or(3);
+    Ok(Some(Canary {
+        group,
+        waves,
+        min_failing,
+    }))
+}
+
+fn approval(map: &Map) -> Result<Option<Approval>, DeclarationError> {
+    let example = "#{ actions: [\"restore\"], timeout: \"30m\" }";
+    let Some(entries) = sub_map(map, "approval", &["actions", "timeout"], example)? else {
+        return Ok(None);
+    };
+    let actions = match entries.get("actions") {
+        None => Vec::new(),
+        Some(value) => value
+            .clone()
+            .into_array()
+            .ok()
+            .and_then(|list| {
+                list.into_iter()
+                    .map(|a| a.into_immutable_string().ok().map(|s| s.to_string()))
+                    .collect::<Option<Vec<String>>>()
+            })
+            .filter(|list| !list.is_empty())
+            .ok_or_else(|| {
+                error(
+                    "approval",
+                    format!("`approval.actions` must be a non-empty array of action names, as in {example}; leave it out for every action"),
+                )
+            })?,
+    };
+    let timeout_ms = duration_in(&entries, "approval", "timeout")?.unwrap_or(60 * 60 * 1_000);
+    if timeout_ms == 0 {
+        return Err(error(
+            "approval",
+            "`approval.timeout` must be longer than zero".into(),
+        ));
+    }
+    Ok(Some(Approval {
+        actions,
+        timeout_ms,
     }))
 }
 

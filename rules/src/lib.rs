@@ -14,7 +14,8 @@ mod sandbox;
 mod usage;
 
 pub use declaration::{
-    BlastRadius, Declaration, DeclarationError, Flap, Inhibitor, Retry, Selector, Step,
+    Approval, BlastRadius, Canary, Declaration, DeclarationError, DisableBelow, Flap, Inhibitor,
+    Retry, Selector, Step,
 };
 pub use duration::{duration_ms, parse_duration_ms, DurationError};
 pub use rule_set::{LoadError, LoadErrors, ParamOverrides, Rule, RuleSet};

@@ -442,6 +442,7 @@ fn load_one(
         .iter()
         .chain(decl.inhibited_by.iter().map(|i| &i.upstream_label))
         .chain(decl.blast_radius.iter().map(|b| &b.group))
+        .chain(decl.canary.iter().map(|c| &c.group))
     {
         if !group_labels.contains(label) {
             group_labels.push(label.clone());

@@ -474,3 +474,63 @@ fn a_paired_action_takes_no_verification_or_ladder_and_a_flap_window_must_be_pos
         assert!(err.0[0].message.contains(says), "{bad}: {err}");
     }
 }
+
+#[test]
+fn canary_waves_increase_to_one_and_name_their_group() {
+    let with = |canary: &str| {
+        VALID.replace(
+            "action: \"restart\"",
+            &format!("action: \"restart\", canary: {canary}"),
+        )
+    };
+    let set = load(&with("#{ group: \"service\" }")).expect("loads");
+    let canary = set.rules()[0].decl.canary.clone().expect("set");
+    assert_eq!(canary.waves, [0.1, 0.5, 1.0]);
+    assert_eq!(canary.min_failing, 3);
+    assert_eq!(set.rules()[0].group_labels(), ["service"]);
+    for (bad, says) in [
+        ("#{ waves: [1.0] }", "`canary.group` must name a label"),
+        (
+            "#{ group: \"service\", waves: [0.5, 0.2, 1.0] }",
+            "increasing shares",
+        ),
+        (
+            "#{ group: \"service\", waves: [0.1, 0.5] }",
+            "ending with 1.0",
+        ),
+        ("#{ group: \"service\", waves: \"all\" }", "array of shares"),
+        (
+            "#{ group: \"service\", min_failing: 0 }",
+            "positive integer",
+        ),
+    ] {
+        let err = load(&with(bad)).expect_err(bad);
+        assert!(err.0[0].message.contains(says), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn approval_covers_the_actions_it_names_or_all() {
+    let with = |approval: &str| {
+        VALID.replace(
+            "action: \"restart\"",
+            &format!("action: \"restart\", approval: {approval}"),
+        )
+    };
+    let set = load(&with("#{}")).expect("loads");
+    let approval = set.rules()[0].decl.approval.clone().expect("set");
+    assert!(approval.covers("restart") && approval.covers("anything"));
+    assert_eq!(approval.timeout_ms, 3_600_000);
+    let set = load(&with("#{ actions: [\"restore\"], timeout: \"5m\" }")).expect("loads");
+    let approval = set.rules()[0].decl.approval.clone().expect("set");
+    assert!(approval.covers("restore") && !approval.covers("restart"));
+    assert_eq!(approval.timeout_ms, 300_000);
+    for (bad, says) in [
+        ("#{ actions: [] }", "non-empty array"),
+        ("#{ timeout: 0 }", "longer than zero"),
+        ("#{ who: \"sre\" }", "who"),
+    ] {
+        let err = load(&with(bad)).expect_err(bad);
+        assert!(err.0[0].message.contains(says), "{bad}: {err}");
+    }
+}

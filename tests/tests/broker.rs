@@ -365,3 +365,25 @@ fn a_second_member_joining_keeps_both_alive_and_the_kept_partitions_state() {
     let b = second.stop();
     assert!(a.engine.events_in + b.engine.events_in >= 24, "{a:?} {b:?}");
 }
+
+#[test]
+fn a_changelog_with_fewer_partitions_than_the_telemetry_is_refused_at_start() {
+    let broker = TestBroker::new("small-changelog");
+    let Some(embedded) = broker.embedded() else {
+        eprintln!("creating a topic with another partition count needs the mock cluster; this test checks nothing on an external broker");
+        return;
+    };
+    let mut config = broker.config();
+    config.topics.changelog = format!("{}.small", broker.topics.changelog);
+    embedded
+        .create_topic(&config.topics.changelog, 1)
+        .expect("topic");
+    let shutdown = salve_connectors::Shutdown::default();
+    let error = salve::run::run(&config, &shutdown, None, |_| {})
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.contains("topics.changelog") && error.contains("1 partition(s)"),
+        "{error}"
+    );
+}

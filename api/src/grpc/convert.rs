@@ -66,6 +66,7 @@ pub(crate) fn state(state: IncidentState) -> i32 {
         IncidentState::Escalated => P::Escalated,
         IncidentState::Resolved => P::Resolved,
         IncidentState::Failed => P::Failed,
+        IncidentState::AwaitingApproval => P::AwaitingApproval,
     }
     .into()
 }
@@ -86,6 +87,7 @@ pub(crate) fn state_from(value: i32) -> Result<IncidentState, Status> {
         Ok(P::Escalated) => Ok(IncidentState::Escalated),
         Ok(P::Resolved) => Ok(IncidentState::Resolved),
         Ok(P::Failed) => Ok(IncidentState::Failed),
+        Ok(P::AwaitingApproval) => Ok(IncidentState::AwaitingApproval),
         Ok(P::Unspecified) | Err(_) => Err(Status::invalid_argument(format!(
             "unknown incident state {value}"
         ))),

@@ -322,16 +322,40 @@ impl Salve for SalveService {
 
     async fn approve_incident(
         &self,
-        _request: Request<proto::ApproveIncidentRequest>,
+        request: Request<proto::ApproveIncidentRequest>,
     ) -> Result<Response<proto::ApproveIncidentResponse>, Status> {
-        Err(no_approvals())
+        let request = request.into_inner();
+        required("id", &request.id)?;
+        let incident = self
+            .on_engine(move |engine, context| {
+                engine
+                    .approve_incident(&request.id, &request.note, context.now_ms, context.out)
+                    .map(|()| engine.incident(&request.id))
+            })
+            .await?
+            .map_err(refused)?;
+        Ok(Response::new(proto::ApproveIncidentResponse {
+            incident: incident.map(convert::incident),
+        }))
     }
 
     async fn deny_incident(
         &self,
-        _request: Request<proto::DenyIncidentRequest>,
+        request: Request<proto::DenyIncidentRequest>,
     ) -> Result<Response<proto::DenyIncidentResponse>, Status> {
-        Err(no_approvals())
+        let request = request.into_inner();
+        required("id", &request.id)?;
+        let incident = self
+            .on_engine(move |engine, context| {
+                engine
+                    .deny_incident(&request.id, &request.note, context.now_ms, context.out)
+                    .map(|()| engine.incident(&request.id))
+            })
+            .await?
+            .map_err(refused)?;
+        Ok(Response::new(proto::DenyIncidentResponse {
+            incident: incident.map(convert::incident),
+        }))
     }
 
     async fn lift_quarantine(
@@ -393,10 +417,4 @@ impl Salve for SalveService {
         let outcome = self.control.reload("api").await.map_err(job_status)?;
         Ok(Response::new(convert::reload(outcome)))
     }
-}
-
-fn no_approvals() -> Status {
-    Status::unimplemented(
-        "approval gates are not built yet: no rule waits for approval in this version, so there is nothing to approve or deny",
-    )
 }

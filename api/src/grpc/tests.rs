@@ -49,7 +49,11 @@ fn shipped() -> Vec<(String, String)> {
 
 impl Harness {
     async fn start(config: ApiConfig) -> Self {
-        let sources: Sources = Arc::new(Mutex::new(shipped()));
+        Self::start_with_rules(config, shipped()).await
+    }
+
+    async fn start_with_rules(config: ApiConfig, rules: Vec<(String, String)>) -> Self {
+        let sources: Sources = Arc::new(Mutex::new(rules));
         let loader: RuleLoader = {
             let sources = Arc::clone(&sources);
             Arc::new(move |runtime| {
@@ -86,6 +90,12 @@ impl Harness {
                 }
             });
         }
+        // The engine is built on its thread from `sources`: wait for that, so that a test
+        // that edits them afterwards edits what a reload reads, not what start-up reads.
+        control
+            .call(PATIENCE, |_, _| ())
+            .await
+            .expect("the engine starts");
         let server = super::bind(&config, control.clone()).await.expect("binds");
         let addr = server.local_addr();
         let (stop_server, stopped) = tokio::sync::oneshot::channel();
@@ -817,29 +827,102 @@ async fn reload_reports_its_outcome_and_a_broken_set_keeps_the_old_rules() {
     harness.stop().await;
 }
 
+/// The shipped rules, with crash_loop's restart waiting for an operator's approval.
+fn rules_with_approval() -> Vec<(String, String)> {
+    shipped()
+        .into_iter()
+        .map(|(file, source)| {
+            let source = if file == "crash_loop.rhai" {
+                source.replace(
+                    "    action: \"restart\",\n",
+                    "    action: \"restart\",\n    approval: #{ timeout: \"2m\" },\n",
+                )
+            } else {
+                source
+            };
+            (file, source)
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn approve_and_deny_say_approvals_are_not_built() {
-    let harness = Harness::start(config_with_token()).await;
+async fn an_action_awaiting_approval_is_approved_or_denied() {
+    let harness = Harness::start_with_rules(config_with_token(), rules_with_approval()).await;
+    crash_loop(&harness, "pod-1", 0).await;
+    crash_loop(&harness, "pod-2", 10).await;
     let mut client = harness.client().await;
-    let approve = client
-        .approve_incident(authorized(proto::ApproveIncidentRequest {
-            id: "crash_loop/a@0:0:1".into(),
-            note: String::new(),
-        }))
+    let awaiting = client
+        .list_incidents(proto::ListIncidentsRequest {
+            states: vec![PState::AwaitingApproval.into()],
+            ..Default::default()
+        })
         .await
-        .expect_err("not built");
-    assert_eq!(approve.code(), Code::Unimplemented);
-    assert!(approve.message().contains("approval"));
-    let deny = client
-        .deny_incident(authorized(proto::DenyIncidentRequest::default()))
-        .await
-        .expect_err("not built");
-    assert_eq!(deny.code(), Code::Unimplemented);
+        .expect("lists")
+        .into_inner();
+    assert_eq!(awaiting.incidents.len(), 2, "{awaiting:?}");
+    assert_eq!(
+        harness.command_count(),
+        0,
+        "nothing is sent before approval"
+    );
+    let first = incident_of(&mut client, "pod-1").await.id;
+    let second = incident_of(&mut client, "pod-2").await.id;
+
     let unauthenticated = client
-        .deny_incident(proto::DenyIncidentRequest::default())
+        .approve_incident(proto::ApproveIncidentRequest {
+            id: first.clone(),
+            note: String::new(),
+        })
         .await
         .expect_err("mutating");
     assert_eq!(unauthenticated.code(), Code::Unauthenticated);
+    assert_eq!(harness.command_count(), 0);
+
+    let approved = client
+        .approve_incident(authorized(proto::ApproveIncidentRequest {
+            id: first.clone(),
+            note: "go ahead".into(),
+        }))
+        .await
+        .expect("approves")
+        .into_inner()
+        .incident
+        .expect("open");
+    assert_eq!(approved.state, i32::from(PState::Remediating));
+    assert!(
+        approved.history.iter().any(
+            |h| (h.from, h.to) == (PState::AwaitingApproval.into(), PState::Remediating.into())
+        ),
+        "{:?}",
+        approved.history
+    );
+    assert_eq!(harness.command_count(), 1, "the restart is sent");
+    let again = client
+        .approve_incident(authorized(proto::ApproveIncidentRequest {
+            id: first.clone(),
+            note: String::new(),
+        }))
+        .await
+        .expect_err("no longer awaiting");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+
+    let denied = client
+        .deny_incident(authorized(proto::DenyIncidentRequest {
+            id: second.clone(),
+            note: "not during the sale".into(),
+        }))
+        .await
+        .expect("denies")
+        .into_inner()
+        .incident
+        .expect("remembered");
+    assert!(!denied.open);
+    assert_eq!(denied.state, i32::from(PState::Failed));
+    assert_eq!(
+        harness.command_count(),
+        1,
+        "nothing sent for the denied one"
+    );
     harness.stop().await;
 }
 

@@ -219,11 +219,15 @@ impl Client {
             }
             Call::Approve(request) => {
                 let approved = client.approve_incident(request).await?.into_inner();
-                render::emit(out, json, &approved, |_| "approved\n".to_owned())
+                render::emit(out, json, &approved, |a| {
+                    render::outcome("approved", a.incident.as_ref())
+                })
             }
             Call::Deny(request) => {
                 let denied = client.deny_incident(request).await?.into_inner();
-                render::emit(out, json, &denied, |_| "denied\n".to_owned())
+                render::emit(out, json, &denied, |d| {
+                    render::outcome("denied", d.incident.as_ref())
+                })
             }
             Call::Lift(request) => {
                 let lifted = client.lift_quarantine(request).await?.into_inner();

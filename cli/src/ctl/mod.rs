@@ -87,7 +87,7 @@ pub enum CtlCommand {
         /// Only this entity's or group's.
         #[arg(long)]
         subject: Option<String>,
-        /// Only in this state (repeatable): failing, remediating, escalated, ...
+        /// Only in this state (repeatable): awaiting_approval, remediating, escalated, ...
         #[arg(long = "state")]
         states: Vec<String>,
         /// Include recently closed incidents.
@@ -124,7 +124,7 @@ pub enum CtlCommand {
         #[arg(long, default_value = "")]
         note: String,
     },
-    /// Approve an incident awaiting approval (not built yet: the server says UNIMPLEMENTED).
+    /// Approve the action an incident awaits: it is sent at once.
     Approve {
         /// The incident id.
         id: String,
@@ -132,7 +132,7 @@ pub enum CtlCommand {
         #[arg(long, default_value = "")]
         note: String,
     },
-    /// Deny an incident awaiting approval (not built yet: the server says UNIMPLEMENTED).
+    /// Deny the action an incident awaits: the incident closes unresolved.
     Deny {
         /// The incident id.
         id: String,
@@ -303,7 +303,7 @@ pub(crate) fn build(command: &CtlCommand) -> Result<Call, CtlError> {
                         s,
                         "INCIDENT_STATE_",
                         proto::IncidentState::from_str_name,
-                        "failing, remediating, mitigated, reverting, verifying, backing_off, escalated, resolved or failed",
+                        "failing, awaiting_approval, remediating, mitigated, reverting, verifying, backing_off, escalated, resolved or failed",
                     )
                 })
                 .collect::<Result<_, _>>()?,

@@ -541,9 +541,14 @@ pub(crate) fn rules(rules: &proto::ListRulesResponse) -> String {
 }
 
 pub(crate) fn resolved(response: &proto::ResolveIncidentResponse) -> String {
-    match &response.incident {
-        Some(incident) => format!("resolved {}\n", incident.id),
-        None => "resolved\n".into(),
+    outcome("resolved", response.incident.as_ref())
+}
+
+/// What an operator's action did to an incident: `approved ID: remediating`.
+pub(crate) fn outcome(done: &str, incident: Option<&proto::Incident>) -> String {
+    match incident {
+        Some(incident) => format!("{done} {}: {}\n", incident.id, state(incident.state)),
+        None => format!("{done}\n"),
     }
 }
 

@@ -217,7 +217,7 @@ async fn every_command_prints_what_the_server_answers() {
         &server
             .ok(&[&token[..], &["resolve", &id, "--note", "fixed the disk"]].concat())
             .await,
-        &["resolved", &id],
+        &["resolved", &id, ": resolved\n"],
     );
     contains(
         &server
@@ -232,11 +232,16 @@ async fn every_command_prints_what_the_server_answers() {
     let approve = server
         .ctl(&[&token[..], &["approve", &id]].concat())
         .await
-        .expect_err("not built");
+        .expect_err("the incident is closed: nothing awaits approval");
     assert!(
-        approve.to_string().starts_with("UNIMPLEMENTED: "),
+        approve.to_string().starts_with("FAILED_PRECONDITION: "),
         "{approve}"
     );
+    let deny = server
+        .ctl(&[&token[..], &["deny", "crash_loop/nobody@0:0:1"]].concat())
+        .await
+        .expect_err("no such incident");
+    assert!(deny.to_string().starts_with("NOT_FOUND: "), "{deny}");
 }
 
 #[tokio::test]

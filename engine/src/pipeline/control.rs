@@ -38,10 +38,6 @@ impl Modes {
             .get(rule)
             .map_or(self.global, |&own| own.max(self.global))
     }
-
-    pub(crate) fn any_paused(&self) -> bool {
-        self.global == Mode::Paused || self.rules.values().any(|&m| m == Mode::Paused)
-    }
 }
 
 /// How the latest reload went.
@@ -199,10 +195,10 @@ impl Engine {
                 entities,
                 group_subjects,
                 commands,
-                storms,
+                safety,
                 ..
             } = state;
-            storms.retain(|storm| !storm.split('/').next().is_some_and(gone));
+            safety.retire(&gone);
             let subjects = entities
                 .iter_mut()
                 .map(|(key, e)| (key, &mut e.subject))
@@ -264,7 +260,7 @@ impl Engine {
         if state != IncidentState::Escalated {
             return Err(ControlError::FailedPrecondition(format!(
                 "incident {id} is {}; only an escalated incident is resolved by hand, the others are still in automation's hands (pause the rule to stop it)",
-                state_name(state)
+                state.as_str()
             )));
         }
         let incident = subject.incidents.remove(index);
@@ -335,6 +331,107 @@ impl Engine {
         self.emit_changelog(out);
         self.ledger.observe(&out[start..]);
         Ok(id)
+    }
+
+    /// An operator approves the action an incident waits on: it is sent at once, and the
+    /// retries of the same ladder step need no new approval.
+    pub fn approve_incident(
+        &mut self,
+        id: &str,
+        note: &str,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), ControlError> {
+        let (partition, key, index) = self.awaiting(id)?;
+        let start = out.len();
+        let Self {
+            partitions,
+            rules,
+            config,
+            modes,
+            stats,
+            ledger,
+            ..
+        } = self;
+        let Some(state) = partitions.get_mut(&partition) else {
+            return Err(ControlError::NotFound(format!("{key} is gone")));
+        };
+        let Some(subject) =
+            super::subject_mut(&mut state.entities, &mut state.group_subjects, &key)
+        else {
+            return Err(ControlError::NotFound(format!("{key} is gone")));
+        };
+        let incident = &mut subject.incidents[index];
+        incident.approved_step = Some(incident.step);
+        let mut lifecycle = super::Lifecycle {
+            rules,
+            config,
+            modes,
+            ledger,
+            stats,
+            now_ms,
+        };
+        let reason = operator_reason("approved by an operator", note);
+        lifecycle.next_attempt(&key, subject, index, Some(reason), &mut state.commands, out);
+        self.dirty.push((partition, key));
+        self.emit_changelog(out);
+        self.ledger.observe(&out[start..]);
+        Ok(())
+    }
+
+    /// An operator denies the action an incident waits on: the incident closes unresolved,
+    /// and its rule waits for the condition to clear before it may ask again.
+    pub fn deny_incident(
+        &mut self,
+        id: &str,
+        note: &str,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), ControlError> {
+        let (partition, key, index) = self.awaiting(id)?;
+        let start = out.len();
+        let subject = self.subject_mut(partition, &key)?;
+        let incident = subject.incidents.remove(index);
+        subject.latch(Arc::clone(&incident.rule));
+        let command = incident.command_id.clone();
+        out.push(Output::Decision(close_attempt(
+            incident,
+            &key,
+            now_ms,
+            IncidentState::Failed,
+            operator_reason("denied by an operator", note),
+        )));
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.commands.subjects.remove(&command);
+        }
+        self.dirty.push((partition, key));
+        self.emit_changelog(out);
+        self.ledger.observe(&out[start..]);
+        Ok(())
+    }
+
+    /// An incident that waits for approval.
+    fn awaiting(&self, id: &str) -> Result<(super::PartitionId, String, usize), ControlError> {
+        let (partition, key, index) = self.find_incident(id)?;
+        let state = self
+            .partitions
+            .get(&partition)
+            .and_then(|s| {
+                s.entities
+                    .get(key.as_str())
+                    .map(|e| &e.subject)
+                    .or_else(|| s.group_subjects.get(key.as_str()).map(|g| &g.subject))
+            })
+            .and_then(|s| s.incidents.get(index))
+            .map(|i| i.state);
+        match state {
+            Some(IncidentState::AwaitingApproval) => Ok((partition, key, index)),
+            Some(other) => Err(ControlError::FailedPrecondition(format!(
+                "incident {id} is {}, not awaiting approval",
+                other.as_str()
+            ))),
+            None => Err(ControlError::NotFound(format!("no open incident {id}"))),
+        }
     }
 
     /// The partition, subject key and index of an open incident.
@@ -426,21 +523,6 @@ fn operator_reason(what: &str, note: &str) -> String {
         what.to_owned()
     } else {
         format!("{what}: {note}")
-    }
-}
-
-/// The wire name of a state.
-pub fn state_name(state: IncidentState) -> &'static str {
-    match state {
-        IncidentState::Failing => "failing",
-        IncidentState::Remediating => "remediating",
-        IncidentState::Mitigated => "mitigated",
-        IncidentState::Reverting => "reverting",
-        IncidentState::Verifying => "verifying",
-        IncidentState::BackingOff => "backing_off",
-        IncidentState::Escalated => "escalated",
-        IncidentState::Resolved => "resolved",
-        IncidentState::Failed => "failed",
     }
 }
 

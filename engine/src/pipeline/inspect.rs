@@ -473,7 +473,7 @@ impl Engine {
             for subject in subjects {
                 for incident in &subject.incidents {
                     *counts
-                        .entry(super::control::state_name(incident.state).to_owned())
+                        .entry(incident.state.as_str().to_owned())
                         .or_default() += 1;
                 }
             }

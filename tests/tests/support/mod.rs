@@ -210,16 +210,56 @@ impl Record {
 pub struct RunningSalve {
     pub shutdown: Arc<Shutdown>,
     handle: Option<JoinHandle<Result<RunReport, String>>>,
+    operated: Option<Operated>,
+}
+
+/// The operator surface of a salve started with [`RunningSalve::start_operated`].
+pub struct Operated {
+    /// The way into the engine, as the API uses it.
+    pub control: salve_connectors::ControlHandle,
+    /// The servers and reload triggers.
+    pub operator: Option<salve::serve::Operator>,
+    /// The runtime they run on.
+    pub runtime: tokio::runtime::Runtime,
 }
 
 impl RunningSalve {
     /// Starts salve with `config` and waits until it is connected.
     pub fn start(config: Config) -> Self {
+        Self::start_with(config, None, None)
+    }
+
+    /// Starts salve as `salve run` does: with the gRPC API, metrics and reload triggers that
+    /// `config` turns on, and a control handle for the test.
+    pub fn start_operated(config: Config) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (control, inbox) =
+            salve_connectors::control_channel(Some(salve::serve::rule_loader(&config)));
+        let operator = runtime
+            .block_on(salve::serve::Operator::start(&config, control.clone()))
+            .expect("the operator surface starts");
+        let operated = Operated {
+            control,
+            operator: Some(operator),
+            runtime,
+        };
+        Self::start_with(config, Some(inbox), Some(operated))
+    }
+
+    fn start_with(
+        config: Config,
+        inbox: Option<salve_connectors::ControlInbox>,
+        operated: Option<Operated>,
+    ) -> Self {
         let shutdown = Arc::new(Shutdown::default());
         let (ready_tx, ready_rx) = mpsc::channel();
         let worker_shutdown = Arc::clone(&shutdown);
         let handle = std::thread::spawn(move || {
-            salve::run::run(&config, &worker_shutdown, |_| {
+            salve::run::run(&config, &worker_shutdown, inbox.as_ref(), |_| {
                 let _ = ready_tx.send(());
             })
             .map_err(|e| e.to_string())
@@ -231,7 +271,43 @@ impl RunningSalve {
         Self {
             shutdown,
             handle: Some(handle),
+            operated,
         }
+    }
+
+    /// Waits until `done` holds of the engine, asking it through the control plane.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        done: impl Fn(&salve_engine::Engine) -> bool + Clone + Send + 'static,
+    ) {
+        let start = Instant::now();
+        loop {
+            let check = done.clone();
+            if self.ask(move |engine, _| check(engine)) {
+                return;
+            }
+            assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The operator surface; panics unless started with [`RunningSalve::start_operated`].
+    pub fn operated(&self) -> &Operated {
+        self.operated.as_ref().expect("started with start_operated")
+    }
+
+    /// Runs `job` on the engine's thread and returns its answer.
+    pub fn ask<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut salve_engine::Engine, &mut salve_connectors::JobContext<'_>) -> R
+            + Send
+            + 'static,
+    ) -> R {
+        self.operated()
+            .control
+            .call_blocking(PATIENCE, job)
+            .expect("the engine answers")
     }
 
     /// Graceful stop: flush, commit, return the report.
@@ -261,6 +337,7 @@ impl RunningSalve {
     }
 
     fn join(&mut self) -> RunReport {
+        self.stop_operator();
         let handle = self.handle.take().expect("running");
         handle
             .join()
@@ -269,8 +346,19 @@ impl RunningSalve {
     }
 }
 
+impl RunningSalve {
+    fn stop_operator(&mut self) {
+        if let Some(operated) = &mut self.operated {
+            if let Some(operator) = operated.operator.take() {
+                operated.runtime.block_on(operator.stop());
+            }
+        }
+    }
+}
+
 impl Drop for RunningSalve {
     fn drop(&mut self) {
+        self.stop_operator();
         if let Some(handle) = self.handle.take() {
             self.shutdown.abort();
             let _ = handle.join();
@@ -322,4 +410,29 @@ pub fn python_kafka_importable() -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// A rule that acts on every entity whose `load` passes 50, with the action named `version`:
+/// the commands show which version of the rule was in force.
+pub fn hot_rule(version: &str) -> String {
+    format!(
+        r#"
+fn condition(p) {{ last("load") > 50.0 }}
+#{{ name: "hot", select: [#{{ name: "load" }}], action: "{version}" }}
+"#
+    )
+}
+
+/// GETs `/metrics` from `addr` over plain HTTP/1.1 and returns the body.
+pub fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: salve\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
 }

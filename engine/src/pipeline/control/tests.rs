@@ -16,10 +16,10 @@ fn escalated(engine: &mut Engine, entity: &str) -> (String, Vec<Output>) {
         ],
     );
     let id = commands(&out)[0].incident.clone();
-    while let Some(at) = engine.next_deadline() {
+    while last_transition(&out) != Some(IncidentState::Escalated) {
+        let at = engine.next_deadline().expect("a deadline until escalated");
         engine.tick(at, &mut out);
     }
-    assert_eq!(last_transition(&out), Some(IncidentState::Escalated));
     (id, out)
 }
 
@@ -338,5 +338,216 @@ fn the_ledger_counts_attempts_outcomes_and_time_to_resolve() {
             IncidentState::Verifying,
             IncidentState::Resolved
         ]
+    );
+}
+
+/// The shipped rules, with crash_loop's restart waiting for approval.
+fn engine_with_approval() -> Engine {
+    let approved = SHIPPED_RULES
+        .iter()
+        .find(|(file, _)| file.starts_with("crash_loop"))
+        .map(|(_, source)| {
+            source.replace(
+                "verify_for: \"1m\",",
+                "verify_for: \"1m\", approval: #{ timeout: \"10m\" },",
+            )
+        })
+        .expect("crash_loop ships");
+    assert!(approved.contains("approval"));
+    let mut sources = shipped_plus(&[], "crash_loop");
+    sources.push(("crash_loop.rhai".to_owned(), approved));
+    Engine::new(
+        crate::EngineConfig {
+            max_future_ms: i64::MAX,
+            ..crate::EngineConfig::default()
+        },
+        |rt| RuleSet::load_sources(rt, sources),
+    )
+    .expect("rules load")
+}
+
+fn crash_loop_on(engine: &mut Engine, entity: &str, first: i64) -> Vec<Output> {
+    feed_from(
+        engine,
+        first,
+        &[
+            exit(entity, 1_000),
+            exit(entity, 2_000),
+            exit(entity, 3_000),
+        ],
+    )
+}
+
+fn incident_of(out: &[Output]) -> String {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Decision(d) if d.kind == DecisionKind::Transition => d.incident.clone(),
+            _ => None,
+        })
+        .expect("an incident opened")
+}
+
+#[test]
+fn an_action_that_needs_approval_waits_for_it_and_its_retries_do_not_ask_again() {
+    let mut engine = engine_with_approval();
+    let out = crash_loop_on(&mut engine, "a", 0);
+    assert!(commands(&out).is_empty(), "nothing is sent before approval");
+    let id = incident_of(&out);
+    assert_eq!(
+        transitions_of(&out, &id),
+        [
+            (None, IncidentState::Failing),
+            (
+                Some(IncidentState::Failing),
+                IncidentState::AwaitingApproval
+            )
+        ]
+    );
+    assert!(matches!(
+        engine.resolve_incident(&id, "", 10, &mut Vec::new()),
+        Err(ControlError::FailedPrecondition(_))
+    ));
+    let mut out = Vec::new();
+    engine
+        .approve_incident(&id, "go", 100, &mut out)
+        .expect("awaiting");
+    let sent = commands(&out);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].attempt, 1);
+    assert_eq!(sent[0].id, format!("{id}#1"));
+    assert_eq!(
+        transitions_of(&out, &id),
+        [(
+            Some(IncidentState::AwaitingApproval),
+            IncidentState::Remediating
+        )]
+    );
+    // The restart fails; its retry goes out without asking again.
+    let first = sent[0].id.clone();
+    let mut out = Vec::new();
+    engine.on_ack(&ack(&first, AckStatus::Failed), 200, &mut out);
+    while commands(&out).is_empty() {
+        let at = engine.next_deadline().expect("a retry");
+        engine.tick(at, &mut out);
+    }
+    assert_eq!(commands(&out)[0].attempt, 2);
+    assert!(engine
+        .approve_incident(&id, "", 0, &mut Vec::new())
+        .is_err());
+}
+
+#[test]
+fn a_denied_action_closes_the_incident_and_the_rule_waits_for_its_condition_to_clear() {
+    let mut engine = engine_with_approval();
+    let out = crash_loop_on(&mut engine, "a", 0);
+    let id = incident_of(&out);
+    let mut out = Vec::new();
+    engine
+        .deny_incident(&id, "maintenance window", 100, &mut out)
+        .expect("awaiting");
+    assert_eq!(
+        transitions_of(&out, &id),
+        [(Some(IncidentState::AwaitingApproval), IncidentState::Failed)]
+    );
+    assert!(engine.incidents(&IncidentFilter::default()).is_empty());
+    let more = feed_from(&mut engine, 10, &[exit("a", 4_000)]);
+    assert!(more.is_empty(), "{more:?}");
+}
+
+#[test]
+fn an_approval_nobody_gives_escalates_at_its_timeout() {
+    let mut engine = engine_with_approval();
+    let out = crash_loop_on(&mut engine, "a", 0);
+    let id = incident_of(&out);
+    let mut out = Vec::new();
+    engine.tick(10 * 60 * 1_000 - 1, &mut out);
+    assert!(out.is_empty());
+    engine.tick(10 * 60 * 1_000, &mut out);
+    assert_eq!(
+        transitions_of(&out, &id),
+        [(
+            Some(IncidentState::AwaitingApproval),
+            IncidentState::Escalated
+        )]
+    );
+    let escalation = out.iter().find_map(|o| match o {
+        Output::Escalation(e) => Some(e),
+        _ => None,
+    });
+    assert_eq!(
+        escalation.map(|e| e.cause),
+        Some(EscalationCause::ApprovalTimeout)
+    );
+    assert!(commands(&out).is_empty());
+}
+
+#[test]
+fn a_quarantine_expires_when_configured_and_automation_acts_again() {
+    let mut engine = crate::tests::engine_configured(
+        crate::EngineConfig {
+            max_future_ms: i64::MAX,
+            quarantine_expiry_ms: 600_000,
+            ..crate::EngineConfig::default()
+        },
+        &[],
+    );
+    let (id, out) = escalated(&mut engine, "a");
+    let escalated_at = out
+        .iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::Escalation(e) => Some(e.ts),
+            _ => None,
+        })
+        .expect("escalated");
+    let mut out = Vec::new();
+    engine.tick(escalated_at + 599_999, &mut out);
+    assert!(transitions_of(&out, &id).is_empty(), "still quarantined");
+    engine.tick(escalated_at + 600_000, &mut out);
+    assert_eq!(
+        transitions_of(&out, &id),
+        [(Some(IncidentState::Escalated), IncidentState::Failed)]
+    );
+    let again = feed_from(
+        &mut engine,
+        10,
+        &[exit("a", 4_000), exit("a", 5_000), exit("a", 6_000)],
+    );
+    assert_eq!(commands(&again).len(), 1, "automation acts again");
+}
+
+#[test]
+fn a_rule_whose_fixes_keep_failing_disables_itself_and_escalates_instead() {
+    let rule = r#"
+fn condition(p) { last("load") > 50.0 }
+#{ name: "shed", select: [#{ name: "load" }], action: "shed",
+   disable_below: #{ success_rate: 0.5, min_attempts: 2 } }
+"#;
+    let mut engine = engine_with(&[("shed.rhai", rule)]);
+    let load = |entity: &str| {
+        format!(r#"{{"entity":"{entity}","ts":1000,"kind":"metric","name":"load","value":99}}"#)
+    };
+    for (offset, entity) in ["a", "b"].iter().enumerate() {
+        let out = feed_from(&mut engine, offset as i64, &[load(entity)]);
+        let sent = commands(&out);
+        assert_eq!(sent.len(), 1, "{entity} is acted on");
+        let mut out = Vec::new();
+        engine.on_ack(&ack(&sent[0].id, AckStatus::Failed), 10, &mut out);
+    }
+    let out = feed_from(&mut engine, 2, &[load("c")]);
+    assert!(
+        commands(&out).is_empty(),
+        "two failures of two: no more acting"
+    );
+    let escalation = out.iter().find_map(|o| match o {
+        Output::Escalation(e) => Some(e),
+        _ => None,
+    });
+    let escalation = escalation.expect("escalated instead");
+    assert_eq!(escalation.cause, EscalationCause::RuleDisabled);
+    assert!(
+        escalation.reason.contains("0 of its last 2"),
+        "{}",
+        escalation.reason
     );
 }
