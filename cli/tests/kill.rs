@@ -25,15 +25,8 @@ struct Broker {
 fn broker() -> Broker {
     let prefix = format!("kill-{}", std::process::id());
     let topics = TopicsConfig {
-        telemetry: vec![format!("{prefix}.telemetry")],
-        commands: format!("{prefix}.commands"),
-        acks: format!("{prefix}.acks"),
-        decisions: format!("{prefix}.decisions"),
-        escalations: format!("{prefix}.escalations"),
-        changelog: format!("{prefix}.changelog"),
-        dead_letter: format!("{prefix}.deadletter"),
         partitions: 2,
-        ..TopicsConfig::default()
+        ..TopicsConfig::with_prefix(&prefix)
     };
     match std::env::var("SALVE_TEST_BROKERS")
         .ok()

@@ -143,6 +143,21 @@ pub struct InvalidConfig {
 }
 
 impl TopicsConfig {
+    /// Every topic named `<prefix>.<role>` (`<prefix>.telemetry`, `<prefix>.commands`, ...),
+    /// the rest as the defaults: for a test's own topics, or a second salve beside the first.
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            telemetry: vec![format!("{prefix}.telemetry")],
+            commands: format!("{prefix}.commands"),
+            acks: format!("{prefix}.acks"),
+            decisions: format!("{prefix}.decisions"),
+            escalations: format!("{prefix}.escalations"),
+            changelog: format!("{prefix}.changelog"),
+            dead_letter: format!("{prefix}.deadletter"),
+            ..Self::default()
+        }
+    }
+
     /// The topic for a command's action.
     pub fn for_action(&self, action: &str) -> &str {
         self.actuators.get(action).unwrap_or(&self.commands)

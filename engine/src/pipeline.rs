@@ -2026,28 +2026,7 @@ impl Lifecycle<'_> {
                 "rule failed".into(),
             )));
         }
-        let mut record = transition(
-            self.now_ms,
-            &incident.rule,
-            subject_key,
-            &incident.id,
-            Some(incident.state),
-            IncidentState::Escalated,
-            reason.clone(),
-        );
-        record.attempt = Some(incident.attempt);
-        out.push(Output::Decision(record));
-        out.push(Output::Escalation(Escalation {
-            v: WIRE_VERSION,
-            incident: incident.id.clone(),
-            entity: subject_key.to_owned(),
-            rule: incident.rule.to_string(),
-            reason,
-            cause,
-            attempts: incident.attempt,
-            ts: self.now_ms,
-        }));
-        incident.state = IncidentState::Escalated;
+        hand_over(subject_key, incident, reason, cause, self.now_ms, out);
         if self.config.quarantine_expiry_ms > 0 {
             if incident.command_id.is_empty() {
                 // Escalated before any command: give the quarantine a key of its own.
@@ -2065,6 +2044,40 @@ impl Lifecycle<'_> {
                 .insert(incident.command_id.clone(), Box::from(subject_key));
         }
     }
+}
+
+/// Moves an incident to `escalated`: its transition, and the escalation record for humans.
+/// It stays open.
+fn hand_over(
+    subject_key: &str,
+    incident: &mut Incident,
+    reason: String,
+    cause: EscalationCause,
+    now_ms: i64,
+    out: &mut Vec<Output>,
+) {
+    let mut record = transition(
+        now_ms,
+        &incident.rule,
+        subject_key,
+        &incident.id,
+        Some(incident.state),
+        IncidentState::Escalated,
+        reason.clone(),
+    );
+    record.attempt = Some(incident.attempt);
+    out.push(Output::Decision(record));
+    out.push(Output::Escalation(Escalation {
+        v: WIRE_VERSION,
+        incident: incident.id.clone(),
+        entity: subject_key.to_owned(),
+        rule: incident.rule.to_string(),
+        reason,
+        cause,
+        attempts: incident.attempt,
+        ts: now_ms,
+    }));
+    incident.state = IncidentState::Escalated;
 }
 
 /// Closes an incident whose rule is gone (reloaded away, or a restart with another pack):

@@ -6,10 +6,10 @@
 //! changelog records), so the decision log and the changelog tell the whole story whoever
 //! acted.
 
-use super::{close_attempt, close_orphan, transition, Engine, PartitionState};
+use super::{close_attempt, close_orphan, hand_over, Engine, PartitionState};
 use crate::config::Mode;
 use crate::entity::Subject;
-use crate::wire::{Decision, EscalationCause, IncidentState, Output};
+use crate::wire::{EscalationCause, IncidentState, Output};
 use salve_rules::{LoadErrors, RuleSet, Runtime};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -228,7 +228,7 @@ impl Engine {
                             incident.rule
                         );
                         let cause = EscalationCause::RuleRemoved;
-                        escalate_by_hand(key, incident, reason, cause, now_ms, out);
+                        hand_over(key, incident, reason, cause, now_ms, out);
                         self.stats.escalations += 1;
                         continue;
                     }
@@ -483,39 +483,6 @@ impl Engine {
             .and_then(|s| super::subject_mut(&mut s.entities, &mut s.group_subjects, key))
             .ok_or_else(|| ControlError::NotFound(format!("{key} is gone")))
     }
-}
-
-/// Escalates an incident outside the lifecycle: it stays open, escalated.
-fn escalate_by_hand(
-    subject_key: &str,
-    incident: &mut crate::incident::Incident,
-    reason: String,
-    cause: EscalationCause,
-    now_ms: i64,
-    out: &mut Vec<Output>,
-) {
-    let mut record: Decision = transition(
-        now_ms,
-        &incident.rule,
-        subject_key,
-        &incident.id,
-        Some(incident.state),
-        IncidentState::Escalated,
-        reason.clone(),
-    );
-    record.attempt = Some(incident.attempt);
-    out.push(Output::Decision(record));
-    out.push(Output::Escalation(crate::wire::Escalation {
-        v: crate::wire::WIRE_VERSION,
-        incident: incident.id.clone(),
-        entity: subject_key.to_owned(),
-        rule: incident.rule.to_string(),
-        reason,
-        cause,
-        attempts: incident.attempt,
-        ts: now_ms,
-    }));
-    incident.state = IncidentState::Escalated;
 }
 
 fn operator_reason(what: &str, note: &str) -> String {

@@ -35,18 +35,11 @@ impl TestBroker {
     pub fn new(name: &str) -> Self {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let prefix = format!("{name}-{}-{n}", std::process::id());
+        // Every topic is the test's own: a changelog shared with another test, or a run
+        // before, would restore its incidents here.
         let topics = TopicsConfig {
-            telemetry: vec![format!("{prefix}.telemetry")],
-            commands: format!("{prefix}.commands"),
-            acks: format!("{prefix}.acks"),
-            decisions: format!("{prefix}.decisions"),
-            escalations: format!("{prefix}.escalations"),
-            // Every topic is the test's own: a changelog shared with another test, or a run
-            // before, would restore its incidents here.
-            changelog: format!("{prefix}.changelog"),
-            dead_letter: format!("{prefix}.deadletter"),
             partitions: 2,
-            ..TopicsConfig::default()
+            ..TopicsConfig::with_prefix(&prefix)
         };
         match std::env::var("SALVE_TEST_BROKERS")
             .ok()

@@ -31,16 +31,9 @@ fn exit(entity: &str, ts: i64) -> String {
 async fn watch_decisions_streams_what_the_runner_publishes_as_filtered() {
     let prefix = format!("watch-{}", std::process::id());
     let topics = TopicsConfig {
-        telemetry: vec![format!("{prefix}.telemetry")],
-        commands: format!("{prefix}.commands"),
-        acks: format!("{prefix}.acks"),
-        decisions: format!("{prefix}.decisions"),
-        escalations: format!("{prefix}.escalations"),
-        changelog: format!("{prefix}.changelog"),
-        dead_letter: format!("{prefix}.deadletter"),
         partitions: 1,
         create: false,
-        ..TopicsConfig::default()
+        ..TopicsConfig::with_prefix(&prefix)
     };
     // The mock cluster stays on this thread, which runs the test's future.
     let broker = EmbeddedBroker::start(&topics).expect("mock cluster starts");
