@@ -25,7 +25,7 @@ use crate::wire::{
     Ack, AckDecodeError, AckStatus, ChangelogRecord, Command, Decision, DecisionKind, Escalation,
     EscalationCause, IncidentState, Output, Verdict, WIRE_VERSION,
 };
-use canary::GroupSafety;
+use canary::{GroupSafety, Rollout};
 use hashbrown::HashMap;
 use salve_rules::{EvalError, LoadErrors, RuleSet, Runtime};
 use std::cell::RefCell;
@@ -151,6 +151,9 @@ struct Durable {
     /// A group id rather than an entity.
     group: bool,
     subject: Subject,
+    /// An entity's labels, so that a restored entity is in its groups before it reports.
+    #[serde(default)]
+    labels: Vec<(String, String)>,
 }
 
 /// [`Durable`], borrowed, for writing; `v` is the format's version.
@@ -159,6 +162,8 @@ struct DurableRef<'a> {
     v: u32,
     group: bool,
     subject: &'a Subject,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    labels: Vec<(&'a str, &'a str)>,
 }
 
 impl Engine {
@@ -484,6 +489,7 @@ impl Engine {
             position,
             now_ms,
             unlatched: None,
+            rollout_changed: None,
             history_ms: self.rule_windows[rule_index],
             history_from_ms: state.history_from_ms,
         };
@@ -491,6 +497,9 @@ impl Engine {
             if let Some(entity) = state.entities.get_mut(entity_key) {
                 let safety = &mut state.safety;
                 judge.judge(entity_key, entity, None, &mut state.commands, safety, out);
+            }
+            if let Some(key) = judge.rollout_changed.take() {
+                self.dirty.push((position.partition, key));
             }
             if let Some(subject) = judge.unlatched {
                 self.dirty.push((position.partition, subject));
@@ -528,6 +537,9 @@ impl Engine {
                 out,
             );
             let unlatched = judge.unlatched.take();
+            if let Some(key) = judge.rollout_changed.take() {
+                self.dirty.push((position.partition, key));
+            }
             state.entities = others;
             if let Some(subject) = unlatched {
                 self.dirty.push((position.partition, subject));
@@ -843,7 +855,22 @@ impl Engine {
             let Some(state) = self.partitions.get(&partition) else {
                 continue;
             };
-            let (durable, group) = match state.entities.get(subject.as_str()) {
+            if let Some(key) = subject.strip_prefix(canary::ROLLOUT_PREFIX) {
+                let value = state.safety.rollouts.get(key).and_then(|rollout| {
+                    serde_json::to_string(
+                        &serde_json::json!({"v": WIRE_VERSION, "rollout": rollout}),
+                    )
+                    .ok()
+                });
+                out.push(Output::Changelog(ChangelogRecord {
+                    partition,
+                    subject,
+                    value,
+                }));
+                continue;
+            }
+            let entity = state.entities.get(subject.as_str());
+            let (durable, group) = match entity {
                 Some(entity) => (Some(&entity.subject), false),
                 None => (
                     state
@@ -858,6 +885,7 @@ impl Engine {
                     v: WIRE_VERSION,
                     group,
                     subject: s,
+                    labels: entity.map(|e| e.labels().collect()).unwrap_or_default(),
                 })
                 .ok()
             });
@@ -877,6 +905,25 @@ impl Engine {
         subject_key: &str,
         value: &[u8],
     ) -> Result<(), String> {
+        if let Some(key) = subject_key.strip_prefix(canary::ROLLOUT_PREFIX) {
+            #[derive(serde::Deserialize)]
+            struct Persisted {
+                rollout: Rollout,
+            }
+            let persisted: Persisted = serde_json::from_slice(value)
+                .map_err(|e| format!("changelog record for {subject_key}: {e}"))?;
+            let group_labels = &self.group_labels;
+            self.partitions
+                .entry(partition)
+                .or_insert_with(|| PartitionState {
+                    groups: GroupIndex::new(group_labels.iter().cloned()),
+                    ..PartitionState::default()
+                })
+                .safety
+                .rollouts
+                .insert(key.to_owned(), persisted.rollout);
+            return Ok(());
+        }
         let durable: Durable = serde_json::from_slice(value)
             .map_err(|e| format!("changelog record for {subject_key}: {e}"))?;
         let group_labels = &self.group_labels;
@@ -929,6 +976,19 @@ impl Engine {
             let entity = state.entities.entry_ref(subject_key).or_default();
             entity.subject = durable.subject;
             entity.last_heard_ms = state.watermark_ms;
+            let labels = crate::telemetry::Labels(
+                durable
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                    .collect(),
+            );
+            let interned = &mut self.interned;
+            if let Some(old) = entity.update_labels(&labels, |text| intern(interned, text)) {
+                state
+                    .groups
+                    .relabel(subject_key, &old, entity.interned_labels());
+            }
         }
         Ok(())
     }
@@ -1079,6 +1139,8 @@ struct Judge<'a> {
     /// A subject whose durable state changed without a transition to show it (a rule
     /// re-armed), for the changelog.
     unlatched: Option<String>,
+    /// A canary rollout that changed, by its changelog key.
+    rollout_changed: Option<String>,
     /// The rule's longest window: how much history must be in the windows before a
     /// condition that does not hold shows that the failure cleared.
     history_ms: i64,

@@ -3,10 +3,9 @@
 //! widens in waves as each wave's fixes are verified, and halts the rollout, handing it to a
 //! human, as soon as a canary's incident escalates.
 //!
-//! A rollout's progress lives in its partition, beside the storms, and is not written to the
-//! changelog: after a restart or a partition move the rollout starts again from the first
-//! wave, counting the incidents still open as its first canaries. That errs on the side of
-//! acting on less.
+//! A rollout's progress lives in its partition, beside the storms, and is written to the
+//! changelog under `#rollout/<rule>/<group id>`, so that a restart or a partition move resumes
+//! it at the wave it had reached, halted if it was halted.
 
 use super::Judge;
 use crate::entity::EntityState;
@@ -25,16 +24,27 @@ pub(crate) struct GroupSafety {
 }
 
 impl GroupSafety {
-    /// Forgets the storms and rollouts of rules that are gone.
-    pub(crate) fn retire(&mut self, gone: &impl Fn(&str) -> bool) {
+    /// Forgets the storms and rollouts of rules that are gone; returns the changelog keys of
+    /// the rollouts forgotten, for their tombstones.
+    pub(crate) fn retire(&mut self, gone: &impl Fn(&str) -> bool) -> Vec<String> {
         let of_gone_rule = |key: &String| key.split('/').next().is_some_and(gone);
         self.storms.retain(|key| !of_gone_rule(key));
+        let forgotten: Vec<String> = self
+            .rollouts
+            .keys()
+            .filter(|key| of_gone_rule(key))
+            .map(|key| format!("{ROLLOUT_PREFIX}{key}"))
+            .collect();
         self.rollouts.retain(|key, _| !of_gone_rule(key));
+        forgotten
     }
 }
 
+/// The changelog key prefix of a rollout's record.
+pub(crate) const ROLLOUT_PREFIX: &str = "#rollout/";
+
 /// One group's rollout of one rule's action.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Rollout {
     /// The current wave, an index into the rule's `canary.waves`.
     wave: usize,
@@ -58,8 +68,27 @@ struct GroupCount {
 }
 
 impl Judge<'_> {
-    /// Why the rule's canary rollout holds this failure back, if it does.
+    /// Why the rule's canary rollout holds this failure back, if it does. A rollout that
+    /// changed is noted for the changelog.
     pub(super) fn canary(
+        &mut self,
+        entity_key: &str,
+        entity: &EntityState,
+        rollouts: &mut HashMap<String, Rollout>,
+        out: &mut Vec<Output>,
+    ) -> Option<String> {
+        let canary = self.rule.decl.canary.as_ref()?;
+        let value = entity.label(&canary.group)?;
+        let key = format!("{}/{}", self.rule_name, group_id(&canary.group, value));
+        let before = rollouts.get(&key).cloned();
+        let held = self.admit(entity_key, entity, rollouts, out);
+        if rollouts.get(&key) != before.as_ref() {
+            self.rollout_changed = Some(format!("{ROLLOUT_PREFIX}{key}"));
+        }
+        held
+    }
+
+    fn admit(
         &mut self,
         entity_key: &str,
         entity: &EntityState,

@@ -198,7 +198,9 @@ impl Engine {
                 safety,
                 ..
             } = state;
-            safety.retire(&gone);
+            let forgotten = safety.retire(&gone);
+            self.dirty
+                .extend(forgotten.into_iter().map(|key| (partition, key)));
             let subjects = entities
                 .iter_mut()
                 .map(|(key, e)| (key, &mut e.subject))

@@ -551,3 +551,72 @@ fn condition(p) { last("load") > 50.0 }
         escalation.reason
     );
 }
+
+/// crash_loop with canary waves over `service`, as the golden canary cases run it.
+fn engine_with_canary() -> Engine {
+    let source = SHIPPED_RULES
+        .iter()
+        .find(|(file, _)| file.starts_with("crash_loop"))
+        .map(|(_, source)| {
+            source.replace(
+                "verify_for: \"1m\",",
+                "verify_for: \"5s\", hold_for: \"2s\", canary: #{ group: \"service\", waves: [0.25, 1.0], min_failing: 3 },",
+            )
+        })
+        .expect("crash_loop ships");
+    let mut sources = shipped_plus(&[], "crash_loop");
+    sources.push(("crash_loop.rhai".to_owned(), source));
+    Engine::new(
+        crate::EngineConfig {
+            max_future_ms: i64::MAX,
+            ..crate::EngineConfig::default()
+        },
+        |rt| RuleSet::load_sources(rt, sources),
+    )
+    .expect("rules load")
+}
+
+fn pod_exit(pod: u32, ts: i64) -> String {
+    format!(
+        r#"{{"entity":"pod-{pod}","ts":{ts},"kind":"event","name":"process_exit","labels":{{"service":"checkout"}}}}"#
+    )
+}
+
+#[test]
+fn a_canary_rollout_resumes_from_the_changelog_at_the_wave_it_reached() {
+    let mut before = engine_with_canary();
+    let events: Vec<String> = [1_000, 2_000, 3_000, 4_500, 6_000]
+        .iter()
+        .flat_map(|&ts| (1..=4).map(move |pod| pod_exit(pod, ts)))
+        .collect();
+    let out = feed_from(&mut before, 0, &events);
+    assert_eq!(commands(&out).len(), 1, "one canary acted on");
+    let records: Vec<(String, String)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Changelog(c) => c.value.clone().map(|v| (c.subject.clone(), v)),
+            _ => None,
+        })
+        .collect();
+    assert!(records
+        .iter()
+        .any(|(subject, _)| subject == "#rollout/crash_loop/service=checkout"));
+
+    // A new owner restores the partition, then the held members fail again.
+    let mut after = engine_with_canary();
+    for (subject, value) in &records {
+        after
+            .restore(crate::PartitionId::default(), subject, value.as_bytes())
+            .expect("restores");
+    }
+    let again: Vec<String> = [20_000, 21_000, 22_500, 23_500, 25_000]
+        .iter()
+        .flat_map(|&ts| (2..=4).map(move |pod| pod_exit(pod, ts)))
+        .collect();
+    let out = feed_from(&mut after, 100, &again);
+    assert!(
+        commands(&out).is_empty(),
+        "the canary is still out: the wave stays closed: {:?}",
+        commands(&out)
+    );
+}
