@@ -157,10 +157,9 @@ fn rules(c: &mut Criterion) {
             salve::load_rules(&runtime, None).map(|r| r.rules().len())
         });
     });
-    // What a hot reload would do before swapping the set in: compile and validate every file
+    // What a hot reload does before swapping the set in: compile and validate every file
     // (`RuleSet::load_sources`), then probe each condition once, in the running engine's sandbox.
-    // The engine has no public way to install a new set yet, so the swap itself (building the
-    // router, a few pointer moves) is not measured.
+    // `reload/...` below measures the whole of `Engine::reload`, the swap included.
     for (name, pack) in [
         ("shipped", Pack::default()),
         ("shipped+98_generated", Pack::with_total(100, 4)),
@@ -170,6 +169,35 @@ fn rules(c: &mut Criterion) {
                 let set = pack.load(runtime.runtime()).map_err(|e| e.to_string())?;
                 set.probe(runtime.runtime()).map_err(|e| e.to_string())?;
                 Ok::<usize, String>(set.rules().len())
+            });
+        });
+    }
+    // The whole hot reload, `Engine::reload`: build, check, probe, and swap the set in, which
+    // rebuilds the router, the retention plan and the group index over every entity held.
+    for entities in [0_usize, 10_000] {
+        let mut engine = shipped_engine();
+        let mut out: Vec<Output> = Vec::new();
+        for index in 0..entities {
+            let (key, payload, _) = event(index, SERIES[0]);
+            let position = RecordPosition {
+                partition: PartitionId::default(),
+                offset: index as i64,
+            };
+            let _ = engine.on_message(
+                position,
+                Some(key.as_bytes()),
+                &payload,
+                None,
+                BASE_TS_MS,
+                &mut out,
+            );
+        }
+        let pack = Pack::default();
+        group.bench_function(format!("reload/shipped/{entities}_entities"), |b| {
+            b.iter(|| {
+                out.clear();
+                let outcome = engine.reload("bench", |rt| pack.load(rt), BASE_TS_MS, &mut out);
+                outcome.succeeded()
             });
         });
     }

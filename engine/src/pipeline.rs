@@ -247,6 +247,9 @@ impl Engine {
                 labels.push(intern(&mut self.interned, label));
             }
         }
+        // The index over every entity is rebuilt only when the labels it indexes change: a
+        // reload that keeps them (most do) costs no pass over the entities.
+        let regroup = labels != self.group_labels;
         self.group_labels = labels;
         let mut previous = std::mem::take(&mut self.stats.rules);
         self.stats.rules = rules
@@ -263,7 +266,7 @@ impl Engine {
                     })
             })
             .collect();
-        for state in self.partitions.values_mut() {
+        for state in self.partitions.values_mut().filter(|_| regroup) {
             state.groups = GroupIndex::new(self.group_labels.iter().cloned());
             let none = InternedLabels::default();
             for (key, entity) in &state.entities {
