@@ -168,15 +168,26 @@ impl Harness {
         self.clock.store(last + 1_000, Ordering::SeqCst);
     }
 
-    fn command_count(&self) -> usize {
-        self.outputs
-            .lock()
-            .map(|all| {
-                all.iter()
-                    .filter(|o| matches!(o, Output::Command(_)))
-                    .count()
+    /// Commands the engine has produced.
+    async fn command_count(&self) -> usize {
+        self.published(|o| matches!(o, Output::Command(_))).await
+    }
+
+    /// Outputs the engine has produced that match `wanted`. Asked on the engine's thread:
+    /// the outputs of the jobs it ran in its current round are still in the job context,
+    /// those of earlier rounds in `outputs`.
+    async fn published(&self, wanted: fn(&Output) -> bool) -> usize {
+        let outputs = Arc::clone(&self.outputs);
+        self.control
+            .call(PATIENCE, move |_, context| {
+                let earlier = outputs
+                    .lock()
+                    .map(|all| all.iter().filter(|o| wanted(o)).count())
+                    .unwrap_or(0);
+                earlier + context.out.iter().filter(|o| wanted(o)).count()
             })
-            .unwrap_or(0)
+            .await
+            .expect("engine runs")
     }
 
     async fn stop(mut self) {
@@ -580,10 +591,11 @@ async fn an_escalated_incident_is_resolved_by_an_operator() {
         (PState::Escalated.into(), PState::Resolved.into())
     );
     assert!(last.reason.contains("replaced the disk"), "{}", last.reason);
-    assert!(
-        harness.outputs.lock().is_ok_and(|all| all
-            .iter()
-            .any(|o| matches!(o, Output::Decision(d) if d.reason.contains("replaced the disk")))),
+    let resolution = harness
+        .published(|o| matches!(o, Output::Decision(d) if d.reason.contains("replaced the disk")))
+        .await;
+    assert_eq!(
+        resolution, 1,
         "the resolution reached the outputs the runner publishes"
     );
 
@@ -672,7 +684,7 @@ async fn lifting_a_quarantine_lets_the_rule_act_again() {
     assert!(!closed.open);
     assert_eq!(closed.state, i32::from(PState::Failed));
 
-    let before = harness.command_count();
+    let before = harness.command_count().await;
     let now = harness.clock.load(Ordering::SeqCst);
     harness
         .feed(
@@ -685,7 +697,11 @@ async fn lifting_a_quarantine_lets_the_rule_act_again() {
             ],
         )
         .await;
-    assert_eq!(harness.command_count(), before + 1, "crash_loop acts again");
+    assert_eq!(
+        harness.command_count().await,
+        before + 1,
+        "crash_loop acts again"
+    );
     harness.stop().await;
 }
 
@@ -725,7 +741,7 @@ async fn modes_are_set_globally_and_per_rule_and_a_rule_override_can_be_dropped(
     );
     // Paused: the crash loop opens nothing.
     crash_loop(&harness, "pod-1", 0).await;
-    assert_eq!(harness.command_count(), 0);
+    assert_eq!(harness.command_count().await, 0);
 
     let dropped = client
         .set_mode(set("crash_loop", PMode::Unspecified))
@@ -861,7 +877,7 @@ async fn an_action_awaiting_approval_is_approved_or_denied() {
         .into_inner();
     assert_eq!(awaiting.incidents.len(), 2, "{awaiting:?}");
     assert_eq!(
-        harness.command_count(),
+        harness.command_count().await,
         0,
         "nothing is sent before approval"
     );
@@ -876,7 +892,7 @@ async fn an_action_awaiting_approval_is_approved_or_denied() {
         .await
         .expect_err("mutating");
     assert_eq!(unauthenticated.code(), Code::Unauthenticated);
-    assert_eq!(harness.command_count(), 0);
+    assert_eq!(harness.command_count().await, 0);
 
     let approved = client
         .approve_incident(authorized(proto::ApproveIncidentRequest {
@@ -896,7 +912,7 @@ async fn an_action_awaiting_approval_is_approved_or_denied() {
         "{:?}",
         approved.history
     );
-    assert_eq!(harness.command_count(), 1, "the restart is sent");
+    assert_eq!(harness.command_count().await, 1, "the restart is sent");
     let again = client
         .approve_incident(authorized(proto::ApproveIncidentRequest {
             id: first.clone(),
@@ -919,7 +935,7 @@ async fn an_action_awaiting_approval_is_approved_or_denied() {
     assert!(!denied.open);
     assert_eq!(denied.state, i32::from(PState::Failed));
     assert_eq!(
-        harness.command_count(),
+        harness.command_count().await,
         1,
         "nothing sent for the denied one"
     );
