@@ -275,9 +275,7 @@ impl Engine {
             IncidentState::Resolved,
             operator_reason("resolved by an operator", note),
         )));
-        self.dirty.push((partition, key));
-        self.emit_changelog(out);
-        self.ledger.observe(&out[start..]);
+        self.operated(partition, key, start, out);
         Ok(())
     }
 
@@ -329,9 +327,7 @@ impl Engine {
                 note,
             ),
         )));
-        self.dirty.push((partition, subject_key.to_owned()));
-        self.emit_changelog(out);
-        self.ledger.observe(&out[start..]);
+        self.operated(partition, subject_key.to_owned(), start, out);
         Ok(id)
     }
 
@@ -375,9 +371,7 @@ impl Engine {
         };
         let reason = operator_reason("approved by an operator", note);
         lifecycle.next_attempt(&key, subject, index, Some(reason), &mut state.commands, out);
-        self.dirty.push((partition, key));
-        self.emit_changelog(out);
-        self.ledger.observe(&out[start..]);
+        self.operated(partition, key, start, out);
         Ok(())
     }
 
@@ -406,10 +400,22 @@ impl Engine {
         if let Some(state) = self.partitions.get_mut(&partition) {
             state.commands.subjects.remove(&command);
         }
+        self.operated(partition, key, start, out);
+        Ok(())
+    }
+
+    /// After an operator changed `key`'s incidents: its changelog record, and the ledger's
+    /// reading of what the change produced from `out[start..]`.
+    fn operated(
+        &mut self,
+        partition: super::PartitionId,
+        key: String,
+        start: usize,
+        out: &mut Vec<Output>,
+    ) {
         self.dirty.push((partition, key));
         self.emit_changelog(out);
         self.ledger.observe(&out[start..]);
-        Ok(())
     }
 
     /// An incident that waits for approval.

@@ -341,21 +341,19 @@ fn the_ledger_counts_attempts_outcomes_and_time_to_resolve() {
     );
 }
 
-/// The shipped rules, with crash_loop's restart waiting for approval.
-fn engine_with_approval() -> Engine {
-    let approved = SHIPPED_RULES
+/// The shipped rules, with `extra` declaration keys for crash_loop (after its `verify_for`).
+fn engine_with_crash_loop(extra: &str) -> Engine {
+    let source = SHIPPED_RULES
         .iter()
         .find(|(file, _)| file.starts_with("crash_loop"))
-        .map(|(_, source)| {
-            source.replace(
-                "verify_for: \"1m\",",
-                "verify_for: \"1m\", approval: #{ timeout: \"10m\" },",
-            )
-        })
+        .map(|(_, source)| source.replace("verify_for: \"1m\",", extra))
         .expect("crash_loop ships");
-    assert!(approved.contains("approval"));
+    assert!(
+        source.contains(extra),
+        "crash_loop no longer has its verify_for"
+    );
     let mut sources = shipped_plus(&[], "crash_loop");
-    sources.push(("crash_loop.rhai".to_owned(), approved));
+    sources.push(("crash_loop.rhai".to_owned(), source));
     Engine::new(
         crate::EngineConfig {
             max_future_ms: i64::MAX,
@@ -364,6 +362,11 @@ fn engine_with_approval() -> Engine {
         |rt| RuleSet::load_sources(rt, sources),
     )
     .expect("rules load")
+}
+
+/// The shipped rules, with crash_loop's restart waiting for approval.
+fn engine_with_approval() -> Engine {
+    engine_with_crash_loop("verify_for: \"1m\", approval: #{ timeout: \"10m\" },")
 }
 
 fn crash_loop_on(engine: &mut Engine, entity: &str, first: i64) -> Vec<Output> {
@@ -554,26 +557,9 @@ fn condition(p) { last("load") > 50.0 }
 
 /// crash_loop with canary waves over `service`, as the golden canary cases run it.
 fn engine_with_canary() -> Engine {
-    let source = SHIPPED_RULES
-        .iter()
-        .find(|(file, _)| file.starts_with("crash_loop"))
-        .map(|(_, source)| {
-            source.replace(
-                "verify_for: \"1m\",",
-                "verify_for: \"5s\", hold_for: \"2s\", canary: #{ group: \"service\", waves: [0.25, 1.0], min_failing: 3 },",
-            )
-        })
-        .expect("crash_loop ships");
-    let mut sources = shipped_plus(&[], "crash_loop");
-    sources.push(("crash_loop.rhai".to_owned(), source));
-    Engine::new(
-        crate::EngineConfig {
-            max_future_ms: i64::MAX,
-            ..crate::EngineConfig::default()
-        },
-        |rt| RuleSet::load_sources(rt, sources),
+    engine_with_crash_loop(
+        "verify_for: \"5s\", hold_for: \"2s\", canary: #{ group: \"service\", waves: [0.25, 1.0], min_failing: 3 },",
     )
-    .expect("rules load")
 }
 
 fn pod_exit(pod: u32, ts: i64) -> String {
