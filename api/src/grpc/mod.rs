@@ -14,6 +14,7 @@ use salve_connectors::ControlHandle;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -181,11 +182,13 @@ impl GrpcServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ApiError> {
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-        let salve = SalveServer::new(service::SalveService::new(self.control, stopping));
+        let watched = self.control.clone();
+        let salve = SalveServer::new(service::SalveService::new(self.control, stopping.clone()));
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<SalveServer<service::SalveService>>()
             .await;
+        tokio::spawn(watch_the_engine(watched, health_reporter.clone(), stopping));
         // Both reflection versions describe every service, each other included, so a client
         // of either version lists the same services.
         let reflection = || {
@@ -229,6 +232,46 @@ impl GrpcServer {
             .serve_with_incoming_shutdown(incoming, signal)
             .await
             .map_err(|e| ApiError::Serve(Box::new(e)))
+    }
+}
+
+/// How often health asks the engine whether it answers, and how long it waits.
+const ENGINE_PROBE_EVERY: Duration = Duration::from_secs(1);
+const ENGINE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Keeps `grpc.health.v1` honest: the API is NOT_SERVING while the engine does not answer a
+/// no-op job within [`ENGINE_PROBE_TIMEOUT`] (stopped, or stalled on the broker), so that a
+/// readiness probe takes the process out of rotation, and SERVING again once it answers.
+async fn watch_the_engine(
+    control: ControlHandle,
+    health: tonic_health::server::HealthReporter,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    use tonic_health::ServingStatus;
+    let mut answering = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ENGINE_PROBE_EVERY) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+        let answers = control.call(ENGINE_PROBE_TIMEOUT, |_, _| ()).await.is_ok();
+        if answers == answering {
+            continue;
+        }
+        answering = answers;
+        let status = if answers {
+            tracing::info!("the engine answers again: health is SERVING");
+            ServingStatus::Serving
+        } else {
+            tracing::warn!(
+                "the engine did not answer within {ENGINE_PROBE_TIMEOUT:?}: health is NOT_SERVING"
+            );
+            ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+        health
+            .set_service_status(crate::proto::SERVICE_NAME, status)
+            .await;
     }
 }
 

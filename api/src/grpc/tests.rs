@@ -1047,3 +1047,35 @@ async fn a_config_mistake_names_its_key() {
 mod interop;
 mod tls;
 mod watch;
+
+#[tokio::test]
+async fn health_is_not_serving_while_the_engine_does_not_answer() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let harness = Harness::start(config_with_token()).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(harness.channel().await);
+    let status = |service: &str| tonic_health::pb::HealthCheckRequest {
+        service: service.into(),
+    };
+    // The engine's thread stops answering, as a stalled one would.
+    harness.stop_engine.store(true, Ordering::SeqCst);
+    let waited = std::time::Instant::now();
+    loop {
+        let overall = health
+            .check(status(""))
+            .await
+            .expect("health answers")
+            .into_inner();
+        if overall.status == i32::from(ServingStatus::NotServing) {
+            break;
+        }
+        assert!(waited.elapsed() < PATIENCE, "health stayed SERVING");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let salve = health
+        .check(status(crate::proto::SERVICE_NAME))
+        .await
+        .expect("health answers")
+        .into_inner();
+    assert_eq!(salve.status, i32::from(ServingStatus::NotServing));
+    harness.stop().await;
+}
