@@ -2254,10 +2254,18 @@ fn issue(
         &incident.id,
         Some(incident.state),
         issue.to,
-        if issue.target == subject_key {
-            format!("{} issued", issue.action)
-        } else {
-            format!("{} issued to {}", issue.action, issue.target)
+        match (
+            issue.target == subject_key,
+            incident.state == IncidentState::AwaitingApproval,
+        ) {
+            // Leaving awaiting_approval: the history says who let it go.
+            (true, true) => format!("{} issued, {}", issue.action, issue.reason),
+            (false, true) => format!(
+                "{} issued to {}, {}",
+                issue.action, issue.target, issue.reason
+            ),
+            (true, false) => format!("{} issued", issue.action),
+            (false, false) => format!("{} issued to {}", issue.action, issue.target),
         },
     );
     issued.attempt = Some(incident.attempt);
