@@ -554,17 +554,7 @@ fn blast_radius(map: &Map) -> Result<Option<BlastRadius>, DeclarationError> {
     let Some(entries) = sub_map(map, "blast_radius", &allowed, example)? else {
         return Ok(None);
     };
-    let group = entries
-        .get("group")
-        .and_then(|v| v.clone().into_immutable_string().ok())
-        .map(|s| s.to_string())
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            error(
-                "blast_radius",
-                format!("`blast_radius.group` must name a label, as in {example}"),
-            )
-        })?;
+    let group = group_label(&entries, "blast_radius", example)?;
     let storm_share = fraction_in(&entries, "blast_radius", "storm_share", 0.0)?.unwrap_or(0.5);
     if storm_share > 1.0 {
         return Err(error(
@@ -605,17 +595,7 @@ fn canary(map: &Map) -> Result<Option<Canary>, DeclarationError> {
     let Some(entries) = sub_map(map, "canary", &["group", "waves", "min_failing"], example)? else {
         return Ok(None);
     };
-    let group = entries
-        .get("group")
-        .and_then(|v| v.clone().into_immutable_string().ok())
-        .map(|s| s.to_string())
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            error(
-                "canary",
-                format!("`canary.group` must name a label, as in {example}"),
-            )
-        })?;
+    let group = group_label(&entries, "canary", example)?;
     let waves = match entries.get("waves") {
         None => vec![0.1, 0.5, 1.0],
         Some(value) => value
@@ -689,6 +669,21 @@ fn approval(map: &Map) -> Result<Option<Approval>, DeclarationError> {
         actions,
         timeout_ms,
     }))
+}
+
+/// The `group` entry of a map-valued key: the label that forms the groups it acts on.
+fn group_label(entries: &Map, key: &str, example: &str) -> Result<String, DeclarationError> {
+    entries
+        .get("group")
+        .and_then(|v| v.clone().into_immutable_string().ok())
+        .map(|s| s.to_string())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            error(
+                key,
+                format!("`{key}.group` must name a label, as in {example}"),
+            )
+        })
 }
 
 fn flap(map: &Map) -> Result<Option<Flap>, DeclarationError> {
