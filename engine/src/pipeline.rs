@@ -953,15 +953,9 @@ impl Engine {
                 _ => None,
             };
             if let Some((kind, at_ms)) = deadline {
-                state.commands.deadlines.push(Reverse(AckDeadline {
-                    at_ms,
-                    command_id: incident.command_id.clone(),
-                    kind,
-                }));
                 state
                     .commands
-                    .subjects
-                    .insert(incident.command_id.clone(), Box::from(subject_key));
+                    .watch(&incident.command_id, at_ms, kind, subject_key);
             }
         }
         self.stats.incidents_restored += durable.subject.incidents.len() as u64;
@@ -1031,12 +1025,24 @@ impl Engine {
 impl OpenCommands {
     /// Watches an issued command for its ack and its deadline.
     fn track(&mut self, command: Issued, subject_key: &str) {
+        self.watch(
+            &command.id,
+            command.deadline_ms,
+            DeadlineKind::Ack,
+            subject_key,
+        );
+    }
+
+    /// Looks at the incident whose current attempt is `command_id`, on `subject_key`, again
+    /// at `at_ms`.
+    fn watch(&mut self, command_id: &str, at_ms: i64, kind: DeadlineKind, subject_key: &str) {
         self.deadlines.push(Reverse(AckDeadline {
-            at_ms: command.deadline_ms,
-            command_id: command.id.clone(),
-            kind: DeadlineKind::Ack,
+            at_ms,
+            command_id: command_id.to_owned(),
+            kind,
         }));
-        self.subjects.insert(command.id, Box::from(subject_key));
+        self.subjects
+            .insert(command_id.to_owned(), Box::from(subject_key));
     }
 }
 
@@ -1915,14 +1921,12 @@ impl Lifecycle<'_> {
         commands.subjects.remove(&incident.command_id);
         incident.command_id = command_id(&incident.id, incident.attempt + 1);
         incident.approval_until_ms = now_ms.saturating_add(timeout_ms);
-        commands.deadlines.push(Reverse(AckDeadline {
-            at_ms: incident.approval_until_ms,
-            command_id: incident.command_id.clone(),
-            kind: DeadlineKind::Approval,
-        }));
-        commands
-            .subjects
-            .insert(incident.command_id.clone(), Box::from(subject_key));
+        commands.watch(
+            &incident.command_id,
+            incident.approval_until_ms,
+            DeadlineKind::Approval,
+            subject_key,
+        );
         let mut record = transition(
             now_ms,
             &incident.rule,
@@ -1954,14 +1958,12 @@ impl Lifecycle<'_> {
         let incident = &mut subject.incidents[index];
         let at_ms = self.now_ms.saturating_add(self.config.resolution_ms);
         incident.retry_at_ms = at_ms;
-        commands.deadlines.push(Reverse(AckDeadline {
+        commands.watch(
+            &incident.command_id,
             at_ms,
-            command_id: incident.command_id.clone(),
-            kind: DeadlineKind::Retry,
-        }));
-        commands
-            .subjects
-            .insert(incident.command_id.clone(), Box::from(subject_key));
+            DeadlineKind::Retry,
+            subject_key,
+        );
         if incident.state != IncidentState::BackingOff {
             let mut record = transition(
                 self.now_ms,
@@ -2099,14 +2101,12 @@ impl Lifecycle<'_> {
             }
             incident.quarantine_until_ms =
                 self.now_ms.saturating_add(self.config.quarantine_expiry_ms);
-            commands.deadlines.push(Reverse(AckDeadline {
-                at_ms: incident.quarantine_until_ms,
-                command_id: incident.command_id.clone(),
-                kind: DeadlineKind::Quarantine,
-            }));
-            commands
-                .subjects
-                .insert(incident.command_id.clone(), Box::from(subject_key));
+            commands.watch(
+                &incident.command_id,
+                incident.quarantine_until_ms,
+                DeadlineKind::Quarantine,
+                subject_key,
+            );
         }
     }
 }
