@@ -77,39 +77,41 @@ impl Judge<'_> {
         rollouts: &mut HashMap<String, Rollout>,
         out: &mut Vec<Output>,
     ) -> Option<String> {
-        let canary = self.rule.decl.canary.as_ref()?;
+        let rule = self.rule;
+        let canary = rule.decl.canary.as_ref()?;
         let value = entity.label(&canary.group)?;
-        let key = format!("{}/{}", self.rule_name, group_id(&canary.group, value));
+        let group = group_id(&canary.group, value);
+        let key = format!("{}/{group}", self.rule_name);
+        let count = self.count_group(entity_key, &canary.group, value)?;
         let before = rollouts.get(&key).cloned();
-        let held = self.admit(entity_key, entity, rollouts, out);
+        let held = self.admit(canary, &group, &key, count, rollouts, out);
         if rollouts.get(&key) != before.as_ref() {
             self.rollout_changed = Some(format!("{ROLLOUT_PREFIX}{key}"));
         }
         held
     }
 
+    /// Whether the rollout `key` of `group` admits one more failing member, given how the
+    /// group stands: `None` admits it, a reason holds it back.
     fn admit(
         &mut self,
-        entity_key: &str,
-        entity: &EntityState,
+        canary: &salve_rules::Canary,
+        group: &str,
+        key: &str,
+        count: GroupCount,
         rollouts: &mut HashMap<String, Rollout>,
         out: &mut Vec<Output>,
     ) -> Option<String> {
-        let canary = self.rule.decl.canary.as_ref()?;
-        let value = entity.label(&canary.group)?;
-        let group = group_id(&canary.group, value);
-        let count = self.count_group(entity_key, &canary.group, value)?;
-        let key = format!("{}/{group}", self.rule_name);
-        if !rollouts.contains_key(&key) {
+        if !rollouts.contains_key(key) {
             if count.failing < canary.min_failing {
                 return None;
             }
-            rollouts.insert(key.clone(), Rollout::default());
+            rollouts.insert(key.to_owned(), Rollout::default());
         }
-        let rollout = rollouts.get_mut(&key)?;
+        let rollout = rollouts.get_mut(key)?;
         if count.failing < canary.min_failing && count.in_progress == 0 && count.escalated == 0 {
             // The group has recovered: whatever still fails acts on its own again.
-            rollouts.remove(&key);
+            rollouts.remove(key);
             return None;
         }
         if count.escalated > 0 && !rollout.halted {
@@ -124,7 +126,7 @@ impl Judge<'_> {
             out.push(Output::Escalation(Escalation {
                 v: WIRE_VERSION,
                 incident: format!("canary/{key}"),
-                entity: group.clone(),
+                entity: group.to_owned(),
                 rule: self.rule_name.to_string(),
                 reason,
                 cause: EscalationCause::CanaryFailed,
