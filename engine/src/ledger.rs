@@ -9,7 +9,7 @@
 //! Counters are this process's since it started, like any Prometheus counter: a partition that
 //! moves away takes its incidents, not its past counts.
 
-use crate::wire::{AckStatus, DecisionKind, EscalationCause, IncidentState, Output};
+use crate::wire::{DecisionKind, EscalationCause, IncidentState, Output};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -167,7 +167,7 @@ impl Ledger {
                 Output::Decision(decision) => match decision.kind {
                     DecisionKind::Ack => {
                         if let Some(status) = decision.ack_status {
-                            *self.acks_by_status.entry(ack_label(status)).or_default() += 1;
+                            *self.acks_by_status.entry(status.as_str()).or_default() += 1;
                         }
                     }
                     DecisionKind::WouldCommand => {
@@ -348,10 +348,6 @@ impl Ledger {
     pub fn escalations_by_cause(&self) -> &BTreeMap<&'static str, u64> {
         &self.escalations_by_cause
     }
-}
-
-fn ack_label(status: AckStatus) -> &'static str {
-    status.as_str()
 }
 
 /// Every escalation cause, for metrics that list each one even at zero.

@@ -9,7 +9,7 @@ use super::{step_action, Engine, PartitionId};
 use crate::config::Mode;
 use crate::entity::{EntityState, Subject};
 use crate::incident::Incident;
-use crate::ledger::{HistoryEntry, RuleRecord};
+use crate::ledger::{HistoryEntry, IncidentRecord, RuleRecord};
 use crate::stats::RuleCounters;
 use crate::wire::IncidentState;
 use serde::Serialize;
@@ -367,31 +367,7 @@ impl Engine {
                 .closed()
                 .filter(|r| wanted(&r.rule, &r.subject, r.state))
                 .take(room)
-                .map(|r| IncidentView {
-                    id: r.id.clone(),
-                    rule: r.rule.clone(),
-                    subject: r.subject.clone(),
-                    group: false,
-                    state: r.state,
-                    open: false,
-                    attempt: r
-                        .history
-                        .iter()
-                        .filter_map(|h| h.attempt)
-                        .max()
-                        .unwrap_or(0),
-                    action: r.actions.last().cloned(),
-                    command_id: r
-                        .history
-                        .iter()
-                        .rev()
-                        .find_map(|h| h.command_id.clone())
-                        .unwrap_or_default(),
-                    target: String::new(),
-                    opened_at_ms: r.opened_at_ms,
-                    closed_at_ms: r.closed_at_ms,
-                    history: r.history.clone(),
-                });
+                .map(closed_view);
             open.extend(closed);
         }
         open
@@ -407,12 +383,10 @@ impl Engine {
             };
             return Some(self.incident_view(subject.incidents.get(index)?, &key, group));
         }
-        let filter = IncidentFilter {
-            include_closed: true,
-            limit: usize::MAX,
-            ..IncidentFilter::default()
-        };
-        self.incidents(&filter).into_iter().find(|i| i.id == id)
+        self.ledger
+            .incident(id)
+            .filter(|r| r.closed_at_ms.is_some())
+            .map(closed_view)
     }
 
     fn incident_view(&self, incident: &Incident, subject: &str, group: bool) -> IncidentView {
@@ -494,6 +468,35 @@ impl Engine {
             rules: self.rules.rules().len(),
             last_reload: self.last_reload.clone(),
         }
+    }
+}
+
+/// A closed incident, as the ledger remembers it.
+fn closed_view(record: &IncidentRecord) -> IncidentView {
+    IncidentView {
+        id: record.id.clone(),
+        rule: record.rule.clone(),
+        subject: record.subject.clone(),
+        group: false,
+        state: record.state,
+        open: false,
+        attempt: record
+            .history
+            .iter()
+            .filter_map(|h| h.attempt)
+            .max()
+            .unwrap_or(0),
+        action: record.actions.last().cloned(),
+        command_id: record
+            .history
+            .iter()
+            .rev()
+            .find_map(|h| h.command_id.clone())
+            .unwrap_or_default(),
+        target: String::new(),
+        opened_at_ms: record.opened_at_ms,
+        closed_at_ms: record.closed_at_ms,
+        history: record.history.clone(),
     }
 }
 
