@@ -40,6 +40,15 @@ impl Modes {
     }
 }
 
+/// Where an open incident is: its partition, its subject's key, its index among the
+/// subject's incidents, and its state.
+pub(crate) struct Found {
+    pub(crate) partition: super::PartitionId,
+    pub(crate) key: String,
+    pub(crate) index: usize,
+    pub(crate) state: IncidentState,
+}
+
 /// How the latest reload went.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReloadOutcome {
@@ -255,16 +264,20 @@ impl Engine {
         now_ms: i64,
         out: &mut Vec<Output>,
     ) -> Result<(), ControlError> {
-        let (partition, key, index) = self.find_incident(id)?;
-        let start = out.len();
-        let subject = self.subject_mut(partition, &key)?;
-        let state = subject.incidents[index].state;
+        let Found {
+            partition,
+            key,
+            index,
+            state,
+        } = self.find_incident(id)?;
         if state != IncidentState::Escalated {
             return Err(ControlError::FailedPrecondition(format!(
                 "incident {id} is {}; only an escalated incident is resolved by hand, the others are still in automation's hands (pause the rule to stop it)",
                 state.as_str()
             )));
         }
+        let start = out.len();
+        let subject = self.subject_mut(partition, &key)?;
         let incident = subject.incidents.remove(index);
         subject.forget_recent();
         subject.latch(Arc::clone(&incident.rule));
@@ -420,33 +433,18 @@ impl Engine {
 
     /// An incident that waits for approval.
     fn awaiting(&self, id: &str) -> Result<(super::PartitionId, String, usize), ControlError> {
-        let (partition, key, index) = self.find_incident(id)?;
-        let state = self
-            .partitions
-            .get(&partition)
-            .and_then(|s| {
-                s.entities
-                    .get(key.as_str())
-                    .map(|e| &e.subject)
-                    .or_else(|| s.group_subjects.get(key.as_str()).map(|g| &g.subject))
-            })
-            .and_then(|s| s.incidents.get(index))
-            .map(|i| i.state);
-        match state {
-            Some(IncidentState::AwaitingApproval) => Ok((partition, key, index)),
-            Some(other) => Err(ControlError::FailedPrecondition(format!(
+        let found = self.find_incident(id)?;
+        if found.state != IncidentState::AwaitingApproval {
+            return Err(ControlError::FailedPrecondition(format!(
                 "incident {id} is {}, not awaiting approval",
-                other.as_str()
-            ))),
-            None => Err(ControlError::NotFound(format!("no open incident {id}"))),
+                found.state.as_str()
+            )));
         }
+        Ok((found.partition, found.key, found.index))
     }
 
-    /// The partition, subject key and index of an open incident.
-    pub(crate) fn find_incident(
-        &self,
-        id: &str,
-    ) -> Result<(super::PartitionId, String, usize), ControlError> {
+    /// Where an open incident is, and its state.
+    pub(crate) fn find_incident(&self, id: &str) -> Result<Found, ControlError> {
         // Ids read `<rule>/<subject>@<position>`: the subject names where to look.
         let key = id
             .split_once('/')
@@ -463,8 +461,15 @@ impl Engine {
                 .get(key)
                 .map(|e| &e.subject)
                 .or_else(|| state.group_subjects.get(key).map(|g| &g.subject));
-            if let Some(index) = subject.and_then(|s| s.incidents.iter().position(|i| i.id == id)) {
-                return Ok((*partition, key.to_owned(), index));
+            let found =
+                subject.and_then(|s| s.incidents.iter().enumerate().find(|(_, i)| i.id == id));
+            if let Some((index, incident)) = found {
+                return Ok(Found {
+                    partition: *partition,
+                    key: key.to_owned(),
+                    index,
+                    state: incident.state,
+                });
             }
         }
         let closed = self

@@ -375,7 +375,13 @@ impl Engine {
 
     /// One incident, open or recently closed.
     pub fn incident(&self, id: &str) -> Option<IncidentView> {
-        if let Ok((partition, key, index)) = self.find_incident(id) {
+        if let Ok(super::control::Found {
+            partition,
+            key,
+            index,
+            ..
+        }) = self.find_incident(id)
+        {
             let state = self.partitions.get(&partition)?;
             let (subject, group) = match state.entities.get(key.as_str()) {
                 Some(entity) => (&entity.subject, false),
