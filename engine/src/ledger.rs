@@ -316,6 +316,16 @@ impl Ledger {
         }
     }
 
+    /// Open incidents, by state. The ledger sees every transition, so it knows each open
+    /// incident's state without a pass over every entity.
+    pub fn open_by_state(&self) -> BTreeMap<String, u64> {
+        let mut counts = BTreeMap::new();
+        for record in self.incidents.values().filter(|r| r.closed_at_ms.is_none()) {
+            *counts.entry(record.state.as_str().to_owned()).or_default() += 1;
+        }
+        counts
+    }
+
     /// An incident's record, open or recently closed.
     pub fn incident(&self, id: &str) -> Option<&IncidentRecord> {
         self.incidents.get(id)

@@ -959,6 +959,11 @@ impl Engine {
             }
         }
         self.stats.incidents_restored += durable.subject.incidents.len() as u64;
+        // A later record of the subject replaces what an earlier one restored.
+        let replaced = subject_mut(&mut state.entities, &mut state.group_subjects, subject_key)
+            .map(|s| s.incidents.iter().map(|i| i.id.clone()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        self.ledger.forget(replaced);
         for incident in &durable.subject.incidents {
             self.ledger
                 .restored(&incident.id, &incident.rule, subject_key, incident.state);

@@ -606,3 +606,72 @@ fn a_canary_rollout_resumes_from_the_changelog_at_the_wave_it_reached() {
         commands(&out)
     );
 }
+
+/// Open incidents by state, counted the long way: from the incidents themselves.
+fn counted(engine: &Engine) -> std::collections::BTreeMap<String, u64> {
+    let filter = IncidentFilter {
+        limit: usize::MAX,
+        ..IncidentFilter::default()
+    };
+    let mut counts = std::collections::BTreeMap::new();
+    for incident in engine.incidents(&filter) {
+        *counts
+            .entry(incident.state.as_str().to_owned())
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn incidents_by_state_follow_every_kind_of_change() {
+    let mut engine = engine_with_approval();
+    let mut changelog = Vec::new();
+    let mut open = |engine: &mut Engine, entity: &str, first: i64, changelog: &mut Vec<Output>| {
+        let out = crash_loop_on(engine, entity, first);
+        let id = incident_of(&out);
+        changelog.extend(out);
+        id
+    };
+    open(&mut engine, "waits", 0, &mut changelog);
+    let approved = open(&mut engine, "approved", 10, &mut changelog);
+    engine
+        .approve_incident(&approved, "", 100, &mut changelog)
+        .expect("awaiting");
+    let denied = open(&mut engine, "denied", 20, &mut changelog);
+    engine
+        .deny_incident(&denied, "", 100, &mut changelog)
+        .expect("awaiting");
+    let before = engine.incidents_by_state();
+    assert_eq!(before, counted(&engine));
+    assert_eq!(before["awaiting_approval"], 1);
+    assert_eq!(before["remediating"], 1);
+
+    // Restored into another engine from the changelog records, in order.
+    let mut restored = engine_with_approval();
+    for output in &changelog {
+        if let Output::Changelog(c) = output {
+            if let Some(value) = &c.value {
+                restored
+                    .restore(crate::PartitionId::default(), &c.subject, value.as_bytes())
+                    .expect("restores");
+            }
+        }
+    }
+    assert_eq!(restored.incidents_by_state(), before);
+    assert_eq!(restored.incidents_by_state(), counted(&restored));
+
+    // The rule is reloaded away: its incidents close.
+    let sources = shipped_plus(&[], "crash_loop");
+    restored.reload(
+        "api",
+        |rt| RuleSet::load_sources(rt, sources),
+        200,
+        &mut Vec::new(),
+    );
+    assert!(restored.incidents_by_state().is_empty());
+    assert_eq!(restored.incidents_by_state(), counted(&restored));
+
+    // A partition revoked takes its incidents with it.
+    engine.revoke(crate::PartitionId::default());
+    assert!(engine.incidents_by_state().is_empty());
+}
