@@ -626,7 +626,7 @@ fn counted(engine: &Engine) -> std::collections::BTreeMap<String, u64> {
 fn incidents_by_state_follow_every_kind_of_change() {
     let mut engine = engine_with_approval();
     let mut changelog = Vec::new();
-    let mut open = |engine: &mut Engine, entity: &str, first: i64, changelog: &mut Vec<Output>| {
+    let open = |engine: &mut Engine, entity: &str, first: i64, changelog: &mut Vec<Output>| {
         let out = crash_loop_on(engine, entity, first);
         let id = incident_of(&out);
         changelog.extend(out);
