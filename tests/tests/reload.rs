@@ -161,3 +161,35 @@ fn an_edited_rule_takes_effect_a_broken_edit_is_rejected_and_no_event_is_lost() 
         "the swap is atomic: no v1 after the first v2"
     );
 }
+
+#[test]
+fn a_burst_of_writes_reloads_once() {
+    let broker = TestBroker::new("burst");
+    let rules = tempfile::tempdir().expect("tempdir");
+    let file = rules.path().join("hot.rhai");
+    std::fs::write(&file, rule("v1")).expect("write");
+    let mut config = broker.config();
+    config.rules.dir = Some(rules.path().to_owned());
+    config.rules.reload_debounce_ms = 500;
+    config.api.listen.clear();
+    config.metrics.listen.clear();
+    let salve = RunningSalve::start_operated(config);
+    // An editor saving, or a checkout: many writes within the debounce.
+    for version in 2..=6 {
+        std::fs::write(&file, rule(&format!("v{version}"))).expect("write");
+    }
+    salve.wait_for("the burst to load", |engine| engine.rules_version() >= 2);
+    // Long past the debounce: nothing more comes.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (version, trigger, action) = salve.ask(|engine, _| {
+        (
+            engine.rules_version(),
+            engine.last_reload().map(|r| r.trigger.clone()),
+            engine.rules().rules()[0].decl.action.clone(),
+        )
+    });
+    assert_eq!(version, 2, "one reload for the whole burst");
+    assert_eq!(trigger.as_deref(), Some("file"));
+    assert_eq!(action, "v6", "the last write is what loaded");
+    salve.stop();
+}
