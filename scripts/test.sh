@@ -22,14 +22,14 @@ done
 
 export SALVE_REQUIRE_INTEROP=1
 
+# Every invocation selects the same packages and features, so cargo builds the dependencies once:
+# a narrower `-p` or feature set would resolve features differently and build them all again.
+# The Kubernetes actuator (cargo feature k8s) is tested against a stand-in API server.
+features=(--workspace --features salve/k8s)
+
 echo "== the whole workspace, integration tests on librdkafka's mock cluster"
-cargo test --workspace "$@"
+cargo test "${features[@]}" "$@"
 
-echo "== the Kubernetes actuator (cargo feature k8s) against a stand-in API server"
-cargo test -p salve --features k8s --lib actuate::k8s "$@"
-
-echo "== integration tests on Tansu at 127.0.0.1:$port"
-SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test -p salve-tests --test broker --test interop --test actuators "$@"
-
-echo "== salve killed with SIGKILL and restarted, on Tansu at 127.0.0.1:$port"
-SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test -p salve --test kill "$@"
+echo "== integration tests, and salve killed with SIGKILL and restarted, on Tansu at 127.0.0.1:$port"
+SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test "${features[@]}" \
+  --test broker --test interop --test actuators --test kill "$@"
