@@ -1,6 +1,7 @@
 //! Everything salve keeps about one entity: its labels, its series and its open incidents.
 
 use crate::incident::Incident;
+use crate::memo::Memos;
 use crate::telemetry::Labels;
 use crate::window::SeriesWindow;
 use std::sync::Arc;
@@ -155,6 +156,8 @@ pub struct EntityState {
     /// The partition's event time when this entity was last heard from. Expiry measures
     /// idleness with it, so an entity whose own clock runs behind is not taken for idle.
     pub last_heard_ms: i64,
+    /// The last answers of pure rule functions here, with the values they read.
+    pub(crate) memos: Memos,
 }
 
 impl EntityState {

@@ -8,6 +8,7 @@ use crate::entity::EntityState;
 use crate::group::GroupIndex;
 use crate::window::Aggregate;
 use crate::wire::Evidence;
+use salve_rules::native::Const;
 use salve_rules::{duration_ms, Array, Dynamic, EvalAltResult, ImmutableString, Map, RhaiEngine};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -33,8 +34,12 @@ pub struct Frame {
     /// For rules that read groups: the partition's group index, moved in for the call.
     pub groups: GroupIndex,
     /// Values returned so far in this call. They are cheap records, turned into [`Evidence`]
-    /// only when a verdict is emitted, and most calls emit none.
+    /// only when a verdict is emitted, and most calls emit none. In order, they are also
+    /// the reads a replay computes again (see [`Frame::replay`]).
     pub noted: Vec<Noted>,
+    /// Whether this call used a function that cannot be replayed (a label, a member list, a
+    /// pick): its answer may not be remembered.
+    pub opaque: bool,
     /// Window strings already parsed, e.g. `"60s"`: rules use a handful.
     windows: Vec<(ImmutableString, i64)>,
     /// Reused by percentile queries.
@@ -44,10 +49,60 @@ pub struct Frame {
 /// A value a host function returned, as noted during a call.
 #[derive(Debug, Clone)]
 pub struct Noted {
+    /// The call.
+    pub read: Read,
+    /// What it returned, as a number: the returned value itself, or a count as a float.
+    pub value: f64,
+}
+
+/// One host function call, as a rule made it: enough to make it again without the script.
+#[derive(Debug, Clone)]
+pub struct Read {
     function: &'static str,
     series: ImmutableString,
     window_ms: Option<i64>,
-    value: f64,
+    how: Replay,
+}
+
+/// How a read is computed.
+#[derive(Debug, Clone)]
+enum Replay {
+    Windowed(Windowed),
+    Plain(Plain),
+    Quantile(f64),
+    Group(ImmutableString, GroupWindowed),
+    /// A value a replay cannot compute; calls that note one are opaque.
+    Opaque,
+}
+
+#[cfg(test)]
+impl Read {
+    /// A read of `function(series)`, computed as `last` would be, for tests.
+    pub fn plain_for_test(function: &'static str, series: &str) -> Self {
+        Self {
+            function,
+            series: series.into(),
+            window_ms: None,
+            how: Replay::Plain(|_, _| float(f64::NAN)),
+        }
+    }
+}
+
+impl PartialEq for Read {
+    /// The same function of the same arguments. The function's name fixes its computation
+    /// (the fn pointers are not compared: two copies of one function may differ).
+    fn eq(&self, other: &Self) -> bool {
+        self.function == other.function
+            && self.series == other.series
+            && self.window_ms == other.window_ms
+            && match (&self.how, &other.how) {
+                (Replay::Quantile(a), Replay::Quantile(b)) => a.to_bits() == b.to_bits(),
+                (Replay::Group(a, _), Replay::Group(b, _)) => a == b,
+                (Replay::Windowed(_), Replay::Windowed(_))
+                | (Replay::Plain(_), Replay::Plain(_)) => true,
+                _ => false,
+            }
+    }
 }
 
 impl Frame {
@@ -65,12 +120,71 @@ impl Frame {
         self.noted
             .iter()
             .map(|n| Evidence {
-                function: n.function.to_owned(),
-                series: n.series.to_string(),
-                window_ms: n.window_ms,
+                function: n.read.function.to_owned(),
+                series: n.read.series.to_string(),
+                window_ms: n.read.window_ms,
                 value: n.value.is_finite().then_some(n.value),
             })
             .collect()
+    }
+
+    /// Starts a call: nothing noted yet, nothing opaque.
+    pub fn begin_call(&mut self) {
+        self.noted.clear();
+        self.opaque = false;
+    }
+
+    /// Makes `reads` again, in order, against the state now in the frame, noting each value
+    /// as the call did. Returns whether every value came out bit for bit as in `values`; it
+    /// stops at the first that did not, or that could not be computed.
+    pub fn replay<'r>(
+        &mut self,
+        reads: impl IntoIterator<Item = &'r Read>,
+        values: &[u64],
+    ) -> bool {
+        self.begin_call();
+        let mut values = values.iter();
+        for read in reads {
+            let Some(&expected) = values.next() else {
+                return false;
+            };
+            match self.compute(read) {
+                Some((_, value)) if value.to_bits() == expected => self.noted.push(Noted {
+                    read: read.clone(),
+                    value,
+                }),
+                _ => return false,
+            }
+        }
+        values.next().is_none()
+    }
+
+    /// Makes `read` against the state in the frame, and notes it as the call would; `None`
+    /// when the host function would have raised an error.
+    pub fn read(&mut self, read: &Read) -> Option<Dynamic> {
+        let (returned, value) = self.compute(read)?;
+        self.noted.push(Noted {
+            read: read.clone(),
+            value,
+        });
+        Some(returned)
+    }
+
+    /// What `read` returns, and the number noted for it.
+    fn compute(&mut self, read: &Read) -> Option<(Dynamic, f64)> {
+        match (&read.how, read.window_ms) {
+            (Replay::Windowed(compute), Some(window_ms)) => {
+                compute(self, &read.series, window_ms).ok()
+            }
+            (Replay::Plain(compute), None) => Some(compute(self, &read.series)),
+            (Replay::Quantile(q), Some(window_ms)) => {
+                quantile(self, &read.series, window_ms, *q).ok()
+            }
+            (Replay::Group(label, compute), Some(window_ms)) => {
+                compute(self, label, &read.series, window_ms).ok()
+            }
+            _ => None,
+        }
     }
 
     /// The milliseconds of a window written as a string, parsed once per distinct string.
@@ -114,18 +228,26 @@ fn note(
     function: &'static str,
     series: ImmutableString,
     window_ms: Option<i64>,
+    how: Replay,
     value: f64,
 ) {
+    frame.opaque |= matches!(how, Replay::Opaque);
     frame.noted.push(Noted {
-        function,
-        series,
-        window_ms,
+        read: Read {
+            function,
+            series,
+            window_ms,
+            how,
+        },
         value,
     });
 }
 
 /// Computes a windowed function's result, and the number noted as evidence.
 type Windowed = fn(&mut Frame, &str, i64) -> HostResult<(Dynamic, f64)>;
+
+/// Computes a value of a series that takes no window, and the number noted as evidence.
+type Plain = fn(&Frame, &str) -> (Dynamic, f64);
 
 /// How a rule wrote a window.
 enum Window {
@@ -152,7 +274,8 @@ fn call_windowed(
     let mut frame = frame.borrow_mut();
     let window_ms = resolve_window(&mut frame, window)?;
     let (value, evidence) = compute(&mut frame, &series, window_ms)?;
-    note(&mut frame, name, series, Some(window_ms), evidence);
+    let how = Replay::Windowed(compute);
+    note(&mut frame, name, series, Some(window_ms), how, evidence);
     Ok(value)
 }
 
@@ -190,13 +313,20 @@ fn register_plain(
     engine: &mut RhaiEngine,
     frame: &SharedFrame,
     name: &'static str,
-    compute: fn(&Frame, &str) -> (Dynamic, f64),
+    compute: Plain,
 ) {
     let f = Rc::clone(frame);
     engine.register_fn(name, move |series: ImmutableString| -> Dynamic {
         let mut frame = f.borrow_mut();
         let (value, evidence) = compute(&frame, &series);
-        note(&mut frame, name, series, None, evidence);
+        note(
+            &mut frame,
+            name,
+            series,
+            None,
+            Replay::Plain(compute),
+            evidence,
+        );
         value
     });
 }
@@ -242,7 +372,15 @@ fn register_percentile(engine: &mut RhaiEngine, frame: &SharedFrame) {
         let mut frame = frame.borrow_mut();
         let window_ms = resolve_window(&mut frame, window)?;
         let (value, evidence) = quantile(&mut frame, &series, window_ms, q)?;
-        note(&mut frame, "percentile", series, Some(window_ms), evidence);
+        let how = Replay::Quantile(q);
+        note(
+            &mut frame,
+            "percentile",
+            series,
+            Some(window_ms),
+            how,
+            evidence,
+        );
         Ok(value)
     }
     let f = Rc::clone(frame);
@@ -344,7 +482,8 @@ fn register_group_windowed(
         let mut frame = frame.borrow_mut();
         let window_ms = resolve_window(&mut frame, window)?;
         let (value, evidence) = compute(&frame, &label, &series, window_ms)?;
-        note(&mut frame, name, series, Some(window_ms), evidence);
+        let how = Replay::Group(label, compute);
+        note(&mut frame, name, series, Some(window_ms), how, evidence);
         Ok(value)
     }
     let f = Rc::clone(frame);
@@ -417,36 +556,22 @@ fn pick(
     let (picked, value) = best.map_or((Dynamic::UNIT, f64::NAN), |(key, value)| {
         (Dynamic::from(key), value)
     });
-    note(&mut frame, name, series, None, value);
+    // The pick is a member's id, which a number cannot stand for.
+    note(&mut frame, name, series, None, Replay::Opaque, value);
     Ok(picked)
 }
 
 /// Registers the functions over the entity's group.
 fn register_groups(engine: &mut RhaiEngine, frame: &SharedFrame) {
-    register_group_windowed(engine, frame, "group_count", |f, l, s, w| {
-        let count = group_aggregate(f, l, s, w)?.count;
-        Ok((
-            Dynamic::from_int(i64::try_from(count).unwrap_or(i64::MAX)),
-            count as f64,
-        ))
-    });
-    register_group_windowed(engine, frame, "group_sum", |f, l, s, w| {
-        Ok(float(group_aggregate(f, l, s, w)?.sum))
-    });
-    register_group_windowed(engine, frame, "group_mean", |f, l, s, w| {
-        Ok(float(group_aggregate(f, l, s, w)?.mean()))
-    });
-    register_group_windowed(engine, frame, "group_min", |f, l, s, w| {
-        Ok(float(group_aggregate(f, l, s, w)?.min))
-    });
-    register_group_windowed(engine, frame, "group_max", |f, l, s, w| {
-        Ok(float(group_aggregate(f, l, s, w)?.max))
-    });
+    for (name, compute) in group_windowed_functions() {
+        register_group_windowed(engine, frame, name, compute);
+    }
     let f = Rc::clone(frame);
     engine.register_fn(
         "members",
         move |label: ImmutableString| -> HostResult<Array> {
-            let frame = f.borrow();
+            let mut frame = f.borrow_mut();
+            frame.opaque = true;
             let mut members = Array::new();
             each_member(&frame, &label, |key, _| {
                 members.push(Dynamic::from(key.to_owned()))
@@ -458,7 +583,8 @@ fn register_groups(engine: &mut RhaiEngine, frame: &SharedFrame) {
     engine.register_fn(
         "failing",
         move |label: ImmutableString| -> HostResult<i64> {
-            let frame = f.borrow();
+            let mut frame = f.borrow_mut();
+            frame.opaque = true;
             let mut failing = 0;
             each_member(&frame, &label, |_, member| {
                 failing += i64::from(!member.subject.incidents.is_empty());
@@ -470,7 +596,8 @@ fn register_groups(engine: &mut RhaiEngine, frame: &SharedFrame) {
     engine.register_fn(
         "failing",
         move |label: ImmutableString, rule: ImmutableString| -> HostResult<i64> {
-            let frame = f.borrow();
+            let mut frame = f.borrow_mut();
+            frame.opaque = true;
             let mut failing = 0;
             each_member(&frame, &label, |_, member| {
                 failing += i64::from(member.subject.has_incident_of(&rule));
@@ -493,93 +620,193 @@ fn register_groups(engine: &mut RhaiEngine, frame: &SharedFrame) {
         },
     );
     let f = Rc::clone(frame);
-    engine.register_fn("entity", move || -> String { f.borrow().key.clone() });
+    engine.register_fn("entity", move || -> String {
+        let mut frame = f.borrow_mut();
+        frame.opaque = true;
+        frame.key.clone()
+    });
+}
+
+/// The aggregates over a group's members, by name.
+fn group_windowed_functions() -> [(&'static str, GroupWindowed); 5] {
+    [
+        ("group_count", |f, l, s, w| {
+            let count = group_aggregate(f, l, s, w)?.count;
+            Ok((
+                Dynamic::from_int(i64::try_from(count).unwrap_or(i64::MAX)),
+                count as f64,
+            ))
+        }),
+        ("group_sum", |f, l, s, w| {
+            Ok(float(group_aggregate(f, l, s, w)?.sum))
+        }),
+        ("group_mean", |f, l, s, w| {
+            Ok(float(group_aggregate(f, l, s, w)?.mean()))
+        }),
+        ("group_min", |f, l, s, w| {
+            Ok(float(group_aggregate(f, l, s, w)?.min))
+        }),
+        ("group_max", |f, l, s, w| {
+            Ok(float(group_aggregate(f, l, s, w)?.max))
+        }),
+    ]
+}
+
+/// The functions of `(series, window)`, by name.
+fn windowed_functions() -> [(&'static str, Windowed); 11] {
+    [
+        ("count", |frame, series, window_ms| {
+            let count = frame
+                .entity
+                .series(series)
+                .map_or(0, |s| s.aggregate(frame.now_ms, window_ms).count);
+            Ok((
+                Dynamic::from_int(i64::try_from(count).unwrap_or(i64::MAX)),
+                count as f64,
+            ))
+        }),
+        ("sum", |f, s, w| aggregate(f, s, w, |a, _| a.sum)),
+        ("mean", |f, s, w| aggregate(f, s, w, |a, _| a.mean())),
+        ("min", |f, s, w| aggregate(f, s, w, |a, _| a.min)),
+        ("max", |f, s, w| aggregate(f, s, w, |a, _| a.max)),
+        ("rate", |f, s, w| {
+            aggregate(f, s, w, |a, window_ms| {
+                a.count as f64 * 1000.0 / window_ms as f64
+            })
+        }),
+        ("p50", |f, s, w| quantile(f, s, w, 0.5)),
+        ("p90", |f, s, w| quantile(f, s, w, 0.9)),
+        ("p95", |f, s, w| quantile(f, s, w, 0.95)),
+        ("p99", |f, s, w| quantile(f, s, w, 0.99)),
+        ("p999", |f, s, w| quantile(f, s, w, 0.999)),
+    ]
+}
+
+/// The functions of a series alone, by name.
+fn plain_functions() -> [(&'static str, Plain); 5] {
+    [
+        ("last", |frame, series| {
+            float(
+                frame
+                    .entity
+                    .series(series)
+                    .and_then(|s| s.last())
+                    .map_or(f64::NAN, |(_, v)| v),
+            )
+        }),
+        ("since_last", |frame, series| {
+            let now = frame.partition_now_ms;
+            float(
+                frame
+                    .entity
+                    .series(series)
+                    .and_then(|s| s.last())
+                    .map_or(f64::INFINITY, |(ts, _)| {
+                        now.saturating_sub(ts) as f64 / 1000.0
+                    }),
+            )
+        }),
+        ("consecutive_fails", |frame, series| {
+            let fails = frame
+                .entity
+                .series(series)
+                .map_or(0, |s| s.consecutive_fails());
+            (Dynamic::from_int(i64::from(fails)), f64::from(fails))
+        }),
+        ("consecutive_passes", |frame, series| {
+            let passes = frame
+                .entity
+                .series(series)
+                .map_or(0, |s| s.consecutive_passes());
+            (Dynamic::from_int(i64::from(passes)), f64::from(passes))
+        }),
+        ("failing_for", |frame, series| {
+            let now = frame.now_ms;
+            float(
+                frame
+                    .entity
+                    .series(series)
+                    .map_or(0.0, |s| s.failing_for_ms(now) as f64 / 1000.0),
+            )
+        }),
+    ]
+}
+
+/// The read that `function(args)` makes, for a host function whose reads a replay or a
+/// compiled rule can compute, with the window resolved and checked as a call would; `None`
+/// for any other function, or arguments of types the host function does not take.
+pub fn read_of(frame: &mut Frame, function: &str, args: &[Const]) -> Option<Read> {
+    let window = |frame: &mut Frame, arg: &Const| {
+        let window = match arg {
+            Const::Str(text) => Window::Text(text.clone()),
+            Const::Int(seconds) => Window::Seconds(Dynamic::from_int(*seconds)),
+            Const::Float(seconds) => Window::Seconds(Dynamic::from_float(*seconds)),
+            Const::Bool(_) => return None,
+        };
+        resolve_window(frame, window).ok()
+    };
+    let (name, how, series, window_ms) = match args {
+        [Const::Str(series), at] => {
+            let (name, compute) = windowed_functions()
+                .into_iter()
+                .find(|(name, _)| *name == function)?;
+            (
+                name,
+                Replay::Windowed(compute),
+                series,
+                Some(window(frame, at)?),
+            )
+        }
+        [Const::Str(series), at, Const::Float(q)] if function == "percentile" => {
+            if !(0.0..=1.0).contains(q) {
+                return None;
+            }
+            let window_ms = window(frame, at)?;
+            ("percentile", Replay::Quantile(*q), series, Some(window_ms))
+        }
+        [Const::Str(series)] => {
+            let (name, compute) = plain_functions()
+                .into_iter()
+                .find(|(name, _)| *name == function)?;
+            (name, Replay::Plain(compute), series, None)
+        }
+        [Const::Str(label), Const::Str(series), at] => {
+            let (name, compute) = group_windowed_functions()
+                .into_iter()
+                .find(|(name, _)| *name == function)?;
+            let window_ms = window(frame, at)?;
+            (
+                name,
+                Replay::Group(label.clone(), compute),
+                series,
+                Some(window_ms),
+            )
+        }
+        _ => return None,
+    };
+    Some(Read {
+        function: name,
+        series: series.clone(),
+        window_ms,
+        how,
+    })
 }
 
 /// Registers every host function on a rule engine.
 pub fn register(engine: &mut RhaiEngine, frame: &SharedFrame) {
     register_groups(engine, frame);
-    register_windowed(engine, frame, "count", |frame, series, window_ms| {
-        let count = frame
-            .entity
-            .series(series)
-            .map_or(0, |s| s.aggregate(frame.now_ms, window_ms).count);
-        Ok((
-            Dynamic::from_int(i64::try_from(count).unwrap_or(i64::MAX)),
-            count as f64,
-        ))
-    });
-    register_windowed(engine, frame, "sum", |f, s, w| {
-        aggregate(f, s, w, |a, _| a.sum)
-    });
-    register_windowed(engine, frame, "mean", |f, s, w| {
-        aggregate(f, s, w, |a, _| a.mean())
-    });
-    register_windowed(engine, frame, "min", |f, s, w| {
-        aggregate(f, s, w, |a, _| a.min)
-    });
-    register_windowed(engine, frame, "max", |f, s, w| {
-        aggregate(f, s, w, |a, _| a.max)
-    });
-    register_windowed(engine, frame, "rate", |f, s, w| {
-        aggregate(f, s, w, |a, window_ms| {
-            a.count as f64 * 1000.0 / window_ms as f64
-        })
-    });
-    register_windowed(engine, frame, "p50", |f, s, w| quantile(f, s, w, 0.5));
-    register_windowed(engine, frame, "p90", |f, s, w| quantile(f, s, w, 0.9));
-    register_windowed(engine, frame, "p95", |f, s, w| quantile(f, s, w, 0.95));
-    register_windowed(engine, frame, "p99", |f, s, w| quantile(f, s, w, 0.99));
-    register_windowed(engine, frame, "p999", |f, s, w| quantile(f, s, w, 0.999));
+    for (name, compute) in windowed_functions() {
+        register_windowed(engine, frame, name, compute);
+    }
     register_percentile(engine, frame);
-    register_plain(engine, frame, "last", |frame, series| {
-        float(
-            frame
-                .entity
-                .series(series)
-                .and_then(|s| s.last())
-                .map_or(f64::NAN, |(_, v)| v),
-        )
-    });
-    register_plain(engine, frame, "since_last", |frame, series| {
-        let now = frame.partition_now_ms;
-        float(
-            frame
-                .entity
-                .series(series)
-                .and_then(|s| s.last())
-                .map_or(f64::INFINITY, |(ts, _)| {
-                    now.saturating_sub(ts) as f64 / 1000.0
-                }),
-        )
-    });
-    register_plain(engine, frame, "consecutive_fails", |frame, series| {
-        let fails = frame
-            .entity
-            .series(series)
-            .map_or(0, |s| s.consecutive_fails());
-        (Dynamic::from_int(i64::from(fails)), f64::from(fails))
-    });
-    register_plain(engine, frame, "consecutive_passes", |frame, series| {
-        let passes = frame
-            .entity
-            .series(series)
-            .map_or(0, |s| s.consecutive_passes());
-        (Dynamic::from_int(i64::from(passes)), f64::from(passes))
-    });
-    register_plain(engine, frame, "failing_for", |frame, series| {
-        let now = frame.now_ms;
-        float(
-            frame
-                .entity
-                .series(series)
-                .map_or(0.0, |s| s.failing_for_ms(now) as f64 / 1000.0),
-        )
-    });
+    for (name, compute) in plain_functions() {
+        register_plain(engine, frame, name, compute);
+    }
     {
         let frame = Rc::clone(frame);
         engine.register_fn("label", move |key: &str| -> Dynamic {
-            let frame = frame.borrow();
+            let mut frame = frame.borrow_mut();
+            frame.opaque = true;
             frame
                 .entity
                 .label(key)

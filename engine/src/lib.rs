@@ -10,6 +10,8 @@ mod group;
 mod host;
 pub mod incident;
 pub mod ledger;
+mod memo;
+mod native;
 mod pipeline;
 mod quantiles;
 mod retention;

@@ -17,6 +17,8 @@ use crate::group::{group_id, GroupIndex};
 use crate::host::{self, Frame, SharedFrame};
 use crate::incident::{command_id, incident_id, Incident};
 use crate::ledger::Ledger;
+use crate::memo::{self, MemoBook, RuleFn};
+use crate::native::Plan;
 use crate::retention::RetentionPlan;
 use crate::router::Router;
 use crate::stats::Stats;
@@ -124,6 +126,16 @@ pub struct Engine {
     /// partition's other entities during its calls.
     needs_group: Vec<bool>,
     frame: SharedFrame,
+    /// What pure rule calls read, for answering the next from memory.
+    memo_book: MemoBook,
+    /// Whether rule calls may be answered from memory; off only to show, in tests, that
+    /// answering from memory changes no decision.
+    pub(crate) memoize: bool,
+    /// Per rule: `condition`, `clear` and `verify`, when compiled for native evaluation.
+    compiled: Vec<[Option<Plan>; 3]>,
+    /// Whether compiled functions run natively; off only to show, in tests, that native
+    /// evaluation changes no decision.
+    pub(crate) native: bool,
     partitions: HashMap<PartitionId, PartitionState>,
     /// Series names and label strings, shared by every entity that uses them.
     interned: HashSet<Arc<str>>,
@@ -196,6 +208,10 @@ impl Engine {
             needs_group: Vec::new(),
             rule_windows: Vec::new(),
             frame,
+            memo_book: MemoBook::default(),
+            memoize: true,
+            compiled: Vec::new(),
+            native: true,
             partitions: HashMap::new(),
             interned: HashSet::new(),
             matched: Vec::new(),
@@ -214,6 +230,25 @@ impl Engine {
 
     pub(crate) fn install(&mut self, rules: RuleSet) {
         self.rules_version += 1;
+        // Memos name rules by position, which a new set reassigns.
+        self.memo_book.reset();
+        let mut frame = self.frame.borrow_mut();
+        self.compiled = rules
+            .rules()
+            .iter()
+            .map(|rule| {
+                [RuleFn::Condition, RuleFn::Clear, RuleFn::Verify].map(|function| {
+                    let expr = rule.compiled(function.name())?;
+                    Plan::new(expr, &mut frame)
+                })
+            })
+            .collect();
+        drop(frame);
+        for state in self.partitions.values_mut() {
+            for entity in state.entities.values_mut() {
+                entity.memos.clear();
+            }
+        }
         self.router = Router::new(&rules);
         let interned = &mut self.interned;
         self.retention = RetentionPlan::new(&rules, self.config.max_window_ms, |name| {
@@ -476,6 +511,8 @@ impl Engine {
         let mut judge = Judge {
             calls: RuleCalls {
                 frame: &self.frame,
+                book: self.memoize.then_some(&mut self.memo_book),
+                compiled: self.compiled.get(rule_index).filter(|_| self.native),
                 rules: &self.rules,
                 runtime: &self.runtime,
                 index: rule_index,
@@ -1066,9 +1103,53 @@ fn subject_mut<'a>(
 /// The partition's other entities and its group index, lent to group functions for a call.
 type GroupAccess<'a> = (&'a mut HashMap<Box<str>, EntityState>, &'a mut GroupIndex);
 
+#[cfg(test)]
+impl Engine {
+    /// Rule `rule`'s condition on `entity`, through Rhai and through its compiled plan
+    /// (`None` when it has none; `Some(None)` when the plan gives up).
+    pub(crate) fn condition_both_ways(
+        &mut self,
+        entity_key: &str,
+        rule: usize,
+    ) -> (Result<bool, EvalError>, Option<Option<bool>>) {
+        let state = self
+            .partitions
+            .values_mut()
+            .find(|state| state.entities.contains_key(entity_key))
+            .expect("the entity is known");
+        let watermark = state.watermark_ms;
+        let mut entity = state
+            .entities
+            .remove(entity_key)
+            .expect("the entity is known");
+        let mut frame = self.frame.borrow_mut();
+        frame.now_ms = entity.last_seen_ms;
+        frame.partition_now_ms = watermark;
+        frame.key = entity_key.to_owned();
+        std::mem::swap(&mut frame.entity, &mut entity);
+        frame.begin_call();
+        drop(frame);
+        let rhai = self.rules.condition(&self.runtime, rule);
+        let mut frame = self.frame.borrow_mut();
+        let native = self.compiled[rule][0].as_ref().map(|plan| {
+            frame.begin_call();
+            plan.verdict(&mut frame)
+        });
+        std::mem::swap(&mut frame.entity, &mut entity);
+        drop(frame);
+        let state = self.partitions.values_mut().next().expect("a partition");
+        state.entities.insert(Box::from(entity_key), entity);
+        (rhai, native)
+    }
+}
+
 /// Calls one rule's functions with an entity's state in the frame.
 struct RuleCalls<'a> {
     frame: &'a SharedFrame,
+    /// Where calls of pure rules are remembered; `None` when memos are off.
+    book: Option<&'a mut MemoBook>,
+    /// The rule's compiled verdict functions; `None` when native evaluation is off.
+    compiled: Option<&'a [Option<Plan>; 3]>,
     rules: &'a RuleSet,
     runtime: &'a Runtime,
     index: usize,
@@ -1086,18 +1167,83 @@ impl RuleCalls<'_> {
         call: impl FnOnce(&RuleSet, &Runtime, usize) -> Option<Result<T, EvalError>>,
         stats: &mut Stats,
     ) -> Option<T> {
-        let mut frame = self.frame.borrow_mut();
-        frame.now_ms = entity.last_seen_ms;
-        frame.partition_now_ms = self.watermark;
-        frame.noted.clear();
-        frame.key.clear();
-        frame.key.push_str(self.key);
-        drop(frame);
+        self.prepare_frame(entity);
         // The same swaps lend the state to the frame and take it back.
         self.swap_into_frame(entity);
+        self.frame.borrow_mut().begin_call();
+        let result = call(self.rules, self.runtime, self.index);
+        self.swap_into_frame(entity);
+        self.counted(result?, stats)
+    }
+
+    /// Like [`RuleCalls::call`], for a function that returns a verdict: a pure rule's call is
+    /// answered from the entity's memo when the reads it made last time come out the same.
+    fn call_verdict(
+        &mut self,
+        entity: &mut EntityState,
+        function: RuleFn,
+        call: impl FnOnce(&RuleSet, &Runtime, usize) -> Option<Result<bool, EvalError>>,
+        stats: &mut Stats,
+    ) -> Option<bool> {
+        if let Some(plan) = self.compiled.and_then(|c| c[function as usize].as_ref()) {
+            self.prepare_frame(entity);
+            self.swap_into_frame(entity);
+            let verdict = {
+                let mut frame = self.frame.borrow_mut();
+                frame.begin_call();
+                plan.verdict(&mut frame)
+            };
+            self.swap_into_frame(entity);
+            if let Some(verdict) = verdict {
+                stats.rule_calls_native += 1;
+                return self.counted(Ok(verdict), stats);
+            }
+        }
+        let pure = self.rules.rules()[self.index].is_pure();
+        let Some(book) = self.book.as_deref_mut().filter(|_| pure) else {
+            return self.call(entity, call, stats);
+        };
+        let slot = memo::slot(self.index, function);
+        let recalled = entity.memos.recall(slot, &mut book.recalled);
+        self.prepare_frame(entity);
+        self.swap_into_frame(entity);
+        if let Some((shape, answer)) = recalled {
+            let book = self.book.as_deref().filter(|_| pure);
+            let replayed = book.is_some_and(|book| {
+                self.frame
+                    .borrow_mut()
+                    .replay(book.reads(shape), &book.recalled)
+            });
+            if replayed {
+                self.swap_into_frame(entity);
+                stats.rule_memo_hits += 1;
+                return self.counted(Ok(answer), stats);
+            }
+        }
+        self.frame.borrow_mut().begin_call();
         let result = call(self.rules, self.runtime, self.index);
         self.swap_into_frame(entity);
         let result = result?;
+        if let (Ok(answer), Some(book)) = (&result, self.book.as_deref_mut()) {
+            let frame = self.frame.borrow();
+            if !frame.opaque {
+                entity.memos.remember(book, slot, &frame.noted, *answer);
+            }
+        }
+        self.counted(result, stats)
+    }
+
+    /// Sets the frame up for a call on `entity`.
+    fn prepare_frame(&self, entity: &EntityState) {
+        let mut frame = self.frame.borrow_mut();
+        frame.now_ms = entity.last_seen_ms;
+        frame.partition_now_ms = self.watermark;
+        frame.key.clear();
+        frame.key.push_str(self.key);
+    }
+
+    /// Counts a finished call, and unwraps its result.
+    fn counted<T>(&self, result: Result<T, EvalError>, stats: &mut Stats) -> Option<T> {
         stats.rule_evaluations += 1;
         let counters = stats.rules.get_mut(self.index);
         if let Some(counters) = counters {
@@ -1125,14 +1271,20 @@ impl RuleCalls<'_> {
 
     /// Whether the condition holds; `None` when the call failed.
     fn holds(&mut self, entity: &mut EntityState, stats: &mut Stats) -> Option<bool> {
-        self.call(entity, |rules, rt, i| Some(rules.condition(rt, i)), stats)
+        let condition = |rules: &RuleSet, rt: &Runtime, i| Some(rules.condition(rt, i));
+        self.call_verdict(entity, RuleFn::Condition, condition, stats)
     }
 
     /// Whether the entity is clear: `fn clear(p)` when the rule has one, else the condition
     /// not holding. `None` when a call failed.
     fn cleared(&mut self, entity: &mut EntityState, stats: &mut Stats) -> Option<bool> {
         if self.rules.rules()[self.index].has_clear() {
-            self.call(entity, |rules, rt, i| rules.clear(rt, i), stats)
+            self.call_verdict(
+                entity,
+                RuleFn::Clear,
+                |rules, rt, i| rules.clear(rt, i),
+                stats,
+            )
         } else {
             self.holds(entity, stats).map(|holds| !holds)
         }
@@ -1227,8 +1379,9 @@ impl Judge<'_> {
                     return;
                 }
                 let failing = if self.rule.has_verify() {
+                    let verify = |rules: &RuleSet, rt: &Runtime, i| rules.verify(rt, i);
                     self.calls
-                        .call(entity, |rules, rt, i| rules.verify(rt, i), self.stats)
+                        .call_verdict(entity, RuleFn::Verify, verify, self.stats)
                         .map(|healthy| !healthy)
                 } else {
                     self.calls.holds(entity, self.stats)

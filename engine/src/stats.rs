@@ -15,6 +15,12 @@ pub struct Stats {
     pub future_events: u64,
     /// Rule calls.
     pub rule_evaluations: u64,
+    /// Rule calls answered from memory, without running the script: every host read came
+    /// out as in the entity's previous call. Counted among the evaluations too.
+    pub rule_memo_hits: u64,
+    /// Rule calls evaluated natively, without Rhai: the function is one expression of the
+    /// kind salve compiles. Counted among the evaluations too.
+    pub rule_calls_native: u64,
     /// Rule calls that raised an error.
     pub rule_errors: u64,
     /// Rule calls stopped by the operation budget.

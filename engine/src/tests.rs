@@ -1397,3 +1397,188 @@ fn a_restored_incident_whose_rule_is_gone_closes_instead_of_waiting_forever() {
     let tombstone = changelog(&out).last().map(|c| c.value.is_none());
     assert_eq!(tombstone, Some(true), "{out:?}");
 }
+
+/// A mixed stream over the shipped rules' series: latency that rises and falls, liveness
+/// that fails in runs, crash loops, deploys followed by errors, busy services, checksum
+/// mismatches; acked or not, from a seeded generator.
+fn mixed_stream(seed: u64, events: usize) -> Vec<(i64, String, Option<AckStatus>)> {
+    let mut state = seed;
+    let mut next = move |n: u64| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % n
+    };
+    let mut stream = Vec::with_capacity(events);
+    for i in 0..events {
+        let ts = 1_700_000_000_000 + i as i64 * 150;
+        let pod = next(12);
+        let service = ["checkout", "payments", "search"][(pod % 3) as usize];
+        let role = if pod == 0 { "primary" } else { "replica" };
+        let labels =
+            format!(r#""labels":{{"service":"{service}","cluster":"c1","role":"{role}"}}"#);
+        let entity = format!("{service}/pod-{pod}");
+        // Each pod drifts in and out of trouble over a few minutes of event time.
+        let troubled = (i as u64 / 400 + pod) % 5 == 0;
+        let body = match next(9) {
+            0 | 1 => {
+                let value = if troubled {
+                    300 + next(200)
+                } else {
+                    20 + next(60)
+                };
+                format!(r#""kind":"metric","name":"latency_ms","value":{value}"#)
+            }
+            2 | 3 => {
+                let status = if troubled && next(4) != 0 {
+                    "fail"
+                } else {
+                    "pass"
+                };
+                format!(r#""kind":"health","name":"liveness","status":"{status}""#)
+            }
+            4 => {
+                let value = if troubled { 95 } else { 40 + next(40) };
+                format!(r#""kind":"metric","name":"cpu_util","value":0.{value}"#)
+            }
+            5 if troubled => r#""kind":"event","name":"process_exit""#.to_owned(),
+            5 => r#""kind":"metric","name":"replication_lag_s","value":1.5"#.to_owned(),
+            6 => {
+                let value = if troubled { 12 } else { next(3) };
+                format!(r#""kind":"metric","name":"error_rate","value":0.0{value}"#)
+            }
+            7 if next(20) == 0 => r#""kind":"event","name":"deploy""#.to_owned(),
+            7 if troubled && next(10) == 0 => {
+                r#""kind":"event","name":"checksum_mismatch""#.to_owned()
+            }
+            _ => format!(
+                r#""kind":"metric","name":"queue_depth","value":{}"#,
+                next(100)
+            ),
+        };
+        let ack = match next(4) {
+            0 => None,
+            1 => Some(AckStatus::Failed),
+            _ => Some(AckStatus::Succeeded),
+        };
+        stream.push((
+            ts,
+            format!(r#"{{"entity":"{entity}","ts":{ts},{body},{labels}}}"#),
+            ack,
+        ));
+    }
+    stream
+}
+
+/// Runs `stream` through an engine, acking each command as the stream says, and returns
+/// every output.
+fn run_stream(
+    memoize: bool,
+    native: bool,
+    extra: &[(&str, &str)],
+    stream: &[(i64, String, Option<AckStatus>)],
+) -> (Vec<Output>, Engine) {
+    let config = EngineConfig {
+        max_future_ms: i64::MAX,
+        ..EngineConfig::default()
+    };
+    let mut engine = engine_configured(config, extra);
+    engine.memoize = memoize;
+    engine.native = native;
+    let mut out = Vec::new();
+    for (i, (ts, event, ack)) in stream.iter().enumerate() {
+        let start = out.len();
+        engine
+            .on_message(at(i as i64), None, event.as_bytes(), None, *ts, &mut out)
+            .expect("valid");
+        engine.tick(*ts, &mut out);
+        let issued: Vec<String> = commands(&out[start..])
+            .iter()
+            .map(|c| c.id.clone())
+            .collect();
+        for id in issued {
+            if let Some(status) = ack {
+                let ack = Ack {
+                    v: Some(1),
+                    command_id: id,
+                    status: *status,
+                    detail: None,
+                    ts: Some(*ts),
+                    actuator: None,
+                };
+                engine.on_ack(&ack, *ts, &mut out);
+            }
+        }
+    }
+    (out, engine)
+}
+
+/// The shipped rules' latency and liveness conditions written as Rhai alone can run them
+/// (with a `let`), so that they are answered from memory rather than compiled.
+const UNCOMPILED: [(&str, &str); 2] = [
+    (
+        "slow_p99.rhai",
+        r#"fn condition(p) { let limit = p.threshold_ms; p99("latency_ms", p.window) > limit }
+#{ name: "slow_p99", select: [#{ kind: "metric", name: "latency_ms" }],
+   params: #{ threshold_ms: 250.0, window: "10s" }, hold_for: "5s", action: "reroute_slow",
+   ack_timeout: "30s", verify_for: "10s" }"#,
+    ),
+    (
+        "dead_liveness.rhai",
+        r#"fn condition(p) { let fails = consecutive_fails("liveness"); fails >= 3 || failing_for("liveness") >= 30.0 }
+#{ name: "dead_liveness", select: [#{ kind: "health", name: "liveness" }],
+   action: "replace_dead", ack_timeout: "1m", verify_for: "30s" }"#,
+    ),
+];
+
+#[test]
+fn compiled_rules_give_the_same_outputs_as_rhai() {
+    for seed in [4, 5] {
+        let stream = mixed_stream(seed, 6_000);
+        let (compiled, native_engine) = run_stream(false, true, &[], &stream);
+        let (evaluated, rhai_engine) = run_stream(false, false, &[], &stream);
+        let stats = native_engine.stats();
+        assert_eq!(rhai_engine.stats().rule_calls_native, 0);
+        assert!(
+            stats.rule_calls_native * 10 > stats.rule_evaluations * 9,
+            "nearly every call of the shipped rules is native: {} of {}",
+            stats.rule_calls_native,
+            stats.rule_evaluations
+        );
+        assert!(commands(&evaluated).len() >= 5);
+        assert_eq!(compiled.len(), evaluated.len(), "seed {seed}");
+        for (a, b) in compiled.iter().zip(&evaluated) {
+            assert_eq!(a, b, "seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn answering_rule_calls_from_memory_changes_no_output() {
+    for seed in [1, 2, 3] {
+        let stream = mixed_stream(seed, 6_000);
+        let (remembered, memo_engine) = run_stream(true, false, &UNCOMPILED, &stream);
+        let (evaluated, plain_engine) = run_stream(false, false, &UNCOMPILED, &stream);
+        let stats = memo_engine.stats();
+        assert_eq!(plain_engine.stats().rule_memo_hits, 0);
+        assert!(
+            stats.rule_memo_hits * 4 > stats.rule_evaluations,
+            "many calls are answered from memory: {} of {}",
+            stats.rule_memo_hits,
+            stats.rule_evaluations
+        );
+        assert_eq!(
+            stats.rule_evaluations,
+            plain_engine.stats().rule_evaluations
+        );
+        assert!(
+            commands(&evaluated).len() >= 5,
+            "the stream exercises the lifecycle: {} commands",
+            commands(&evaluated).len()
+        );
+        assert_eq!(remembered.len(), evaluated.len(), "seed {seed}");
+        for (a, b) in remembered.iter().zip(&evaluated) {
+            assert_eq!(a, b, "seed {seed}");
+        }
+    }
+}

@@ -9,6 +9,7 @@
 
 mod declaration;
 mod duration;
+pub mod native;
 mod rule_set;
 mod sandbox;
 mod usage;

@@ -5,6 +5,7 @@
 
 use crate::declaration::{to_json, Declaration};
 use crate::duration::duration_ms;
+use crate::native::{self, Expr};
 use crate::sandbox::{EvalError, Runtime};
 use crate::usage::{usage, WindowUse};
 use rhai::{Dynamic, Map, AST};
@@ -35,9 +36,32 @@ pub struct Rule {
     has_target: bool,
     has_action_params: bool,
     has_verify: bool,
+    /// Whether the rule's functions depend on nothing but their parameters and host reads.
+    pure: bool,
+    /// `condition`, `clear` and `verify`, when simple enough to evaluate without Rhai.
+    compiled: [Option<Expr>; 3],
 }
 
+/// The verdict functions, in the order [`Rule::compiled`] keeps them.
+const VERDICT_FUNCTIONS: [&str; 3] = ["condition", "clear", "verify"];
+
 impl Rule {
+    /// Whether the rule's functions return what they did last time whenever every host
+    /// function they call returns what it did last time: true unless the source names the
+    /// clock or the print and debug hooks. The engine skips such a call when a replay of its
+    /// host reads comes out the same.
+    pub fn is_pure(&self) -> bool {
+        self.pure
+    }
+
+    /// `fn <function>(p)` compiled for native evaluation ([`crate::native`]), when the rule
+    /// is pure and the function is one expression of the compiled kind. `function` is
+    /// `condition`, `clear` or `verify`.
+    pub fn compiled(&self, function: &str) -> Option<&Expr> {
+        let index = VERDICT_FUNCTIONS.iter().position(|f| *f == function)?;
+        self.compiled[index].as_ref()
+    }
+
     /// The rule's parameters, defaults with the configuration's overrides applied, as JSON.
     pub fn params_json(&self) -> &serde_json::Value {
         &self.params_json
@@ -466,6 +490,12 @@ fn load_one(
                 .into(),
         });
     }
+    let pure = usage.impure_at.is_none();
+    let defined: Vec<&str> = ast.iter_functions().map(|f| f.name).collect();
+    let compiled = VERDICT_FUNCTIONS.map(|function| {
+        pure.then(|| native::compile(source, function, &decl.params, &defined))
+            .flatten()
+    });
     let params_json = to_json(&Dynamic::from_map(decl.params.clone()));
     // Not shared: each call gets its own copy, so a rule cannot keep state between calls.
     let params = Dynamic::from_map(decl.params.clone());
@@ -484,6 +514,8 @@ fn load_one(
         has_target,
         has_action_params,
         has_verify,
+        pure,
+        compiled,
     })
 }
 

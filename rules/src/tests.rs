@@ -534,3 +534,33 @@ fn approval_covers_the_actions_it_names_or_all() {
         assert!(err.0[0].message.contains(says), "{bad}: {err}");
     }
 }
+
+#[test]
+fn a_rule_that_reads_the_clock_or_prints_is_not_pure() {
+    let shipped = RuleSet::load_sources(
+        &runtime(),
+        SHIPPED_RULES
+            .iter()
+            .map(|(f, s)| ((*f).to_owned(), (*s).to_owned())),
+    )
+    .expect("shipped rules load");
+    assert!(
+        shipped.rules().iter().all(|r| r.is_pure()),
+        "the shipped pack is pure"
+    );
+    for (body, pure) in [
+        ("count(\"x\", 60) > 0", true),
+        // A name inside a comment is not a call.
+        ("count(\"x\", 60) > 0 // timestamp\n", true),
+        ("timestamp().elapsed > 1.0", false),
+        ("{ print(\"checking\"); true }", false),
+        ("{ debug(p); true }", false),
+        ("Fn(\"timestamp\").call().elapsed > 1.0", false),
+    ] {
+        let source = format!(
+            "fn condition(p) {{ {body} }} #{{ name: \"r\", select: [#{{ name: \"x\" }}], action: \"a\" }}"
+        );
+        let rules = load(&source).expect("loads");
+        assert_eq!(rules.rules()[0].is_pure(), pure, "{body}");
+    }
+}

@@ -68,7 +68,16 @@ pub struct Usage {
     pub group_labels: Vec<String>,
     /// Every series named in a host call, with the call's line, for `salve check`.
     pub series_read: Vec<(String, usize)>,
+    /// The first place the rule names something whose result is not a function of what the
+    /// engine passes in (the clock, the log), by line; `None` when there is none. Only a rule
+    /// without one may have a call skipped because its host reads came out as last time.
+    pub impure_at: Option<usize>,
 }
+
+/// Names whose calls do not depend only on their arguments and the host's reads, or that do
+/// something besides return a value: Rhai's clock, and its print and debug hooks. Named
+/// anywhere, even in a string (as `Fn("timestamp")` would), they make a rule impure.
+pub const IMPURE_NAMES: &[&str] = &["timestamp", "print", "debug"];
 
 /// The host functions that take a series and no window.
 pub const PLAIN_FUNCTIONS: &[&str] = &[
@@ -122,7 +131,19 @@ pub fn window_uses(source: &str, params: &Map) -> Result<Vec<WindowUse>, UsageEr
 /// Reads the host calls in `source`, resolving `<name>.<param>` arguments in `params`.
 pub fn usage(source: &str, params: &Map) -> Result<Usage, UsageError> {
     let tokens = tokenize(source);
-    let mut usage = Usage::default();
+    let mut usage = Usage {
+        impure_at: tokens
+            .iter()
+            .find(|t| {
+                IMPURE_NAMES.iter().any(|name| match t.kind {
+                    TokenKind::Ident => t.text == *name,
+                    TokenKind::Str | TokenKind::OpaqueStr => t.text.contains(name),
+                    TokenKind::Number | TokenKind::Punct => false,
+                })
+            })
+            .map(|t| t.line),
+        ..Usage::default()
+    };
     for (i, token) in tokens.iter().enumerate() {
         let function = PERCENTILE_FUNCTIONS
             .iter()
@@ -254,7 +275,7 @@ fn classify<'a>(tokens: &[&Token<'a>]) -> Arg<'a> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TokenKind {
+pub(crate) enum TokenKind {
     Ident,
     Number,
     /// A plain string literal without escapes; the text excludes the quotes.
@@ -265,16 +286,16 @@ enum TokenKind {
 }
 
 #[derive(Debug)]
-struct Token<'a> {
-    kind: TokenKind,
-    text: &'a str,
-    line: usize,
-    column: usize,
+pub(crate) struct Token<'a> {
+    pub(crate) kind: TokenKind,
+    pub(crate) text: &'a str,
+    pub(crate) line: usize,
+    pub(crate) column: usize,
 }
 
 /// A tokenizer just good enough to skip comments and strings and find calls and their
 /// arguments. Rhai itself has already parsed the file, so the input is valid Rhai.
-fn tokenize(source: &str) -> Vec<Token<'_>> {
+pub(crate) fn tokenize(source: &str) -> Vec<Token<'_>> {
     let bytes = source.as_bytes();
     let mut tokens = Vec::new();
     let (mut i, mut line, mut line_start) = (0, 1, 0);

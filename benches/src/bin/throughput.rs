@@ -204,14 +204,17 @@ fn main() -> Result<(), Failure> {
             let start = Sample::now(tid);
             let fed = feed(&mut engine, &messages, wall_ms);
             let end = Sample::now(tid);
-            drop(engine);
+            let stats = engine.stats();
             println!(
-                "(c) #{round}: {:.0} events/s; {} commands, {} outputs, {} decode errors",
+                "(c) #{round}: {:.0} events/s; {} commands, {} outputs, {} decode errors; {} rule calls, {} answered from memory",
                 fed.events as f64 / (end.at - start.at).as_secs_f64(),
                 fed.commands,
                 fed.outputs,
-                fed.decode_errors
+                fed.decode_errors,
+                thousands(stats.rule_evaluations),
+                thousands(stats.rule_memo_hits),
             );
+            drop(engine);
             fed_commands = Some(fed.commands);
             in_memory.push(Phase::between(
                 "(c) salve engine, from memory",
