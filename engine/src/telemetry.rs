@@ -10,6 +10,8 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
+mod scan;
+
 /// The telemetry wire-format version this build reads.
 pub const TELEMETRY_VERSION: u64 = 1;
 
@@ -61,7 +63,7 @@ impl Labels<'_> {
 }
 
 /// A string that borrows from the input unless it holds escapes (serde's `Cow` alone never borrows).
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct BorrowedStr<'a>(#[serde(borrow)] Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Labels<'a> {
@@ -84,13 +86,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Labels<'a> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct RawEvent<'a> {
     v: Option<u64>,
     #[serde(borrow)]
     entity: Option<BorrowedStr<'a>>,
-    #[serde(borrow, default)]
-    ts: Option<&'a RawValue>,
+    /// The JSON text of `ts`, as written: a number, or a string with its quotes.
+    #[serde(borrow, default, deserialize_with = "json_text")]
+    ts: Option<&'a str>,
     kind: Option<Kind>,
     #[serde(borrow)]
     name: Option<BorrowedStr<'a>>,
@@ -100,6 +103,12 @@ struct RawEvent<'a> {
     labels: Option<Labels<'a>>,
     #[serde(borrow, default)]
     attrs: Option<&'a RawValue>,
+}
+
+/// The JSON text of a value; `null` is absent.
+fn json_text<'de, D: de::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de str>, D::Error> {
+    let raw: Option<&'de RawValue> = Option::deserialize(deserializer)?;
+    Ok(raw.map(RawValue::get))
 }
 
 /// A decoded telemetry event that borrows from the message it came from.
@@ -249,9 +258,13 @@ pub fn decode_partitioned<'a>(
             e.valid_up_to()
         ))
     })?;
-    let raw: RawEvent<'a> = match serde_json::from_str(text) {
-        Ok(raw) => raw,
-        Err(_) => return Err(explain(bytes)),
+    // Most events are plain: the scanner reads them, and leaves anything else to serde.
+    let raw: RawEvent<'a> = match scan::scan(text) {
+        Some(raw) => raw,
+        None => match serde_json::from_str(text) {
+            Ok(raw) => raw,
+            Err(_) => return Err(explain(bytes)),
+        },
     };
     let event = validate(raw)?;
     if let Some(key) = key {
@@ -303,12 +316,12 @@ fn validate(raw: RawEvent<'_>) -> Result<TelemetryEvent<'_>, DecodeError> {
     let ts_ms = match raw.ts {
         None => None,
         Some(raw_ts) => {
-            let ts = parse_ts(raw_ts.get()).ok_or_else(|| {
+            let ts = parse_ts(raw_ts).ok_or_else(|| {
                 invalid(
                     "ts",
                     format!(
                         "{} is neither ms since the epoch nor an RFC 3339 timestamp",
-                        raw_ts.get()
+                        raw_ts
                     ),
                 )
             })?;

@@ -1,0 +1,228 @@
+//! The fast path of decoding: a scanner for events in the plain form producers write, with
+//! the known fields only, strings without escapes, and no `attrs`. It reads such an event in
+//! one pass with no allocation but the labels' list. Anything else (an escape, an unknown
+//! field, a duplicate, `null`, a number out of range, `attrs`, malformed JSON) makes it give
+//! up, and serde reads the event instead: so the scanner never accepts what serde would
+//! refuse, and never reads a value differently (both parse numbers exactly).
+
+use super::{BorrowedStr, HealthStatus, Kind, Labels, RawEvent};
+use std::borrow::Cow;
+
+/// Reads `text` when it is a plain event; `None` leaves it to serde.
+pub(super) fn scan(text: &str) -> Option<RawEvent<'_>> {
+    let mut scanner = Scanner { text, at: 0 };
+    scanner.whitespace();
+    scanner.expect(b'{')?;
+    let mut raw = RawEvent::default();
+    let mut seen = 0_u16;
+    scanner.whitespace();
+    if scanner.peek()? == b'}' {
+        scanner.at += 1;
+    } else {
+        loop {
+            let key = scanner.string()?;
+            scanner.whitespace();
+            scanner.expect(b':')?;
+            scanner.whitespace();
+            let field = FIELDS.iter().position(|f| *f == key)?;
+            if seen & (1 << field) != 0 {
+                return None;
+            }
+            seen |= 1 << field;
+            match key {
+                "v" => raw.v = Some(scanner.unsigned()?),
+                "entity" => raw.entity = Some(BorrowedStr(Cow::Borrowed(scanner.string()?))),
+                "ts" => raw.ts = Some(scanner.ts()?),
+                "kind" => {
+                    raw.kind = Some(match scanner.string()? {
+                        "metric" => Kind::Metric,
+                        "health" => Kind::Health,
+                        "event" => Kind::Event,
+                        _ => return None,
+                    })
+                }
+                "name" => raw.name = Some(BorrowedStr(Cow::Borrowed(scanner.string()?))),
+                "value" => raw.value = Some(scanner.number()?),
+                "status" => {
+                    raw.status = Some(match scanner.string()? {
+                        "pass" => HealthStatus::Pass,
+                        "fail" => HealthStatus::Fail,
+                        _ => return None,
+                    })
+                }
+                "labels" => raw.labels = Some(scanner.labels()?),
+                _ => return None,
+            }
+            scanner.whitespace();
+            match scanner.next()? {
+                b',' => scanner.whitespace(),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    scanner.whitespace();
+    (scanner.at == text.len()).then_some(raw)
+}
+
+/// Whether any byte of `word` is a quote, a backslash or a control character (the classic
+/// bit tricks: a byte's high bit survives only where it was zero, or below the bound).
+fn may_end_string(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    quote | backslash | control != 0
+}
+
+/// The fields the scanner reads; `attrs`, and any other, are serde's.
+const FIELDS: [&str; 8] = [
+    "v", "entity", "ts", "kind", "name", "value", "status", "labels",
+];
+
+struct Scanner<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.next()? == byte).then_some(())
+    }
+
+    /// JSON's whitespace, and only that.
+    fn whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// A string without escapes or control characters, borrowed.
+    fn string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let bytes = self.text.as_bytes();
+        // Eight bytes at a time while none of them can end the string.
+        while let Some(chunk) = bytes.get(self.at..self.at + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().ok()?);
+            if may_end_string(word) {
+                break;
+            }
+            self.at += 8;
+        }
+        loop {
+            match *bytes.get(self.at)? {
+                b'"' => break,
+                b'\\' | 0..=0x1f => return None,
+                _ => self.at += 1,
+            }
+        }
+        // Both ends are ASCII quotes, so the slice is on character boundaries.
+        let text = self.text.get(start..self.at)?;
+        self.at += 1;
+        Some(text)
+    }
+
+    /// The text of a number in JSON's grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    fn number_text(&mut self) -> Option<&'a str> {
+        let start = self.at;
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.peek()? {
+            b'0' => self.at += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            self.some_digits()?;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            self.some_digits()?;
+        }
+        self.text.get(start..self.at)
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Option<()> {
+        let start = self.at;
+        self.digits();
+        (self.at > start).then_some(())
+    }
+
+    /// A number, as serde reads it into an `f64`; one out of range is serde's to refuse.
+    fn number(&mut self) -> Option<f64> {
+        let value: f64 = self.number_text()?.parse().ok()?;
+        value.is_finite().then_some(value)
+    }
+
+    /// A non-negative integer that fits in a `u64`.
+    fn unsigned(&mut self) -> Option<u64> {
+        let text = self.number_text()?;
+        if !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        text.parse().ok()
+    }
+
+    /// `ts` as written: a number's text, or a string with its quotes.
+    fn ts(&mut self) -> Option<&'a str> {
+        if self.peek()? == b'"' {
+            let start = self.at;
+            self.string()?;
+            self.text.get(start..self.at)
+        } else {
+            self.number_text()
+        }
+    }
+
+    /// An object of strings to strings.
+    fn labels(&mut self) -> Option<Labels<'a>> {
+        self.expect(b'{')?;
+        let mut labels = Vec::with_capacity(4);
+        self.whitespace();
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Some(Labels(labels));
+        }
+        loop {
+            let key = self.string()?;
+            self.whitespace();
+            self.expect(b':')?;
+            self.whitespace();
+            let value = self.string()?;
+            labels.push((Cow::Borrowed(key), Cow::Borrowed(value)));
+            self.whitespace();
+            match self.next()? {
+                b',' => self.whitespace(),
+                b'}' => return Some(Labels(labels)),
+                _ => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
