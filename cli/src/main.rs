@@ -599,8 +599,25 @@ fn check(config_path: Option<&std::path::Path>, dir: &std::path::Path) -> ExitCo
         salve::load_rules_with(rt, Some(dir), params)
     }) {
         Ok(engine) => {
-            for rule in engine.rules().rules() {
-                println!("ok  {}  {}", rule.file, rule.decl.name);
+            for (index, rule) in engine.rules().rules().iter().enumerate() {
+                let how: Vec<String> = engine
+                    .verdict_functions(index)
+                    .into_iter()
+                    .map(|(function, native)| {
+                        let runner = match (native, rule.is_pure()) {
+                            (true, _) => "native",
+                            (false, true) => "rhai, memoized",
+                            (false, false) => "rhai",
+                        };
+                        format!("{function}: {runner}")
+                    })
+                    .collect();
+                println!(
+                    "ok  {}  {}  ({})",
+                    rule.file,
+                    rule.decl.name,
+                    how.join(", ")
+                );
             }
             for warning in salve::unknown_series(engine.rules()) {
                 eprintln!("warning: {warning}");

@@ -166,9 +166,23 @@ fn check_reports_file_line_and_column() {
         salve_rules::SHIPPED_RULES[0].1,
     )
     .expect("write");
+    std::fs::write(
+        dir.path().join("let.rhai"),
+        "fn condition(p) { let n = count(\"x\", 60); n > 2 }\n#{ name: \"with_let\", select: [#{ name: \"x\" }], action: \"a\" }\n",
+    )
+    .expect("write");
     let output = salve().arg("check").arg(dir.path()).output().expect("runs");
     assert!(output.status.success());
-    assert!(String::from_utf8_lossy(&output.stdout).contains("crash_loop"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Each rule says how its verdict functions run.
+    assert!(
+        stdout.contains("crash_loop  (condition: native)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("with_let  (condition: rhai, memoized)"),
+        "{stdout}"
+    );
 
     std::fs::write(
         dir.path().join("broken.rhai"),

@@ -333,6 +333,27 @@ impl Engine {
         &self.rules
     }
 
+    /// How rule `rule`'s verdict functions run: for each that the rule defines, its name and
+    /// whether it is evaluated natively (see [`salve_rules::native`]); otherwise Rhai runs
+    /// it, answered from memory when the rule is pure and its reads repeat.
+    pub fn verdict_functions(&self, rule: usize) -> Vec<(&'static str, bool)> {
+        let Some(loaded) = self.rules.rules().get(rule) else {
+            return Vec::new();
+        };
+        let defined = [true, loaded.has_clear(), loaded.has_verify()];
+        [RuleFn::Condition, RuleFn::Clear, RuleFn::Verify]
+            .into_iter()
+            .filter(|function| defined[*function as usize])
+            .map(|function| {
+                let native = self
+                    .compiled
+                    .get(rule)
+                    .is_some_and(|plans| plans[function as usize].is_some());
+                (function.name(), native)
+            })
+            .collect()
+    }
+
     /// Counters since start.
     pub fn stats(&self) -> &Stats {
         &self.stats
