@@ -302,6 +302,12 @@ fn a_scrape_shows_a_crash_loop_in_the_prometheus_text_format() {
         total("salve_rule_errors_total", &[("rule", "crash_loop")]),
         0.0
     );
+    // crash_loop's condition is compiled: every call of it ran natively.
+    assert_eq!(
+        total("salve_rule_calls_native_total", &[]),
+        (fed.messages - fed.decode_errors) as f64
+    );
+    assert_eq!(total("salve_rule_memo_hits_total", &[]), 0.0);
     assert_eq!(
         total(
             "salve_rule_action_attempts_total",

@@ -354,6 +354,16 @@ fn registry(engine: &EngineSnapshot, runner: &RunnerSnapshot) -> Registry {
         "Rule calls stopped by the operation budget, by rule in force",
         budget_stops,
     );
+    r.register(
+        "salve_rule_calls_native",
+        "Rule calls evaluated natively, without Rhai (compiled conditions)",
+        counter(stats.rule_calls_native),
+    );
+    r.register(
+        "salve_rule_memo_hits",
+        "Rule calls answered from memory: their host reads came out as in the entity's previous call",
+        counter(stats.rule_memo_hits),
+    );
     let mut verdicts = Rows::new();
     for (verdict, count) in [
         ("failure", stats.verdicts_failure),
