@@ -29,6 +29,10 @@ pub(crate) const RUNNING: u8 = 0;
 const GRACEFUL: u8 = 1;
 pub(crate) const ABORT: u8 = 2;
 
+/// Messages the loop takes from the consumer's queue between two looks at the clock,
+/// housekeeping and the commit timer; about 0.2 ms of work at full load.
+const ROUND: usize = 64;
+
 /// Asks a running [`run`] to stop.
 #[derive(Debug, Default)]
 pub struct Shutdown(AtomicU8);
@@ -514,6 +518,7 @@ pub fn run_with(
     let mut commits = 0_u64;
     // Counted here and handed to the control plane now and then: no lock per message.
     let mut events_in = vec![0_u64; topics.telemetry.len()];
+    let single_topic = topics.telemetry.len() == 1;
 
     loop {
         match shutdown.state() {
@@ -525,94 +530,87 @@ pub fn run_with(
             }
             _ => break,
         }
+        // A round: wait for a message, then take what is already queued without waiting, up
+        // to ROUND messages. The clock, the shutdown flag, housekeeping and the commit timer
+        // are looked at once per round instead of once per message: three clock reads per
+        // message were ~5% of the runner's time (perf), and a round of ROUND messages lasts
+        // well under a millisecond at full load.
+        let mut polled = consumer.poll(Duration::from_millis(20));
+        // Read after the wait, so the engine's processing time is not behind by it.
         let now = wall_ms();
-        let polled = consumer.poll(Duration::from_millis(20));
-        // A rebalance runs inside poll(): drop revoked partitions' state before processing
-        // anything else, so no message lands in state that is about to be thrown away.
-        if consumer.context().revocations.swap(false, Ordering::SeqCst) {
-            let revoked: Vec<PartitionId> = std::mem::take(
-                &mut *consumer
-                    .context()
-                    .revoked
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            for partition in revoked {
-                engine.revoke(partition);
-            }
-            let assigned: Vec<PartitionId> = std::mem::take(
-                &mut *consumer
-                    .context()
-                    .assigned
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            if !assigned.is_empty() {
-                crate::changelog::restore(engine, bootstrap, kafka, topics, &assigned)?;
-            }
-            if let (Some(shared), Ok(assignment)) = (shared, consumer.assignment()) {
-                let mut owned: Vec<(String, i32)> = assignment
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition()))
-                    .collect();
-                owned.sort();
-                shared.set_assigned(owned);
-            }
-            if let Some(error) = consumer
-                .context()
-                .fatal
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take()
+        let mut handled = 0;
+        loop {
+            // A rebalance runs inside poll(): drop revoked partitions' state before
+            // processing anything else, so no message lands in state that is about to be
+            // thrown away. A plain load first: the swap is a full barrier, paid per message.
+            if consumer.context().revocations.load(Ordering::Acquire)
+                && consumer.context().revocations.swap(false, Ordering::SeqCst)
             {
-                return Err(error);
+                apply_rebalance(engine, &consumer, bootstrap, kafka, topics, shared)?;
             }
-        }
-        match polled {
-            Some(Ok(message)) => {
-                let topic = topics
-                    .telemetry
-                    .iter()
-                    .position(|t| t == message.topic())
-                    .unwrap_or(0) as u16;
-                let partition = PartitionId {
-                    topic,
-                    partition: message.partition(),
-                };
-                let payload = message.payload().unwrap_or_default();
-                let record_ts = message.timestamp().to_millis();
-                let position = RecordPosition {
-                    partition,
-                    offset: message.offset(),
-                };
-                if let Some(count) = events_in.get_mut(usize::from(topic)) {
-                    *count += 1;
-                }
-                if let Err(error) =
-                    engine.on_message(position, message.key(), payload, record_ts, now, &mut out)
-                {
-                    publisher.dead_letter(&message, error.code(), &error.to_string())?;
-                }
-                if let (Some(shared), Some(ts)) = (shared, record_ts) {
-                    for output in &out {
-                        if matches!(output, Output::Command(_)) {
-                            shared.record_latency(wall_ms() - ts);
+            match polled {
+                Some(Ok(message)) => {
+                    // The consumer subscribes to the telemetry topics only; with one of them
+                    // (the usual case) its name need not be read and compared per message.
+                    let topic = if single_topic {
+                        0
+                    } else {
+                        topics
+                            .telemetry
+                            .iter()
+                            .position(|t| t == message.topic())
+                            .unwrap_or(0) as u16
+                    };
+                    let partition = PartitionId {
+                        topic,
+                        partition: message.partition(),
+                    };
+                    let payload = message.payload().unwrap_or_default();
+                    let record_ts = message.timestamp().to_millis();
+                    let position = RecordPosition {
+                        partition,
+                        offset: message.offset(),
+                    };
+                    if let Some(count) = events_in.get_mut(usize::from(topic)) {
+                        *count += 1;
+                    }
+                    if let Err(error) = engine.on_message(
+                        position,
+                        message.key(),
+                        payload,
+                        record_ts,
+                        now,
+                        &mut out,
+                    ) {
+                        publisher.dead_letter(&message, error.code(), &error.to_string())?;
+                    }
+                    if let (Some(shared), Some(ts)) = (shared, record_ts) {
+                        for output in &out {
+                            if matches!(output, Output::Command(_)) {
+                                shared.record_latency(wall_ms() - ts);
+                            }
                         }
                     }
+                    publisher.outputs(&mut out)?;
+                    pending
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert((topic, message.partition()), message.offset() + 1);
                 }
-                publisher.outputs(&mut out)?;
-                pending
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert((topic, message.partition()), message.offset() + 1);
+                Some(Err(error)) => tracing::warn!("consumer: {error}"),
+                None => break,
             }
-            Some(Err(error)) => tracing::warn!("consumer: {error}"),
-            None => {}
+            handled += 1;
+            if handled == ROUND {
+                break;
+            }
+            polled = consumer.poll(Duration::ZERO);
         }
 
-        if last_housekeeping.elapsed() >= Duration::from_millis(5) {
-            last_housekeeping = Instant::now();
+        let clock = Instant::now();
+        if clock.duration_since(last_housekeeping) >= Duration::from_millis(5) {
+            last_housekeeping = clock;
+            let now = wall_ms();
             while let Some(result) = acks.poll(Duration::ZERO) {
                 let message = match result {
                     Ok(message) => message,
@@ -631,8 +629,8 @@ pub fn run_with(
             if let Some(control) = control {
                 control.run_pending(engine, now, &mut out);
                 publisher.outputs(&mut out)?;
-                if last_shared.elapsed() >= Duration::from_millis(250) {
-                    last_shared = Instant::now();
+                if clock.duration_since(last_shared) >= Duration::from_millis(250) {
+                    last_shared = clock;
                     control
                         .shared
                         .add_events_in(&topics.telemetry, &mut events_in);
@@ -640,8 +638,8 @@ pub fn run_with(
             }
         }
 
-        if last_commit.elapsed() >= commit_interval {
-            last_commit = Instant::now();
+        if clock.duration_since(last_commit) >= commit_interval {
+            last_commit = clock;
             commits += commit_pending(&consumer, &producer, &delivery, topics, &pending)?;
         }
     }
@@ -653,6 +651,58 @@ pub fn run_with(
     }
     guard.clean = true;
     Ok(report(engine, &publisher, commits, &consumer))
+}
+
+/// After a rebalance, which runs inside `poll()`: drops revoked partitions' state, restores
+/// assigned partitions' state from the changelog, and stops on a delivery failure met while
+/// handing partitions over.
+fn apply_rebalance(
+    engine: &mut Engine,
+    consumer: &BaseConsumer<GroupContext>,
+    bootstrap: &str,
+    kafka: &KafkaConfig,
+    topics: &TopicsConfig,
+    shared: Option<&RunnerShared>,
+) -> Result<(), RunError> {
+    let revoked: Vec<PartitionId> = std::mem::take(
+        &mut *consumer
+            .context()
+            .revoked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    for partition in revoked {
+        engine.revoke(partition);
+    }
+    let assigned: Vec<PartitionId> = std::mem::take(
+        &mut *consumer
+            .context()
+            .assigned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    if !assigned.is_empty() {
+        crate::changelog::restore(engine, bootstrap, kafka, topics, &assigned)?;
+    }
+    if let (Some(shared), Ok(assignment)) = (shared, consumer.assignment()) {
+        let mut owned: Vec<(String, i32)> = assignment
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        owned.sort();
+        shared.set_assigned(owned);
+    }
+    if let Some(error) = consumer
+        .context()
+        .fatal
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+    {
+        return Err(error);
+    }
+    Ok(())
 }
 
 /// Flushes outputs, then commits what is pending. A delivery failure is fatal: the run stops
