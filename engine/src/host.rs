@@ -6,7 +6,7 @@
 
 use crate::entity::EntityState;
 use crate::group::GroupIndex;
-use crate::window::Aggregate;
+use crate::window::{Aggregate, SeriesWindow};
 use crate::wire::Evidence;
 use salve_rules::native::Const;
 use salve_rules::{duration_ms, Array, Dynamic, EvalAltResult, ImmutableString, Map, RhaiEngine};
@@ -707,18 +707,10 @@ fn plain_functions() -> [(&'static str, Plain); 5] {
             )
         }),
         ("consecutive_fails", |frame, series| {
-            let fails = frame
-                .entity
-                .series(series)
-                .map_or(0, |s| s.consecutive_fails());
-            (Dynamic::from_int(i64::from(fails)), f64::from(fails))
+            run_length(frame, series, SeriesWindow::consecutive_fails)
         }),
         ("consecutive_passes", |frame, series| {
-            let passes = frame
-                .entity
-                .series(series)
-                .map_or(0, |s| s.consecutive_passes());
-            (Dynamic::from_int(i64::from(passes)), f64::from(passes))
+            run_length(frame, series, SeriesWindow::consecutive_passes)
         }),
         ("failing_for", |frame, series| {
             let now = frame.now_ms;
@@ -730,6 +722,12 @@ fn plain_functions() -> [(&'static str, Plain); 5] {
             )
         }),
     ]
+}
+
+/// A health series' current run of fails or passes; 0 when the entity never reported it.
+fn run_length(frame: &Frame, series: &str, run: fn(&SeriesWindow) -> u32) -> (Dynamic, f64) {
+    let length = frame.entity.series(series).map_or(0, run);
+    (Dynamic::from_int(i64::from(length)), f64::from(length))
 }
 
 /// The read that `function(args)` makes, for a host function whose reads a replay or a

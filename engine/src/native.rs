@@ -112,12 +112,7 @@ fn binary(op: BinaryOp, a: Value, b: Value) -> Option<Value> {
             Mul => x.checked_mul(y).map(Value::Int),
             // Rhai refuses a division by zero, and an overflow.
             Div => x.checked_div(y).map(Value::Int),
-            Eq => Some(Value::Bool(x == y)),
-            Ne => Some(Value::Bool(x != y)),
-            Lt => Some(Value::Bool(x < y)),
-            Le => Some(Value::Bool(x <= y)),
-            Gt => Some(Value::Bool(x > y)),
-            Ge => Some(Value::Bool(x >= y)),
+            Eq | Ne | Lt | Le | Gt | Ge => compare(op, &x, &y),
         },
         (Value::Bool(x), Value::Bool(y)) => match op {
             Eq => Some(Value::Bool(x == y)),
@@ -138,15 +133,25 @@ fn binary(op: BinaryOp, a: Value, b: Value) -> Option<Value> {
                 // Rhai's comparisons with a NaN do not follow IEEE 754 throughout (`0.0 <= NaN`
                 // is true there): a NaN, which means no data, is left to Rhai.
                 Eq | Ne | Lt | Le | Gt | Ge if x.is_nan() || y.is_nan() => None,
-                Eq => Some(Value::Bool(x == y)),
-                Ne => Some(Value::Bool(x != y)),
-                Lt => Some(Value::Bool(x < y)),
-                Le => Some(Value::Bool(x <= y)),
-                Gt => Some(Value::Bool(x > y)),
-                Ge => Some(Value::Bool(x >= y)),
+                Eq | Ne | Lt | Le | Gt | Ge => compare(op, &x, &y),
             }
         }
     }
+}
+
+/// A comparison of two numbers of one type; `None` for an arithmetic operator.
+fn compare<T: PartialOrd>(op: BinaryOp, x: &T, y: &T) -> Option<Value> {
+    use BinaryOp::*;
+    let holds = match op {
+        Eq => x == y,
+        Ne => x != y,
+        Lt => x < y,
+        Le => x <= y,
+        Gt => x > y,
+        Ge => x >= y,
+        Add | Sub | Mul | Div => return None,
+    };
+    Some(Value::Bool(holds))
 }
 
 fn float(value: Value) -> f64 {

@@ -1,11 +1,12 @@
 //! The fast path of decoding: a scanner for events in the plain form producers write, with
-//! the known fields only, strings without escapes, and no `attrs`. It reads such an event in
-//! one pass with no allocation but the labels' list. Anything else (an escape, an unknown
-//! field, a duplicate, `null`, a number out of range, `attrs`, malformed JSON) makes it give
-//! up, and serde reads the event instead: so the scanner never accepts what serde would
+//! the known fields only and strings without escapes (but anything in `attrs`, which serde
+//! checks on its own). It reads such an event in one pass with no allocation but the labels'
+//! list. Anything else (an escape, an unknown field, a duplicate, `null`, a number out of
+//! range, malformed JSON) makes it give up, and serde reads the event instead: so the scanner never accepts what serde would
 //! refuse, and never reads a value differently (both parse numbers exactly).
 
 use super::{BorrowedStr, HealthStatus, Kind, Labels, RawEvent};
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 /// Reads `text` when it is a plain event; `None` leaves it to serde.
@@ -51,6 +52,7 @@ pub(super) fn scan(text: &str) -> Option<RawEvent<'_>> {
                     })
                 }
                 "labels" => raw.labels = Some(scanner.labels()?),
+                "attrs" => raw.attrs = Some(scanner.raw_value()?),
                 _ => return None,
             }
             scanner.whitespace();
@@ -77,9 +79,9 @@ fn may_end_string(word: u64) -> bool {
     quote | backslash | control != 0
 }
 
-/// The fields the scanner reads; `attrs`, and any other, are serde's.
-const FIELDS: [&str; 8] = [
-    "v", "entity", "ts", "kind", "name", "value", "status", "labels",
+/// The fields the scanner reads; any other is serde's.
+const FIELDS: [&str; 9] = [
+    "v", "entity", "ts", "kind", "name", "value", "status", "labels", "attrs",
 ];
 
 struct Scanner<'a> {
@@ -196,6 +198,44 @@ impl<'a> Scanner<'a> {
         } else {
             self.number_text()
         }
+    }
+
+    /// Any JSON value, kept as its text: found by skipping over it, then checked by serde.
+    fn raw_value(&mut self) -> Option<&'a RawValue> {
+        let start = self.at;
+        let bytes = self.text.as_bytes();
+        let mut depth = 0_usize;
+        loop {
+            match *bytes.get(self.at)? {
+                b'"' => {
+                    self.at += 1;
+                    loop {
+                        match *bytes.get(self.at)? {
+                            b'"' => break,
+                            b'\\' => self.at += 2,
+                            _ => self.at += 1,
+                        }
+                    }
+                    self.at += 1;
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    self.at += 1;
+                }
+                b'}' | b']' if depth > 0 => {
+                    depth -= 1;
+                    self.at += 1;
+                }
+                b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r' if depth == 0 => break,
+                _ => self.at += 1,
+            }
+            if depth == 0 && matches!(bytes.get(start), Some(b'"' | b'{' | b'[')) {
+                break;
+            }
+        }
+        let raw: &RawValue = serde_json::from_str(self.text.get(start..self.at)?).ok()?;
+        // serde reads `null` as no attrs at all: left to it.
+        (raw.get() != "null").then_some(raw)
     }
 
     /// An object of strings to strings.

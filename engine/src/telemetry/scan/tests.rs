@@ -8,6 +8,10 @@ const PLAIN: &[&str] = &[
     r#"{"entity":"e","kind":"metric","name":"x","value":0}"#,
     "{\"entity\":\"é\",\n\t\"kind\":\"metric\",\r\"name\":\"ü\",\"value\":1E2}",
     r#"{}"#,
+    r#"{"entity":"e","kind":"event","name":"process_exit","attrs":{"code":137,"signal":"SIGKILL","x":["a\"}",[1,{}]]}}"#,
+    r#"{"entity":"e","kind":"event","name":"x","attrs":"text","labels":{"k":"v"}}"#,
+    r#"{"entity":"e","kind":"event","name":"x","attrs":-1.5e3}"#,
+    r#"{"entity":"e","kind":"event","name":"x","attrs":[] }"#,
 ];
 
 /// What serde makes of `text`, for comparison.
@@ -30,7 +34,9 @@ fn plain_events_are_scanned_as_serde_reads_them() {
 fn anything_unusual_is_left_to_serde() {
     for text in [
         r#"{"entity":"a\"b","kind":"event","name":"x"}"#,
-        r#"{"entity":"e","kind":"event","name":"x","attrs":{"code":1}}"#,
+        r#"{"entity":"e","kind":"event","name":"x","attrs":{"code":1,}}"#,
+        r#"{"entity":"e","kind":"event","name":"x","attrs":tru}"#,
+        r#"{"entity":"e","kind":"event","name":"x","attrs":null}"#,
         r#"{"entity":"e","kind":"event","name":"x","other":1}"#,
         r#"{"entity":"e","entity":"f","kind":"event","name":"x"}"#,
         r#"{"entity":"e","kind":"metric","name":"x","value":null}"#,
