@@ -5,6 +5,7 @@
 //! and only the series that some rule asks a percentile of keep samples. The plan is rebuilt
 //! whenever a rule set is installed, and each series adapts on its next event.
 
+use hashbrown::HashMap;
 use salve_rules::{RuleSet, PERCENTILE_FUNCTIONS};
 use std::sync::Arc;
 
@@ -20,8 +21,8 @@ pub struct SeriesRetention {
 /// The retention of every series the rules name, and of all others.
 #[derive(Debug, Default)]
 pub struct RetentionPlan {
-    /// Interned names: looked up by pointer first, since the engine interns series names too.
-    named: Vec<(Arc<str>, SeriesRetention)>,
+    /// By series name: one hash probe per event, however many series the rules name.
+    named: HashMap<Arc<str>, SeriesRetention>,
     others: SeriesRetention,
 }
 
@@ -41,14 +42,11 @@ impl RetentionPlan {
                 let retention = match &usage.series {
                     None => &mut plan.others,
                     Some(name) => {
-                        let index = match plan.named.iter().position(|(n, _)| **n == **name) {
-                            Some(index) => index,
-                            None => {
-                                plan.named.push((intern(name), SeriesRetention::default()));
-                                plan.named.len() - 1
-                            }
+                        let key = match plan.named.get_key_value(name.as_str()) {
+                            Some((key, _)) => Arc::clone(key),
+                            None => intern(name),
                         };
-                        &mut plan.named[index].1
+                        plan.named.entry(key).or_default()
                     }
                 };
                 if percentile {
@@ -60,7 +58,7 @@ impl RetentionPlan {
         }
         // A call on an unknown series may read any series: every series keeps that much too.
         let floor = plan.others.buckets_ms;
-        for (_, retention) in &mut plan.named {
+        for retention in plan.named.values_mut() {
             retention.buckets_ms = retention.buckets_ms.max(floor);
         }
         plan
@@ -68,10 +66,6 @@ impl RetentionPlan {
 
     /// What the series `name` keeps.
     pub fn for_series(&self, name: &Arc<str>) -> SeriesRetention {
-        self.named
-            .iter()
-            .find(|(n, _)| Arc::ptr_eq(n, name))
-            .or_else(|| self.named.iter().find(|(n, _)| **n == **name))
-            .map_or(self.others, |(_, r)| *r)
+        self.named.get(&**name).copied().unwrap_or(self.others)
     }
 }
