@@ -9,12 +9,13 @@
 //! latency from an event to its command) is kept in [`RunnerShared`], readable from any
 //! thread. Decisions are broadcast to whoever watches.
 
+use crate::lock;
 use salve_engine::{Decision, Engine, Output, ReloadOutcome};
 use salve_rules::{LoadErrors, RuleSet, Runtime};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot};
 
@@ -111,10 +112,6 @@ impl Default for RunnerShared {
             decisions: broadcast::channel(WATCH_BUFFER).0,
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl RunnerShared {

@@ -12,6 +12,14 @@ pub mod file_source;
 pub mod runner;
 pub mod topics;
 
+/// Locks `mutex`, taking the data even if a thread panicked while holding it: every value
+/// kept under the connectors' locks stays consistent between two statements.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub use config::{KafkaConfig, TopicsConfig};
 pub use control::{control_channel, ControlHandle, ControlInbox, JobContext, RuleLoader};
 pub use embedded::EmbeddedBroker;

@@ -14,6 +14,7 @@
 use crate::config::{client_config, KafkaConfig, TopicsConfig};
 use crate::control::{ControlInbox, RunnerShared};
 use crate::dead_letter::{self, Source};
+use crate::lock;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
@@ -22,7 +23,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use salve_engine::{Engine, Output, PartitionId, RecordPosition, Stats};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub(crate) const RUNNING: u8 = 0;
@@ -122,11 +123,7 @@ impl ProducerContext for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((error, message)) = result {
             self.0.failures.fetch_add(1, Ordering::SeqCst);
-            let mut first = self
-                .0
-                .first_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut first = lock(&self.0.first_error);
             first.get_or_insert_with(|| format!("{error} (topic {})", message.topic()));
         }
     }
@@ -199,10 +196,6 @@ impl Pending {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 struct GroupContext {
     /// Set on [`Shutdown::abort`]: a crash commits nothing, not even on the way out.
     abandoned: std::sync::atomic::AtomicBool,
@@ -253,10 +246,7 @@ impl ConsumerContext for GroupContext {
                     partition: element.partition(),
                 })
             });
-            self.assigned
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(assigned);
+            lock(&self.assigned).extend(assigned);
             self.revocations.store(true, Ordering::SeqCst);
             return;
         }
@@ -282,7 +272,7 @@ impl ConsumerContext for GroupContext {
             match flush_outputs(&self.producer, &self.delivery) {
                 Err(error) => {
                     tracing::error!("outputs not delivered; revoked partitions are not committed: {error}");
-                    *self.fatal.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+                    *lock(&self.fatal) = Some(error);
                 }
                 Ok(()) => match commit_offsets(consumer, &self.telemetry, &offsets) {
                     Ok(()) => {
@@ -294,10 +284,7 @@ impl ConsumerContext for GroupContext {
                 },
             }
         }
-        self.revoked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(revoked);
+        lock(&self.revoked).extend(revoked);
         self.revocations.store(true, Ordering::SeqCst);
     }
 }
@@ -320,12 +307,7 @@ pub(crate) fn flush_outputs(
     }
     let failures = delivery.failures.load(Ordering::SeqCst);
     if failures > 0 {
-        let first = delivery
-            .first_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .unwrap_or_default();
+        let first = lock(&delivery.first_error).clone().unwrap_or_default();
         return Err(RunError::Delivery { failures, first });
     }
     Ok(())
@@ -728,23 +710,11 @@ fn apply_rebalance(
     topics: &TopicsConfig,
     shared: Option<&RunnerShared>,
 ) -> Result<(), RunError> {
-    let revoked: Vec<PartitionId> = std::mem::take(
-        &mut *consumer
-            .context()
-            .revoked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner),
-    );
+    let revoked: Vec<PartitionId> = std::mem::take(&mut *lock(&consumer.context().revoked));
     for partition in revoked {
         engine.revoke(partition);
     }
-    let assigned: Vec<PartitionId> = std::mem::take(
-        &mut *consumer
-            .context()
-            .assigned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner),
-    );
+    let assigned: Vec<PartitionId> = std::mem::take(&mut *lock(&consumer.context().assigned));
     if !assigned.is_empty() {
         crate::changelog::restore(engine, bootstrap, kafka, topics, &assigned)?;
     }
@@ -757,13 +727,7 @@ fn apply_rebalance(
         owned.sort();
         shared.set_assigned(owned);
     }
-    if let Some(error) = consumer
-        .context()
-        .fatal
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take()
-    {
+    if let Some(error) = lock(&consumer.context().fatal).take() {
         return Err(error);
     }
     Ok(())

@@ -24,7 +24,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use salve_engine::wire::{Ack, AckStatus, Command, WIRE_VERSION};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a rebalance waits for the commands of revoked partitions to finish. Past it the
@@ -192,7 +192,7 @@ impl<A: Actuator> ConsumerContext for ActuatorContext<A> {
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::lock(&self.state);
         if let Err(error) = state.hand_over(consumer, &revoked) {
             tracing::error!("could not hand revoked partitions over: {error}");
             state.fatal.get_or_insert(error);
@@ -205,7 +205,7 @@ impl<A: Actuator> ConsumerContext for ActuatorContext<A> {
         }
         // Commands of new partitions may have been finished by their previous owner: learn
         // of that before acting on any of them.
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::lock(&self.state);
         if let Err(error) = state.dedup.catch_up(wall_ms()) {
             state.fatal.get_or_insert(error.into());
         }
@@ -633,13 +633,7 @@ fn drive<A: Actuator>(
     settings: &ActuatorSettings,
     shutdown: &Shutdown,
 ) -> Result<bool, ActuatorError> {
-    let lock = || {
-        consumer
-            .context()
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    };
+    let lock = || crate::lock(&consumer.context().state);
     let commit_interval = Duration::from_millis(settings.commit_interval_ms);
     let mut last_commit = Instant::now();
     loop {
