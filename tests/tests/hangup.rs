@@ -9,16 +9,10 @@ use support::{hot_rule as rule, RunningSalve, TestBroker};
 #[test]
 fn sighup_reloads_the_rules_even_when_the_directory_is_not_watched() {
     let broker = TestBroker::new("hangup");
-    let rules = tempfile::tempdir().expect("tempdir");
-    let file = rules.path().join("hot.rhai");
-    std::fs::write(&file, rule("v1")).expect("write");
-    let mut config = broker.config();
-    config.rules.dir = Some(rules.path().to_owned());
+    let (rules, mut config) = broker.hot_rules();
     config.rules.watch = false;
-    config.api.listen.clear();
-    config.metrics.listen.clear();
     let salve = RunningSalve::start_operated(config);
-    std::fs::write(&file, rule("v2")).expect("write");
+    std::fs::write(&rules.file, rule("v2")).expect("write");
     // Not watched: the edit alone changes nothing.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(salve.ask(|engine, _| engine.rules_version()), 1);

@@ -13,14 +13,10 @@ use support::{hot_rule as rule, now_ms, RunningSalve, TestBroker};
 #[test]
 fn an_edited_rule_takes_effect_a_broken_edit_is_rejected_and_no_event_is_lost() {
     let broker = TestBroker::new("reload");
-    let rules = tempfile::tempdir().expect("tempdir");
-    let file = rules.path().join("hot.rhai");
-    std::fs::write(&file, rule("v1")).expect("write");
-    let mut config = broker.config();
-    config.rules.dir = Some(rules.path().to_owned());
+    let (rules, mut config) = broker.hot_rules();
+    let file = &rules.file;
     config.rules.reload_debounce_ms = 100;
     // The metrics endpoint tells the same story from outside; the API is tested elsewhere.
-    config.api.listen.clear();
     config.metrics.listen = "127.0.0.1:0".into();
     let salve = RunningSalve::start_operated(config);
 
@@ -60,7 +56,7 @@ fn an_edited_rule_takes_effect_a_broken_edit_is_rejected_and_no_event_is_lost() 
     };
 
     salve.wait_for("v1 commands", |engine| engine.stats().commands >= 20);
-    std::fs::write(&file, rule("v2")).expect("write");
+    std::fs::write(file, rule("v2")).expect("write");
     salve.wait_for("the edit to load", |engine| engine.rules_version() == 2);
     salve.wait_for("v2 commands", |engine| {
         engine
@@ -73,7 +69,7 @@ fn an_edited_rule_takes_effect_a_broken_edit_is_rejected_and_no_event_is_lost() 
     });
 
     // A broken edit: the old version stays in force and reports the file and line.
-    std::fs::write(&file, "fn condition(p) { last(\"load\") > }\n").expect("write");
+    std::fs::write(file, "fn condition(p) { last(\"load\") > }\n").expect("write");
     salve.wait_for("the broken edit to be rejected", |engine| {
         engine.last_reload().is_some_and(|r| !r.succeeded())
     });
@@ -165,18 +161,12 @@ fn an_edited_rule_takes_effect_a_broken_edit_is_rejected_and_no_event_is_lost() 
 #[test]
 fn a_burst_of_writes_reloads_once() {
     let broker = TestBroker::new("burst");
-    let rules = tempfile::tempdir().expect("tempdir");
-    let file = rules.path().join("hot.rhai");
-    std::fs::write(&file, rule("v1")).expect("write");
-    let mut config = broker.config();
-    config.rules.dir = Some(rules.path().to_owned());
+    let (rules, mut config) = broker.hot_rules();
     config.rules.reload_debounce_ms = 500;
-    config.api.listen.clear();
-    config.metrics.listen.clear();
     let salve = RunningSalve::start_operated(config);
     // An editor saving, or a checkout: many writes within the debounce.
     for version in 2..=6 {
-        std::fs::write(&file, rule(&format!("v{version}"))).expect("write");
+        std::fs::write(&rules.file, rule(&format!("v{version}"))).expect("write");
     }
     salve.wait_for("the burst to load", |engine| engine.rules_version() >= 2);
     // Long past the debounce: nothing more comes.

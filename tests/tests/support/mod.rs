@@ -416,6 +416,29 @@ fn condition(p) {{ last("load") > 50.0 }}
     )
 }
 
+/// A rules directory holding `hot.rhai` at version `v1` (see [`hot_rule`]).
+pub struct HotRules {
+    /// The directory; removed when this is dropped.
+    pub dir: tempfile::TempDir,
+    /// `hot.rhai` in it, to edit.
+    pub file: std::path::PathBuf,
+}
+
+impl TestBroker {
+    /// A fresh rules directory with `hot.rhai` at `v1`, and this broker's config that reads
+    /// it, with the API and metrics servers off.
+    pub fn hot_rules(&self) -> (HotRules, Config) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("hot.rhai");
+        std::fs::write(&file, hot_rule("v1")).expect("write");
+        let mut config = self.config();
+        config.rules.dir = Some(dir.path().to_owned());
+        config.api.listen.clear();
+        config.metrics.listen.clear();
+        (HotRules { dir, file }, config)
+    }
+}
+
 /// GETs `/metrics` from `addr` over plain HTTP/1.1 and returns the body.
 pub fn scrape(addr: std::net::SocketAddr) -> String {
     use std::io::{Read, Write};
