@@ -15,7 +15,6 @@ pub(super) fn scan(text: &str) -> Option<RawEvent<'_>> {
     scanner.whitespace();
     scanner.expect(b'{')?;
     let mut raw = RawEvent::default();
-    let mut seen = 0_u16;
     scanner.whitespace();
     if scanner.peek()? == b'}' {
         scanner.at += 1;
@@ -25,16 +24,15 @@ pub(super) fn scan(text: &str) -> Option<RawEvent<'_>> {
             scanner.whitespace();
             scanner.expect(b':')?;
             scanner.whitespace();
-            let field = FIELDS.iter().position(|f| *f == key)?;
-            if seen & (1 << field) != 0 {
-                return None;
-            }
-            seen |= 1 << field;
+            // A field met twice, which serde refuses, falls to the last arm: every field
+            // read is `Some`, since `null` is left to serde.
             match key {
-                "v" => raw.v = Some(scanner.unsigned()?),
-                "entity" => raw.entity = Some(BorrowedStr(Cow::Borrowed(scanner.string()?))),
-                "ts" => raw.ts = Some(scanner.ts()?),
-                "kind" => {
+                "v" if raw.v.is_none() => raw.v = Some(scanner.unsigned()?),
+                "entity" if raw.entity.is_none() => {
+                    raw.entity = Some(BorrowedStr(Cow::Borrowed(scanner.string()?)))
+                }
+                "ts" if raw.ts.is_none() => raw.ts = Some(scanner.ts()?),
+                "kind" if raw.kind.is_none() => {
                     raw.kind = Some(match scanner.string()? {
                         "metric" => Kind::Metric,
                         "health" => Kind::Health,
@@ -42,17 +40,19 @@ pub(super) fn scan(text: &str) -> Option<RawEvent<'_>> {
                         _ => return None,
                     })
                 }
-                "name" => raw.name = Some(BorrowedStr(Cow::Borrowed(scanner.string()?))),
-                "value" => raw.value = Some(scanner.number()?),
-                "status" => {
+                "name" if raw.name.is_none() => {
+                    raw.name = Some(BorrowedStr(Cow::Borrowed(scanner.string()?)))
+                }
+                "value" if raw.value.is_none() => raw.value = Some(scanner.number()?),
+                "status" if raw.status.is_none() => {
                     raw.status = Some(match scanner.string()? {
                         "pass" => HealthStatus::Pass,
                         "fail" => HealthStatus::Fail,
                         _ => return None,
                     })
                 }
-                "labels" => raw.labels = Some(scanner.labels()?),
-                "attrs" => raw.attrs = Some(scanner.raw_value()?),
+                "labels" if raw.labels.is_none() => raw.labels = Some(scanner.labels()?),
+                "attrs" if raw.attrs.is_none() => raw.attrs = Some(scanner.raw_value()?),
                 _ => return None,
             }
             scanner.whitespace();
@@ -78,11 +78,6 @@ fn may_end_string(word: u64) -> bool {
     let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
     quote | backslash | control != 0
 }
-
-/// The fields the scanner reads; any other is serde's.
-const FIELDS: [&str; 9] = [
-    "v", "entity", "ts", "kind", "name", "value", "status", "labels", "attrs",
-];
 
 struct Scanner<'a> {
     text: &'a str,
