@@ -148,11 +148,8 @@ impl Frame {
             let Some(&expected) = values.next() else {
                 return false;
             };
-            match self.compute(read) {
-                Some((_, value)) if value.to_bits() == expected => self.noted.push(Noted {
-                    read: read.clone(),
-                    value,
-                }),
+            match self.read(read) {
+                Some((_, value)) if value.to_bits() == expected => {}
                 _ => return false,
             }
         }
@@ -160,14 +157,15 @@ impl Frame {
     }
 
     /// Makes `read` against the state in the frame, and notes it as the call would; `None`
-    /// when the host function would have raised an error.
-    pub fn read(&mut self, read: &Read) -> Option<Dynamic> {
+    /// when the host function would have raised an error. Returns what the function returns,
+    /// and the number noted.
+    pub fn read(&mut self, read: &Read) -> Option<(Dynamic, f64)> {
         let (returned, value) = self.compute(read)?;
         self.noted.push(Noted {
             read: read.clone(),
             value,
         });
-        Some(returned)
+        Some((returned, value))
     }
 
     /// What `read` returns, and the number noted for it.
@@ -686,25 +684,13 @@ fn windowed_functions() -> [(&'static str, Windowed); 11] {
 fn plain_functions() -> [(&'static str, Plain); 5] {
     [
         ("last", |frame, series| {
-            float(
-                frame
-                    .entity
-                    .series(series)
-                    .and_then(|s| s.last())
-                    .map_or(f64::NAN, |(_, v)| v),
-            )
+            float(last_sample(frame, series).map_or(f64::NAN, |(_, v)| v))
         }),
         ("since_last", |frame, series| {
             let now = frame.partition_now_ms;
-            float(
-                frame
-                    .entity
-                    .series(series)
-                    .and_then(|s| s.last())
-                    .map_or(f64::INFINITY, |(ts, _)| {
-                        now.saturating_sub(ts) as f64 / 1000.0
-                    }),
-            )
+            float(last_sample(frame, series).map_or(f64::INFINITY, |(ts, _)| {
+                now.saturating_sub(ts) as f64 / 1000.0
+            }))
         }),
         ("consecutive_fails", |frame, series| {
             run_length(frame, series, SeriesWindow::consecutive_fails)
@@ -722,6 +708,11 @@ fn plain_functions() -> [(&'static str, Plain); 5] {
             )
         }),
     ]
+}
+
+/// The entity's latest sample of `series`, as (time, value).
+fn last_sample(frame: &Frame, series: &str) -> Option<(i64, f64)> {
+    frame.entity.series(series).and_then(SeriesWindow::last)
 }
 
 /// A health series' current run of fails or passes; 0 when the entity never reported it.

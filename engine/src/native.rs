@@ -61,7 +61,7 @@ impl Plan {
     fn eval(&self, frame: &mut Frame) -> Option<Value> {
         match self {
             Plan::Value(value) => Some(*value),
-            Plan::Read(read) => number(&frame.read(read)?),
+            Plan::Read(read) => number(&frame.read(read)?.0),
             Plan::Not(inner) => match inner.eval(frame)? {
                 Value::Bool(flag) => Some(Value::Bool(!flag)),
                 _ => None,

@@ -1164,6 +1164,16 @@ impl Engine {
     }
 }
 
+/// How a verdict function's call was answered.
+enum Way {
+    /// By its compiled form.
+    Native,
+    /// From the entity's memo.
+    Memo,
+    /// By the script.
+    Script,
+}
+
 /// Calls one rule's functions with an entity's state in the frame.
 struct RuleCalls<'a> {
     frame: &'a SharedFrame,
@@ -1206,52 +1216,57 @@ impl RuleCalls<'_> {
         call: impl FnOnce(&RuleSet, &Runtime, usize) -> Option<Result<bool, EvalError>>,
         stats: &mut Stats,
     ) -> Option<bool> {
+        self.prepare_frame(entity);
+        self.swap_into_frame(entity);
+        let verdict = self.verdict_in_frame(function, call);
+        self.swap_into_frame(entity);
+        let (result, way) = verdict?;
+        match way {
+            Way::Native => stats.rule_calls_native += 1,
+            Way::Memo => stats.rule_memo_hits += 1,
+            Way::Script => {}
+        }
+        self.counted(result, stats)
+    }
+
+    /// With the entity in the frame: the verdict, by the cheapest way that gives the
+    /// script's answer. `None` when the rule does not define the function.
+    fn verdict_in_frame(
+        &mut self,
+        function: RuleFn,
+        call: impl FnOnce(&RuleSet, &Runtime, usize) -> Option<Result<bool, EvalError>>,
+    ) -> Option<(Result<bool, EvalError>, Way)> {
         if let Some(plan) = self.compiled.and_then(|c| c[function as usize].as_ref()) {
-            self.prepare_frame(entity);
-            self.swap_into_frame(entity);
-            let verdict = {
-                let mut frame = self.frame.borrow_mut();
-                frame.begin_call();
-                plan.verdict(&mut frame)
-            };
-            self.swap_into_frame(entity);
-            if let Some(verdict) = verdict {
-                stats.rule_calls_native += 1;
-                return self.counted(Ok(verdict), stats);
+            let mut frame = self.frame.borrow_mut();
+            frame.begin_call();
+            if let Some(verdict) = plan.verdict(&mut frame) {
+                return Some((Ok(verdict), Way::Native));
             }
         }
         let pure = self.rules.rules()[self.index].is_pure();
-        let Some(book) = self.book.as_deref_mut().filter(|_| pure) else {
-            return self.call(entity, call, stats);
-        };
         let slot = memo::slot(self.index, function);
-        let recalled = entity.memos.recall(slot, &mut book.recalled);
-        self.prepare_frame(entity);
-        self.swap_into_frame(entity);
-        if let Some((shape, answer)) = recalled {
-            let book = self.book.as_deref().filter(|_| pure);
-            let replayed = book.is_some_and(|book| {
-                self.frame
-                    .borrow_mut()
-                    .replay(book.reads(shape), &book.recalled)
-            });
-            if replayed {
-                self.swap_into_frame(entity);
-                stats.rule_memo_hits += 1;
-                return self.counted(Ok(answer), stats);
+        if let Some(book) = self.book.as_deref_mut().filter(|_| pure) {
+            let mut frame = self.frame.borrow_mut();
+            let frame = &mut *frame;
+            if let Some((shape, answer)) = frame.entity.memos.recall(slot, &mut book.recalled) {
+                if frame.replay(book.reads(shape), &book.recalled) {
+                    return Some((Ok(answer), Way::Memo));
+                }
             }
         }
         self.frame.borrow_mut().begin_call();
-        let result = call(self.rules, self.runtime, self.index);
-        self.swap_into_frame(entity);
-        let result = result?;
-        if let (Ok(answer), Some(book)) = (&result, self.book.as_deref_mut()) {
-            let frame = self.frame.borrow();
+        let result = call(self.rules, self.runtime, self.index)?;
+        if let (Ok(answer), Some(book)) = (&result, self.book.as_deref_mut().filter(|_| pure)) {
+            let mut frame = self.frame.borrow_mut();
+            let frame = &mut *frame;
             if !frame.opaque {
-                entity.memos.remember(book, slot, &frame.noted, *answer);
+                frame
+                    .entity
+                    .memos
+                    .remember(book, slot, &frame.noted, *answer);
             }
         }
-        self.counted(result, stats)
+        Some((result, Way::Script))
     }
 
     /// Sets the frame up for a call on `entity`.
