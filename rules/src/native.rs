@@ -187,70 +187,72 @@ impl<'t, 'a> Parser<'t, 'a> {
         Some(left)
     }
 
-    /// Rhai ranks `==`/`!=` below `<`/`>`, and chains neither usefully: a second operator
-    /// of the same rank is left to Rhai.
+    /// Rhai ranks `==`/`!=` below `<`/`>`.
     fn equality(&mut self) -> Option<Expr> {
-        let left = self.comparison()?;
-        let op = if self.eat_op("==") {
-            BinaryOp::Eq
-        } else if self.eat_op("!=") {
-            BinaryOp::Ne
-        } else {
-            return Some(left);
-        };
-        let right = self.comparison()?;
-        if self.at_op("==") || self.at_op("!=") {
-            return None;
-        }
-        Some(Expr::Binary(op, Box::new(left), Box::new(right)))
+        self.unchained(
+            &[("==", BinaryOp::Eq), ("!=", BinaryOp::Ne)],
+            Self::comparison,
+        )
     }
 
     fn comparison(&mut self) -> Option<Expr> {
-        let left = self.additive()?;
-        let op = if self.eat_op("<=") {
-            BinaryOp::Le
-        } else if self.eat_op(">=") {
-            BinaryOp::Ge
-        } else if self.eat_op("<") {
-            BinaryOp::Lt
-        } else if self.eat_op(">") {
-            BinaryOp::Gt
-        } else {
+        // `<=` before `<`: `at_op` would refuse `<` there anyway, but the order says it.
+        let ops = [
+            ("<=", BinaryOp::Le),
+            (">=", BinaryOp::Ge),
+            ("<", BinaryOp::Lt),
+            (">", BinaryOp::Gt),
+        ];
+        self.unchained(&ops, Self::additive)
+    }
+
+    fn additive(&mut self) -> Option<Expr> {
+        self.left_associative(
+            &[("+", BinaryOp::Add), ("-", BinaryOp::Sub)],
+            Self::multiplicative,
+        )
+    }
+
+    fn multiplicative(&mut self) -> Option<Expr> {
+        self.left_associative(&[("*", BinaryOp::Mul), ("/", BinaryOp::Div)], Self::unary)
+    }
+
+    /// The operator of `ops` that comes next, consumed.
+    fn eat_any(&mut self, ops: &[(&str, BinaryOp)]) -> Option<BinaryOp> {
+        ops.iter()
+            .find(|(text, _)| self.eat_op(text))
+            .map(|(_, op)| *op)
+    }
+
+    /// `a op b` with at most one operator of `ops`: Rhai chains comparisons into a type error,
+    /// so a second one of the same rank is left to Rhai.
+    fn unchained(
+        &mut self,
+        ops: &[(&str, BinaryOp)],
+        operand: fn(&mut Self) -> Option<Expr>,
+    ) -> Option<Expr> {
+        let left = operand(self)?;
+        let Some(op) = self.eat_any(ops) else {
             return Some(left);
         };
-        let right = self.additive()?;
-        if ["<", ">", "<=", ">="].iter().any(|op| self.at_op(op)) {
+        let right = operand(self)?;
+        if ops.iter().any(|(text, _)| self.at_op(text)) {
             return None;
         }
         Some(Expr::Binary(op, Box::new(left), Box::new(right)))
     }
 
-    fn additive(&mut self) -> Option<Expr> {
-        let mut left = self.multiplicative()?;
-        loop {
-            let op = if self.eat_op("+") {
-                BinaryOp::Add
-            } else if self.eat_op("-") {
-                BinaryOp::Sub
-            } else {
-                return Some(left);
-            };
-            left = Expr::Binary(op, Box::new(left), Box::new(self.multiplicative()?));
+    /// `a op b op c ...` with the operators of `ops`, grouped from the left.
+    fn left_associative(
+        &mut self,
+        ops: &[(&str, BinaryOp)],
+        operand: fn(&mut Self) -> Option<Expr>,
+    ) -> Option<Expr> {
+        let mut left = operand(self)?;
+        while let Some(op) = self.eat_any(ops) {
+            left = Expr::Binary(op, Box::new(left), Box::new(operand(self)?));
         }
-    }
-
-    fn multiplicative(&mut self) -> Option<Expr> {
-        let mut left = self.unary()?;
-        loop {
-            let op = if self.eat_op("*") {
-                BinaryOp::Mul
-            } else if self.eat_op("/") {
-                BinaryOp::Div
-            } else {
-                return Some(left);
-            };
-            left = Expr::Binary(op, Box::new(left), Box::new(self.unary()?));
-        }
+        Some(left)
     }
 
     fn unary(&mut self) -> Option<Expr> {
