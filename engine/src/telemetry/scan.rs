@@ -236,7 +236,7 @@ impl<'a> Scanner<'a> {
     /// An object of strings to strings.
     fn labels(&mut self) -> Option<Labels<'a>> {
         self.expect(b'{')?;
-        let mut labels = Vec::with_capacity(4);
+        let mut labels = smallvec::SmallVec::new();
         self.whitespace();
         if self.peek()? == b'}' {
             self.at += 1;

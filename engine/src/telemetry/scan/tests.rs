@@ -89,7 +89,7 @@ fn the_scanner_never_disagrees_with_serde() {
         if let Some(raw) = scan(text) {
             scanned += 1;
             assert_eq!(Some(format!("{raw:?}")), serde(text), "{text}");
-        }
+        };
     }
     assert!(scanned > tried / 20, "{scanned} of {tried} mutants scanned");
 }
