@@ -6,6 +6,7 @@ It keeps the contract in docs/actuators.md:
   - dedup by command id, with a record that survives a restart: a compacted topic keyed by
     the id, holding the final ack, read to its end at start (the same format the Rust SDK uses);
   - ack `rejected` a command whose expires_at has passed, and do not act on it;
+  - ack `rejected` a command that lacks a field it needs, and carry on;
   - ack `received`, act, then ack `succeeded` / `failed` / `rejected`;
   - commit offsets only after the acks are on the broker (producer.flush(), then commit).
 
@@ -34,6 +35,19 @@ def act(command):
         return "rejected", "this actuator does not know action %r" % command["action"]
     print("acting: restart %s (%s)" % (command["entity"], command["id"]), flush=True)
     return "succeeded", "restarted " + command["entity"]
+
+
+# The fields a command must carry to be acted on, and their JSON types.
+REQUIRED = {"id": str, "entity": str, "action": str, "expires_at": int}
+
+
+def unreadable(command):
+    """Why a command cannot be acted on, or None. Like the Rust runner, the caller rejects it."""
+    for field, kind in REQUIRED.items():
+        value = command.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return "field %r is missing or not a %s" % (field, kind.__name__)
+    return None
 
 
 def ensure_compacted(bootstrap, topic):
@@ -104,16 +118,20 @@ def main():
         return ack
 
     def handle(command):
-        command_id = command.get("id")
-        if not command_id:
-            print("skipping a command without an id", file=sys.stderr, flush=True)
+        command_id = command.get("id") if isinstance(command, dict) else None
+        if not command_id or not isinstance(command_id, str):
+            print("skipping a message without an id to reject", file=sys.stderr, flush=True)
             return
-        key = command.get("entity") or command_id
+        key = command.get("entity") if isinstance(command.get("entity"), str) else command_id
         if command_id in done:  # finished before: answer as then, do not act again
             send_ack(key, done[command_id])
             return
         if command.get("v") != 1:
             send_ack(key, new_ack(command_id, "rejected", "unsupported version %r" % command.get("v")))
+            return
+        reason = unreadable(command)
+        if reason:  # a malformed command: reject it and move on, or it stops us on every restart
+            send_ack(key, new_ack(command_id, "rejected", "invalid command: " + reason))
             return
         if command["expires_at"] < now_ms():
             send_ack(key, new_ack(command_id, "rejected", "expired at %d" % command["expires_at"]))
@@ -140,7 +158,7 @@ def main():
             for record in records:
                 try:
                     command = json.loads(record.value)
-                except ValueError as error:
+                except (TypeError, ValueError) as error:  # not JSON, or no payload
                     print("skipping a message that is not JSON: %s" % error, file=sys.stderr,
                           flush=True)
                     continue

@@ -1,6 +1,7 @@
 //! Actuators through a real broker: the SDK runner and `salve actuate exec` close the loop
 //! with salve; a command delivered again after an actuator restart is not run twice; an
-//! expired command is rejected; concurrency is bounded; a graceful stop finishes what runs.
+//! expired or unreadable command is rejected; a failing or panicking handler is acked failed;
+//! concurrency is bounded; a graceful stop finishes what runs, or gives up on it in time.
 
 mod support;
 
@@ -69,6 +70,21 @@ impl Actuator for Recorder {
         }
         self.running.fetch_sub(1, Ordering::SeqCst);
         Outcome::Succeeded(format!("restarted {}", command.entity))
+    }
+}
+
+/// An SDK actuator whose outcome the entity chooses: `fails` fails, `panics` panics, `hangs`
+/// never returns, anything else succeeds.
+struct Scripted;
+
+impl Actuator for Scripted {
+    async fn handle(&self, command: &Command, _context: &CommandContext) -> Outcome {
+        match command.entity.as_str() {
+            "fails" => Outcome::Failed("disk full".into()),
+            "panics" => panic!("the handler broke"),
+            "hangs" => std::future::pending().await,
+            entity => Outcome::Succeeded(format!("restarted {entity}")),
+        }
     }
 }
 
@@ -234,6 +250,23 @@ fn produce_exits(broker: &TestBroker, entity: &str) {
 
 fn acks_for(records: &[Record], id: &str, status: &str) -> Vec<serde_json::Value> {
     matching(records, |v| v["command_id"] == id && v["status"] == status)
+}
+
+/// The statuses acked for `id`, in the order they were published: an entity's acks share a
+/// key, hence a partition, and are read in offset order.
+fn statuses(records: &[Record], id: &str) -> Vec<String> {
+    matching(records, |v| v["command_id"] == id)
+        .iter()
+        .map(|v| v["status"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn detail(records: &[Record], id: &str, status: &str) -> String {
+    acks_for(records, id, status)
+        .first()
+        .and_then(|ack| ack["detail"].as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Waits for salve's decision log to take the actuator's success for an incident of `entity`
@@ -498,6 +531,101 @@ fn a_graceful_stop_finishes_running_commands_and_commits() {
     assert_eq!(all, vec!["g0#1", "g1#1", "g2#1", "g3#1"]);
 }
 
+/// A handler's failure and a handler's panic are each acked `failed`, with the detail, after
+/// `received`; the runner carries on.
+#[test]
+fn failed_and_panicking_handlers_are_acked_failed_after_received() {
+    let broker = TestBroker::new("sdk-failures");
+    let actuator = RunningActuator::sdk(&broker, Arc::new(Scripted), settings(&broker, "sdk"));
+    let expires = now_ms() + 600_000;
+    produce_command(&broker, "f#1", "fails", expires);
+    produce_command(&broker, "p#1", "panics", expires);
+    produce_command(&broker, "s#1", "works", expires);
+    let acks = broker.read_until(&broker.topics.acks, |r| {
+        ["f#1", "p#1", "s#1"]
+            .iter()
+            .all(|id| statuses(r, id).len() >= 2)
+    });
+    assert_eq!(statuses(&acks, "f#1"), ["received", "failed"]);
+    assert_eq!(detail(&acks, "f#1", "failed"), "disk full");
+    assert_eq!(statuses(&acks, "p#1"), ["received", "failed"]);
+    let panicked = detail(&acks, "p#1", "failed");
+    assert!(panicked.contains("panicked"), "{panicked}");
+    assert_eq!(statuses(&acks, "s#1"), ["received", "succeeded"]);
+    let report = actuator.stop();
+    assert_eq!((report.failed, report.succeeded), (2, 1), "{report:?}");
+}
+
+/// A command that cannot be read but has an id is acked `rejected`, saying why, and not run;
+/// a message with no id is skipped; the commands after them run.
+#[test]
+fn an_unreadable_command_is_rejected_and_the_runner_carries_on() {
+    let broker = TestBroker::new("sdk-unreadable");
+    let recorder = Recorder::open();
+    let actuator = RunningActuator::sdk(&broker, Arc::clone(&recorder), settings(&broker, "sdk"));
+    let commands = &broker.topics.commands;
+    let missing =
+        serde_json::json!({"v": 1, "id": "missing#1", "entity": "e", "action": "restart"});
+    broker.produce(commands, Some("e"), missing.to_string().as_bytes());
+    let mut future =
+        serde_json::from_str::<serde_json::Value>(&command_json("v2#1", "e", now_ms() + 600_000))
+            .expect("command");
+    future["v"] = 2.into();
+    broker.produce(commands, Some("e"), future.to_string().as_bytes());
+    broker.produce(commands, Some("e"), b"not json");
+    produce_command(&broker, "good#1", "e", now_ms() + 600_000);
+    let acks = broker.read_until(&broker.topics.acks, |r| {
+        !acks_for(r, "good#1", "succeeded").is_empty()
+    });
+    assert_eq!(statuses(&acks, "missing#1"), ["rejected"]);
+    let why = detail(&acks, "missing#1", "rejected");
+    assert!(why.starts_with("invalid command:"), "{why}");
+    assert_eq!(statuses(&acks, "v2#1"), ["rejected"]);
+    let why = detail(&acks, "v2#1", "rejected");
+    assert!(why.contains("version 2"), "{why}");
+    assert_eq!(statuses(&acks, "good#1"), ["received", "succeeded"]);
+    let report = actuator.stop();
+    assert_eq!(report.invalid, 3, "{report:?}");
+    assert_eq!(recorder.handled_ids(), vec!["good#1".to_owned()]);
+}
+
+/// A graceful stop waits `stop_patience_ms` for a handler, then acks its command `failed`,
+/// records it as finished and commits: the next instance answers a redelivery with that ack
+/// and does not run it.
+#[test]
+fn a_graceful_stop_gives_up_on_a_handler_that_never_returns() {
+    let broker = TestBroker::new("stop-patience");
+    let mut settings = settings(&broker, "sdk");
+    settings.stop_patience_ms = 300;
+    // Only the stop commits.
+    settings.commit_interval_ms = 3_600_000;
+    let actuator = RunningActuator::sdk(&broker, Arc::new(Scripted), settings.clone());
+    let expires = now_ms() + 600_000;
+    produce_command(&broker, "h#1", "hangs", expires);
+    actuator.wait_for("the handler to start", |s| {
+        s.in_flight.load(Ordering::SeqCst) == 1
+    });
+    let report = actuator.stop();
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert!(report.commits >= 1, "{report:?}");
+    let acks = broker.read_until(&broker.topics.acks, |r| statuses(r, "h#1").len() >= 2);
+    assert_eq!(statuses(&acks, "h#1"), ["received", "failed"]);
+    let why = detail(&acks, "h#1", "failed");
+    assert!(why.starts_with("abandoned:"), "{why}");
+
+    let next = Recorder::open();
+    let actuator = RunningActuator::sdk(&broker, Arc::clone(&next), settings);
+    produce_command(&broker, "h#1", "hangs", expires);
+    actuator.wait_for("the redelivery answered", |s| {
+        s.duplicates.load(Ordering::SeqCst) == 1
+    });
+    let report = actuator.stop();
+    assert_eq!(report.consumed, 1, "the abandoned command was committed");
+    assert!(next.handled_ids().is_empty(), "and is not run again");
+    let acks = broker.read_until(&broker.topics.acks, |r| statuses(r, "h#1").len() >= 3);
+    assert_eq!(statuses(&acks, "h#1"), ["received", "failed", "failed"]);
+}
+
 impl RunningActuator {
     /// Waits for a run already asked to stop.
     fn join_stopping(mut self) -> ActuatorReport {
@@ -623,6 +751,50 @@ impl Drop for PythonActuator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The Python example rejects a command that lacks a field, and acts on the next one, instead
+/// of stopping on it (again on every restart).
+#[test]
+fn the_python_example_rejects_a_malformed_command_and_carries_on() {
+    if !python_kafka_available() {
+        return;
+    }
+    let broker = TestBroker::new("python-malformed");
+    let name = format!("py-{}", broker.group);
+    let dedup_topic = format!("salve.actuator.{name}.done");
+    if let Some(embedded) = broker.embedded() {
+        embedded.create_topic(&dedup_topic, 1).expect("dedup topic");
+    }
+    let actuator = PythonActuator::start(&broker, &name, &dedup_topic);
+    let mut malformed: serde_json::Value =
+        serde_json::from_str(&command_json("bad#1", "e", 0)).expect("command");
+    malformed
+        .as_object_mut()
+        .expect("object")
+        .remove("expires_at");
+    broker.produce(
+        &broker.topics.commands,
+        Some("e"),
+        malformed.to_string().as_bytes(),
+    );
+    produce_command(&broker, "good#1", "e", now_ms() + 600_000);
+    match actuator.wait_for_line(|line| line.starts_with("acting: ")) {
+        Ok(_) => {}
+        // As in the test below: kafka-python cannot join a group on Tansu 0.6.
+        Err(error) if broker.is_external() && error.contains("UnknownError") => {
+            eprintln!("skipping on this broker: kafka-python's JoinGroup is refused: {error}");
+            return;
+        }
+        Err(error) => panic!("{error}"),
+    }
+    let acks = broker.read_until(&broker.topics.acks, |r| {
+        !acks_for(r, "good#1", "succeeded").is_empty()
+    });
+    assert_eq!(statuses(&acks, "bad#1"), ["rejected"]);
+    let why = detail(&acks, "bad#1", "rejected");
+    assert!(why.contains("expires_at"), "{why}");
+    assert_eq!(statuses(&acks, "good#1"), ["received", "succeeded"]);
 }
 
 /// The Python example closes the loop with salve, and after a crash it answers the command,

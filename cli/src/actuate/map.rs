@@ -6,8 +6,11 @@
 //! then filled into single elements. A value from a command, an entity called `x; rm -rf /`
 //! for instance, therefore always arrives as one literal argument, whatever it contains. The
 //! program itself (the first element) may not contain a placeholder, so a command can never
-//! choose what runs.
+//! choose what runs; [`guard`] refuses, at load, a placeholder where the program (or the
+//! program a wrapper such as `sudo` runs) would parse it as code; and a value that would start
+//! an argument with `-`, or holds a control character, is refused when the command comes.
 
+use super::guard::{self, Element};
 use salve_engine::wire::Command;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +57,21 @@ enum Field {
     Param(String),
 }
 
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Entity => f.write_str("{entity}"),
+            Field::Action => f.write_str("{action}"),
+            Field::Id => f.write_str("{id}"),
+            Field::Incident => f.write_str("{incident}"),
+            Field::Rule => f.write_str("{rule}"),
+            Field::Reason => f.write_str("{reason}"),
+            Field::Attempt => f.write_str("{attempt}"),
+            Field::Param(name) => write!(f, "{{params.{name}}}"),
+        }
+    }
+}
+
 /// A piece of one argv element.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -69,22 +87,53 @@ pub struct Template {
 }
 
 impl Template {
-    /// The program's argv for `command`, or why it cannot be built (a missing parameter).
+    /// The program's argv for `command`, or why it cannot be built: a missing parameter, or
+    /// a value that [`refuse_value`] refuses.
     pub fn render(&self, command: &Command) -> Result<Vec<String>, String> {
         let mut argv = Vec::with_capacity(self.args.len() + 1);
         argv.push(self.program.clone());
-        for arg in &self.args {
+        for (index, arg) in self.args.iter().enumerate() {
             let mut text = String::new();
             for segment in arg {
                 match segment {
                     Segment::Text(literal) => text.push_str(literal),
-                    Segment::Field(field) => text.push_str(&field_value(field, command)?),
+                    Segment::Field(field) => {
+                        let value = field_value(field, command)?;
+                        refuse_value(field, &value, text.is_empty(), index + 1)?;
+                        text.push_str(&value);
+                    }
                 }
             }
             argv.push(text);
         }
         Ok(argv)
     }
+}
+
+/// Refuses, at run time, a value no command field legitimately holds in an argument: one that
+/// starts the argument with `-` (the program would read it as an option: an entity called
+/// `-oProxyCommand=...` or `--help`), and one with a control character (a newline splits a
+/// line-based protocol or config the program writes). The guard at load time cannot see these:
+/// they are about the values, not where they go.
+fn refuse_value(
+    field: &Field,
+    value: &str,
+    starts_argument: bool,
+    position: usize,
+) -> Result<(), String> {
+    // The value comes from the command and goes into the ack: show a little of it.
+    let shown: String = value.chars().take(40).collect();
+    if starts_argument && value.starts_with('-') {
+        return Err(format!(
+            "{field} = {shown:?} would start argument {position} with `-`, and the program could read it as an option; refused (for a value that may be negative, write it after an option, e.g. `--delta={field}`)"
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!(
+            "{field} = {shown:?} contains a control character (a newline, a tab...), which no entity or parameter needs; refused"
+        ));
+    }
+    Ok(())
 }
 
 fn field_value(field: &Field, command: &Command) -> Result<String, String> {
@@ -230,51 +279,16 @@ fn parse_template(value: &toml::Value) -> Result<Template, String> {
         .iter()
         .map(|arg| parse_segments(arg))
         .collect::<Result<_, _>>()?;
-    refuse_placeholders_in_scripts(&program, &argv, &args)?;
+    let elements: Vec<Element<'_>> = argv
+        .iter()
+        .zip(std::iter::once(&Vec::new()).chain(&args))
+        .map(|(text, segments)| Element {
+            text,
+            placeholder: segments.iter().any(|s| matches!(s, Segment::Field(_))),
+        })
+        .collect();
+    guard::check(&elements).map_err(|refusal| refusal.to_string())?;
     Ok(Template { program, args })
-}
-
-/// Interpreters whose `-c`/`-e` argument is code: a placeholder there would be parsed as code,
-/// which is exactly the injection this actuator exists to prevent.
-const INTERPRETERS: &[(&str, &str)] = &[
-    ("sh", "-c"),
-    ("bash", "-c"),
-    ("dash", "-c"),
-    ("zsh", "-c"),
-    ("ksh", "-c"),
-    ("ash", "-c"),
-    ("fish", "-c"),
-    ("python", "-c"),
-    ("python3", "-c"),
-    ("perl", "-e"),
-    ("ruby", "-e"),
-    ("node", "-e"),
-];
-
-fn refuse_placeholders_in_scripts(
-    program: &str,
-    argv: &[String],
-    args: &[Vec<Segment>],
-) -> Result<(), String> {
-    let name = Path::new(program)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(program);
-    let Some((_, flag)) = INTERPRETERS.iter().find(|(shell, _)| *shell == name) else {
-        return Ok(());
-    };
-    // args[i] is argv[i + 1]; the script is the element after the flag.
-    for (index, window) in argv[1..].windows(2).enumerate() {
-        let script_has_placeholder = args[index + 1]
-            .iter()
-            .any(|segment| matches!(segment, Segment::Field(_)));
-        if window[0] == *flag && script_has_placeholder {
-            return Err(format!(
-                "a placeholder inside the `{name} {flag}` script would be parsed as code: keep the script fixed and pass values as arguments after it (a shell script reads them as \"$1\", \"$2\"...)"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Splits one argv element into text and placeholders. `{{` and `}}` are literal braces.

@@ -1,6 +1,7 @@
 //! `salve actuate`: actuators that ship with salve, run on the actuator SDK.
 
 pub mod exec;
+mod guard;
 #[cfg(feature = "k8s")]
 pub mod k8s;
 pub mod map;

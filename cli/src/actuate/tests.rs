@@ -47,7 +47,6 @@ async fn an_entity_name_cannot_inject_a_command() {
         format!("`touch {p}`"),
         format!("a && touch {p} || touch {p}"),
         format!("a | touch {p}"),
-        format!("a\ntouch {p}"),
         format!("' ; touch {p}; echo '"),
         format!("\" ; touch {p}; echo \""),
         "a b  c".to_owned(),
@@ -73,6 +72,311 @@ restart = ["printf", "<%s>\n", "{entity}", "{params.extra}"]"#,
             );
             assert!(!pwned.exists(), "{entity:?} ran a command");
         }
+    }
+}
+
+/// Values that the program could misread are refused when the command comes: a leading `-`
+/// (an option: `ssh {entity} ...` with `-oProxyCommand=...`), and control characters.
+#[tokio::test]
+async fn a_value_that_would_be_an_option_or_holds_a_control_character_is_rejected() {
+    let map = r#"[actions]
+restart = ["printf", "<%s>", "{entity}"]
+scale = ["printf", "<%s>", "--by={params.by}"]"#;
+    for entity in [
+        "-v",
+        "--help",
+        "-oProxyCommand=touch /tmp/pwned",
+        "a\nb",
+        "a\rb",
+        "\u{1b}[2J",
+    ] {
+        let outcome = handle(map, &command("restart", entity, serde_json::json!({}))).await;
+        assert!(
+            matches!(&outcome, Outcome::Rejected(d) if d.starts_with("{entity} = ")),
+            "{entity:?}: {outcome:?}"
+        );
+    }
+    // A dash inside an argument, or after a literal prefix, is no option.
+    let outcome = handle(map, &command("restart", "pod-1", serde_json::json!({}))).await;
+    assert_eq!(outcome, Outcome::Succeeded("<pod-1>".into()));
+    let outcome = handle(map, &command("scale", "x", serde_json::json!({"by": -2}))).await;
+    assert_eq!(outcome, Outcome::Succeeded("<--by=-2>".into()));
+}
+
+/// Templates that hand a placeholder to code, through a wrapper, an option cluster, an
+/// interpreter or a remote shell. The guard before this one refused only `INTERPRETER -c|-e`
+/// as separate, exact arguments, and loaded every one of these.
+#[test]
+fn placeholders_that_would_reach_code_are_refused_at_load() {
+    let code = "would be parsed as code";
+    let cases: &[(&[&str], &str)] = &[
+        (&["bash", "-lc", "systemctl restart {entity}"], code),
+        (&["sh", "-ec", "systemctl restart {entity}"], code),
+        (&["/bin/sh", "-xec", "systemctl restart {entity}"], code),
+        (&["bash", "-o", "pipefail", "-c", "restart {entity}"], code),
+        (&["zsh", "-c", "restart {entity}"], code),
+        (&["fish", "--command=restart {entity}"], code),
+        (&["sh", "{entity}"], code),
+        (&["sudo", "sh", "-c", "restart {entity}"], code),
+        (
+            &["sudo", "-u", "root", "--", "bash", "-c", "restart {entity}"],
+            code,
+        ),
+        (
+            &["sudo", "-s", "systemctl", "restart", "{entity}"],
+            "through a shell",
+        ),
+        (&["sudo", "{entity}"], "is the program that `sudo` runs"),
+        (&["doas", "sh", "-c", "restart {entity}"], code),
+        (&["env", "bash", "-c", "restart {entity}"], code),
+        (
+            &[
+                "env",
+                "-i",
+                "PATH=/usr/bin",
+                "A=b",
+                "bash",
+                "-c",
+                "restart {entity}",
+            ],
+            code,
+        ),
+        (&["env", "-S", "sh -c {entity}"], code),
+        (
+            &["env", "A=b", "{entity}"],
+            "is the program that `env` runs",
+        ),
+        (&["nice", "sh", "-c", "restart {entity}"], code),
+        (
+            &[
+                "nice",
+                "-n",
+                "5",
+                "ionice",
+                "-c",
+                "2",
+                "sh",
+                "-c",
+                "restart {entity}",
+            ],
+            code,
+        ),
+        (&["nohup", "sh", "-c", "restart {entity}"], code),
+        (&["timeout", "5", "sh", "-c", "restart {entity}"], code),
+        (
+            &["timeout", "-s", "KILL", "5", "{entity}"],
+            "is the program that `timeout` runs",
+        ),
+        (&["stdbuf", "-oL", "sh", "-c", "restart {entity}"], code),
+        (&["setsid", "-f", "sh", "-c", "restart {entity}"], code),
+        (&["time", "sh", "-c", "restart {entity}"], code),
+        (&["chroot", "/", "sh", "-c", "restart {entity}"], code),
+        (
+            &["chroot", "{entity}", "/bin/restart"],
+            "is the program that `chroot` runs",
+        ),
+        (&["xargs", "sh", "-c", "restart {entity}"], code),
+        (
+            &["xargs", "-I", "X", "sh", "-c", "restart {entity} X"],
+            code,
+        ),
+        (
+            &["flock", "/run/lock/a", "sh", "-c", "restart {entity}"],
+            code,
+        ),
+        (
+            &["flock", "/run/lock/a", "-c", "restart {entity}"],
+            "through a shell",
+        ),
+        (
+            &["runuser", "-u", "app", "--", "sh", "-c", "restart {entity}"],
+            code,
+        ),
+        (&["runuser", "app", "-c", "restart {entity}"], "to a shell"),
+        (&["su", "-c", "systemctl restart {entity}"], "to a shell"),
+        (
+            &["su", "root", "-c", "systemctl restart {entity}"],
+            "to a shell",
+        ),
+        (
+            &["ssh", "host", "systemctl restart {entity}"],
+            "remote shell",
+        ),
+        (
+            &[
+                "ssh",
+                "-p",
+                "22",
+                "host",
+                "systemctl",
+                "restart",
+                "{entity}",
+            ],
+            "remote shell",
+        ),
+        (
+            &["ssh", "-o", "ProxyCommand={entity}", "host", "true"],
+            code,
+        ),
+        (&["watch", "-n1", "systemctl status {entity}"], "to a shell"),
+        (&["busybox", "sh", "-c", "restart {entity}"], code),
+        (
+            &["docker", "exec", "app", "sh", "-c", "restart {entity}"],
+            code,
+        ),
+        (
+            &[
+                "docker",
+                "exec",
+                "-it",
+                "app",
+                "bash",
+                "-lc",
+                "restart {entity}",
+            ],
+            code,
+        ),
+        (
+            &["docker", "exec", "app", "{entity}"],
+            "is the program that `docker` runs",
+        ),
+        (
+            &[
+                "kubectl",
+                "exec",
+                "pod",
+                "--",
+                "sh",
+                "-c",
+                "restart {entity}",
+            ],
+            code,
+        ),
+        (
+            &[
+                "kubectl", "-n", "shop", "exec", "pod", "-c", "main", "--", "{entity}",
+            ],
+            "is the program that `kubectl` runs",
+        ),
+        (
+            &["find", "/srv", "-exec", "sh", "-c", "restart {entity}", ";"],
+            code,
+        ),
+        (&["python3", "-c", "import os; os.system('{entity}')"], code),
+        (
+            &[
+                "/usr/bin/python3.11",
+                "-W",
+                "ignore",
+                "-c",
+                "print('{entity}')",
+            ],
+            code,
+        ),
+        (&["python3", "-Bc", "print('{entity}')"], code),
+        (&["python3", "-m", "{entity}"], code),
+        (&["python3", "{entity}"], code),
+        (&["perl", "-e", "system '{entity}'"], code),
+        (&["perl", "-E", "say '{entity}'"], code),
+        (&["perl", "-le", "print '{entity}'"], code),
+        (
+            &["perl", "-l", "-e", "print 1", "-e", "system '{entity}'"],
+            code,
+        ),
+        (&["perl", "-M{entity}", "-e", "1"], code),
+        (&["ruby", "-e", "system '{entity}'"], code),
+        (
+            &[
+                "node",
+                "-e",
+                "require('child_process').execSync('{entity}')",
+            ],
+            code,
+        ),
+        (&["node", "-p", "'{entity}'"], code),
+        (&["node", "--eval=x('{entity}')"], code),
+        (&["awk", "BEGIN {{ system(\"{entity}\") }}"], code),
+        (&["gawk", "-e", "BEGIN {{ print \"{entity}\" }}"], code),
+        (&["sed", "s/x/{entity}/e"], code),
+        (&["sed", "-n", "-e", "s/x/{entity}/w /etc/passwd"], code),
+        // GNU getopt takes options after operands too.
+        (&["sed", "/etc/hosts", "-e", "s/x/{entity}/e"], code),
+        (
+            &["sudo", "--frobnicate", "sh", "x", "{entity}"],
+            "does not know option `--frobnicate`",
+        ),
+    ];
+    for (argv, expected) in cases {
+        let items: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+        let map = format!("[actions]\nrestart = [{}]", items.join(", "));
+        let message = load_error(&map);
+        assert!(
+            message.contains("`actions.restart`") && message.contains(expected),
+            "{argv:?}: {message}"
+        );
+    }
+}
+
+/// What the guard must not refuse: values as plain arguments, through wrappers, to the
+/// destination of ssh, to a shell script or interpreter after its code.
+#[test]
+fn placeholders_as_data_still_load() {
+    let cases: &[&[&str]] = &[
+        &["systemctl", "restart", "app@{entity}.service"],
+        &["sudo", "-u", "app", "systemctl", "restart", "{entity}"],
+        &["sudo", "-u", "{params.user}", "/opt/restart", "{entity}"],
+        &["timeout", "5", "systemctl", "restart", "{entity}"],
+        &["env", "POD={entity}", "/opt/restart"],
+        &[
+            "nice",
+            "-n",
+            "5",
+            "ionice",
+            "-c",
+            "2",
+            "/opt/restart",
+            "{entity}",
+        ],
+        &["flock", "/run/lock/{entity}", "/opt/restart", "{entity}"],
+        &["xargs", "-0", "/opt/restart", "{entity}"],
+        &["ssh", "{entity}", "sudo", "systemctl", "restart", "app"],
+        &["ssh", "-p", "2222", "admin@{entity}", "uptime"],
+        &["sh", "-c", "systemctl restart \"app@$1\"", "sh", "{entity}"],
+        &[
+            "sudo",
+            "bash",
+            "-lc",
+            "restart \"$1\"",
+            "bash",
+            "{entity}",
+            "{reason}",
+        ],
+        &["busybox", "sh", "-c", "echo \"$1\"", "sh", "{entity}"],
+        &["python3", "/opt/restart.py", "--pod", "{entity}"],
+        &[
+            "python3",
+            "-c",
+            "import sys; print(sys.argv[1])",
+            "{entity}",
+        ],
+        &["perl", "-e", "print $ARGV[0]", "{entity}"],
+        &["awk", "BEGIN {{ print ARGV[1] }}", "{entity}"],
+        &["docker", "exec", "{entity}", "nginx", "-s", "reload"],
+        &[
+            "kubectl", "exec", "{entity}", "-n", "shop", "--", "nginx", "-s", "reload",
+        ],
+        &[
+            "kubectl",
+            "scale",
+            "deployment/{params.deployment}",
+            "--replicas={params.replicas}",
+        ],
+    ];
+    for argv in cases {
+        let items: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+        let map = format!("[actions]\nrestart = [{}]", items.join(", "));
+        let parsed = ActionMap::parse(&map);
+        assert!(parsed.is_ok(), "{argv:?}: {parsed:?}");
     }
 }
 

@@ -155,7 +155,9 @@ struct Unreadable {
 struct State<A: Actuator> {
     actuator: Arc<A>,
     settings: ActuatorSettings,
-    handlers: tokio::runtime::Runtime,
+    /// Taken when the run ends, to be shut down without waiting for handlers that never
+    /// return.
+    handlers: Option<tokio::runtime::Runtime>,
     producer: OutputProducer,
     delivery: Arc<DeliveryState>,
     dedup: DedupLog,
@@ -275,6 +277,10 @@ impl<A: Actuator> State<A> {
     }
 
     fn begin(&mut self, received: Received) -> Result<(), ActuatorError> {
+        // Gone only once the run has ended, when nothing starts any more.
+        let Some(handlers) = self.handlers.as_ref().map(|r| r.handle().clone()) else {
+            return Ok(());
+        };
         let now = wall_ms();
         let Received {
             command,
@@ -328,7 +334,7 @@ impl<A: Actuator> State<A> {
         );
         let actuator = Arc::clone(&self.actuator);
         let report = self.finished_tx.clone();
-        self.handlers.spawn(async move {
+        handlers.spawn(async move {
             let id = command.id.clone();
             // A separate task, so that a panicking handler is reported as a failure.
             let handled =
@@ -378,6 +384,26 @@ impl<A: Actuator> State<A> {
         self.offsets
             .finish(&running.topic, running.partition, running.offset);
         self.refresh_gauges();
+        Ok(())
+    }
+
+    /// Gives up on the commands still running when a graceful stop has waited `patience`:
+    /// each is acked `failed` and recorded as finished, like any outcome, so that its offset
+    /// can be committed and a redelivery is answered with that ack instead of acting again
+    /// after salve has counted the attempt failed. A handler that reports later is ignored.
+    fn abandon_running(&mut self, patience: Duration) -> Result<(), ActuatorError> {
+        let mut ids: Vec<String> = self.running.keys().cloned().collect();
+        ids.sort_unstable();
+        for id in ids {
+            tracing::warn!(
+                command = id,
+                "abandoned: still running when the stop gave up"
+            );
+            let outcome = Outcome::Failed(format!(
+                "abandoned: the actuator was stopping and the action had not finished after {patience:?}; it may have acted in part"
+            ));
+            self.complete(Finished { id, outcome })?;
+        }
         Ok(())
     }
 
@@ -589,7 +615,7 @@ pub fn run_actuator<A: Actuator>(
     let state = State {
         actuator,
         settings: settings.clone(),
-        handlers,
+        handlers: Some(handlers),
         producer,
         delivery,
         dedup,
@@ -615,6 +641,11 @@ pub fn run_actuator<A: Actuator>(
     on_ready();
 
     let result = drive(&consumer, settings, shutdown);
+    // Dropping the runtime would wait for every handler to yield; one that blocks its thread,
+    // or that a stop gave up on, must not keep the runner from returning.
+    if let Some(handlers) = crate::lock(&consumer.context().state).handlers.take() {
+        handlers.shutdown_background();
+    }
     let clean = matches!(result, Ok(false));
     if !clean {
         // The consumer closes as this function returns; its closing rebalance must not commit
@@ -677,12 +708,18 @@ fn drive<A: Actuator>(
     }
 
     // Graceful stop: take nothing new, finish what runs, ack it, commit.
+    let patience = Duration::from_millis(settings.stop_patience_ms);
+    let deadline = Instant::now() + patience;
     let mut state = lock();
     state.waiting.clear();
     state.refresh_gauges();
     while !state.running.is_empty() {
         if shutdown.state() == ABORT {
             return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            state.abandon_running(patience)?;
+            break;
         }
         if let Ok(finished) = state.finished_rx.recv_timeout(Duration::from_millis(50)) {
             state.complete(finished)?;

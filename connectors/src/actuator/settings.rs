@@ -24,6 +24,9 @@ pub struct ActuatorSettings {
     pub max_waiting: usize,
     /// How often offsets are committed, after the acks before them are delivered.
     pub commit_interval_ms: u64,
+    /// How long a graceful stop waits for running commands. Past it, the runner gives up on
+    /// them: acks them `failed`, records them as finished, commits and returns.
+    pub stop_patience_ms: u64,
     /// How long a finished command's record is kept after its `expires_at`. Past its expiry a
     /// command is refused anyway, so this only decides whether a late duplicate gets the
     /// original ack or a `rejected` one.
@@ -49,6 +52,7 @@ impl ActuatorSettings {
             max_in_flight: 4,
             max_waiting: 1_000,
             commit_interval_ms: 1_000,
+            stop_patience_ms: 30_000,
             dedup_retention_ms: 3_600_000,
             create_dedup_topic: topics.create,
             dedup_partitions: topics.partitions,

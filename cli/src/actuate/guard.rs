@@ -1,0 +1,883 @@
+//! The load-time guard of `salve actuate exec`: refuses a template that would let a value
+//! from a command be parsed as code, or choose the program that runs.
+//!
+//! Running a program without a shell only keeps a value in one argument. What the program
+//! does with that argument is its own business, and some programs parse an argument as code:
+//! `sh -c`, `python3 -c`, an awk program, the command `ssh` sends to the remote shell. Others
+//! run another program and hand it the rest of their arguments (`sudo`, `env`, `timeout`...),
+//! so the guard looks through them to the program they run. It knows those programs' options,
+//! and refuses rather than guesses: when it meets an option it does not know, it refuses any
+//! placeholder after it, since the option may take the next argument as a value and shift
+//! everything after it. Options of programs that parse code are refused placeholders
+//! altogether (`perl -M{x}` loads a module of the command's choosing).
+//!
+//! A program it cannot classify (`systemctl`, a runbook script) gets its arguments as data;
+//! what such a program does with them is beyond the guard. Any later argument that names a
+//! shell or an interpreter is checked as a program too, in case the program before it runs it
+//! (`find -exec sh -c`, a wrapper the guard does not know).
+
+use std::collections::HashSet;
+
+/// One argv element of a template, before placeholders are filled.
+#[derive(Debug, Clone, Copy)]
+pub struct Element<'a> {
+    /// The element as written in the map, placeholders included.
+    pub text: &'a str,
+    /// Whether it contains a placeholder.
+    pub placeholder: bool,
+}
+
+/// Why a template is refused. Positions count argv elements, the program being 0.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuardError {
+    /// A placeholder would choose the program a wrapper runs.
+    #[error("argument {position} (`{text}`) is the program that `{runner}` runs, and contains a placeholder: the program must be fixed in the map, so that no command can choose what runs")]
+    ChosenProgram {
+        /// Where.
+        position: usize,
+        /// The element.
+        text: String,
+        /// The wrapper that runs it.
+        runner: String,
+    },
+    /// A placeholder sits where a program reads code, a script path or an option.
+    #[error("argument {position} (`{text}`) is {what} of `{program}`, and contains a placeholder that would be parsed as code; keep it fixed and pass values as arguments after the script (a shell script reads them as \"$1\", \"$2\"...)")]
+    Code {
+        /// Where.
+        position: usize,
+        /// The element.
+        text: String,
+        /// The program that parses it.
+        program: String,
+        /// What the element is to the program.
+        what: &'static str,
+    },
+    /// A placeholder sits in arguments that a program joins into a shell command line.
+    #[error("argument {position} (`{text}`) contains a placeholder, and `{program}` {how}, where the value would be parsed as shell code")]
+    ShellLine {
+        /// Where.
+        position: usize,
+        /// The element.
+        text: String,
+        /// The program.
+        program: String,
+        /// How it builds the command line.
+        how: &'static str,
+    },
+    /// An option the guard does not know comes before a placeholder.
+    #[error("salve does not know option `{option}` of `{program}` (argument {position}), so it cannot tell whether the placeholder in argument {placeholder} is code or chooses the program; drop the option or the placeholder")]
+    UnknownOption {
+        /// Where the option is.
+        position: usize,
+        /// The option.
+        option: String,
+        /// The program.
+        program: String,
+        /// Where the first placeholder after it is.
+        placeholder: usize,
+    },
+}
+
+/// Refuses a template whose placeholders could be parsed as code or choose what runs.
+/// `argv[0]` is the program, already known to have no placeholder.
+pub fn check(argv: &[Element<'_>]) -> Result<(), GuardError> {
+    let mut guard = Guard {
+        argv,
+        dollar_zero: HashSet::new(),
+    };
+    guard.program(0, None)?;
+    for (position, element) in argv.iter().enumerate().skip(1) {
+        if element.placeholder || guard.dollar_zero.contains(&position) {
+            continue;
+        }
+        if let Some(spec) = lookup(element.text) {
+            if matches!(spec.kind, Kind::Interpreter { .. } | Kind::ShellLine { .. }) {
+                guard.program(position, None)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How an option letter or long option is used. In a spec's `short` string a letter is
+/// followed by its marker; a plain letter is a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    /// No value.
+    Flag,
+    /// A value, attached (`-uroot`) or the next argument (`-u root`).
+    Value,
+    /// A value only when attached (`perl -i.bak`, `sed -i`): never the next argument.
+    Attached,
+    /// A value that is code, attached or the next argument (`python -c`, `perl -e`).
+    Code,
+    /// No value, but the first operand becomes code (`sh -c`).
+    FirstOperandIsCode,
+    /// No value, but the program's operands become a shell command line (`sudo -s`).
+    ShellMode,
+}
+
+fn marker(symbol: Option<char>) -> Marker {
+    match symbol {
+        Some(':') => Marker::Value,
+        Some('?') => Marker::Attached,
+        Some('!') => Marker::Code,
+        Some('@') => Marker::FirstOperandIsCode,
+        Some('^') => Marker::ShellMode,
+        _ => Marker::Flag,
+    }
+}
+
+const MARKERS: &[char] = &[':', '?', '!', '@', '^'];
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// Runs the program named after its options and `operands` fixed operands.
+    Wrapper {
+        /// Fixed operands before the program (`timeout 5`, `flock FILE`).
+        operands: usize,
+        /// Whether those operands may hold a placeholder (not `chroot`'s new root).
+        operand_placeholders: bool,
+        /// `NAME=value` operands come before the program (`env`).
+        assignments: bool,
+        /// `-c CMD` right after the fixed operands is a shell command line (`flock FILE -c`).
+        shell_after_operands: bool,
+        /// Only a wrapper when this subcommand follows the program (`docker exec`).
+        subcommand: Option<&'static str>,
+    },
+    /// Reads code: the value of a code option, else its first operand (code or a script
+    /// path). Its options, and everything up to that code, must be fixed.
+    Interpreter {
+        /// Option parsing stops at a code option (`python -c CODE -x` passes `-x` on).
+        code_ends_options: bool,
+        /// `+o` is an option too (shells).
+        plus_options: bool,
+        /// Options may follow operands, as GNU getopt allows (`sed FILE -e CODE`).
+        permutes: bool,
+    },
+    /// Joins its operands after `operands` fixed ones (`ssh`'s destination) into a shell
+    /// command line.
+    ShellLine { operands: usize, how: &'static str },
+    /// `runuser`: a wrapper with `-u USER`, else `su`.
+    UserSwitch,
+    /// `kubectl exec ... -- PROGRAM ARGS`.
+    AfterDoubleDash { subcommand: &'static str },
+}
+
+struct Spec {
+    names: &'static [&'static str],
+    kind: Kind,
+    /// Option letters, each followed by its marker (see [`Marker`]).
+    short: &'static str,
+    /// Long options, without `--`, each followed by its marker.
+    long: &'static [&'static str],
+}
+
+impl Spec {
+    fn short_marker(&self, letter: char) -> Option<Marker> {
+        let mut chars = self.short.chars().peekable();
+        while let Some(c) = chars.next() {
+            let symbol = chars.peek().copied().filter(|s| MARKERS.contains(s));
+            if symbol.is_some() {
+                chars.next();
+            }
+            if c == letter {
+                return Some(marker(symbol));
+            }
+        }
+        None
+    }
+
+    fn long_marker(&self, name: &str) -> Option<Marker> {
+        self.long.iter().find_map(|entry| {
+            let (bare, symbol) = match entry.chars().last() {
+                Some(last) if MARKERS.contains(&last) => (&entry[..entry.len() - 1], Some(last)),
+                _ => (*entry, None),
+            };
+            (bare == name).then(|| marker(symbol))
+        })
+    }
+
+    fn plus_options(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Interpreter {
+                plus_options: true,
+                ..
+            }
+        )
+    }
+}
+
+const WRAPPER: Kind = Kind::Wrapper {
+    operands: 0,
+    operand_placeholders: true,
+    assignments: false,
+    shell_after_operands: false,
+    subcommand: None,
+};
+
+const fn wrapper_with(operands: usize) -> Kind {
+    Kind::Wrapper {
+        operands,
+        operand_placeholders: true,
+        assignments: false,
+        shell_after_operands: false,
+        subcommand: None,
+    }
+}
+
+const SHELL: Kind = Kind::Interpreter {
+    code_ends_options: false,
+    plus_options: true,
+    permutes: false,
+};
+const SCRIPTING: Kind = Kind::Interpreter {
+    code_ends_options: false,
+    plus_options: false,
+    permutes: false,
+};
+/// GNU tools: where unsure whether they permute, the guard reads them both ways.
+const GNU_SCRIPTING: Kind = Kind::Interpreter {
+    code_ends_options: false,
+    plus_options: false,
+    permutes: true,
+};
+
+/// The programs the guard knows. Where shells disagree on a letter, it is given the marker
+/// that shifts the code further right (a value over a flag), which only ever refuses more.
+#[rustfmt::skip]
+const SPECS: &[Spec] = &[
+    Spec {
+        names: &[
+            "sh", "bash", "rbash", "dash", "ash", "zsh", "ksh", "mksh", "lksh", "pdksh", "oksh",
+            "yash", "posh", "fish", "csh", "tcsh",
+        ],
+        kind: SHELL,
+        short: "c@abeghiklmnrstuvxBEHLPTo:O:C!d:D:f:p:",
+        long: &[
+            "norc", "noprofile", "login", "posix", "restricted", "verbose", "version", "help",
+            "noediting", "interactive", "no-config", "private", "no-execute", "rcfile:",
+            "init-file:", "command!", "init-command!", "debug:", "features:", "profile:",
+        ],
+    },
+    Spec {
+        names: &["python", "pypy", "jython"],
+        kind: Kind::Interpreter {
+            code_ends_options: true,
+            plus_options: false,
+            permutes: false,
+        },
+        short: "c!m!bBdEhiIOPqRsSuvVx3W:X:",
+        long: &["help", "version", "check-hash-based-pycs:"],
+    },
+    Spec {
+        names: &["perl"],
+        kind: SCRIPTING,
+        short: "e!E!I:acnpsStTuUvwWXh0?l?i?x?C?d?D?F?M!m!",
+        long: &["help", "version"],
+    },
+    Spec {
+        names: &["ruby", "jruby", "irb"],
+        kind: SCRIPTING,
+        short: "e!r!acdlnpsSvwyhUI:C:E:F:0?W?x?K?T?",
+        long: &[
+            "version", "verbose", "help", "copyright", "yydebug", "jit", "enable:", "disable:",
+            "encoding:", "external-encoding:", "internal-encoding:", "dump:",
+        ],
+    },
+    Spec {
+        names: &["node", "nodejs"],
+        kind: SCRIPTING,
+        short: "e!p!r!cihvC:",
+        long: &[
+            "eval!", "print!", "require!", "import!", "loader!", "experimental-loader!", "check",
+            "interactive", "version", "help", "no-warnings", "no-deprecation", "trace-warnings",
+            "enable-source-maps", "conditions:", "input-type:", "title:",
+        ],
+    },
+    Spec {
+        names: &["php"],
+        kind: SCRIPTING,
+        short: "r!B!R!F!E!f!aCehHiIlmnqsvwc:d:z:t:S:",
+        long: &["help", "version", "php-ini:", "define:", "file!", "run!"],
+    },
+    Spec {
+        names: &["lua", "luajit"],
+        kind: SCRIPTING,
+        short: "e!l!ivEW",
+        long: &[],
+    },
+    Spec {
+        names: &["tclsh", "wish", "Rscript", "osascript", "expect"],
+        kind: SCRIPTING,
+        short: "e!c!",
+        long: &["vanilla", "verbose", "no-environ", "default-packages:"],
+    },
+    Spec {
+        names: &["awk", "gawk", "mawk", "nawk", "original-awk"],
+        kind: GNU_SCRIPTING,
+        short: "f!e!i!l!E!F:v:W:bcCgMNOPrsStVhnd?D?L?o?p?",
+        long: &[
+            "file!", "source!", "include!", "load!", "exec!", "field-separator:", "assign:",
+            "posix", "traditional", "sandbox", "characters-as-bytes", "re-interval", "lint?",
+            "optimize", "no-optimize", "bignum", "version", "help",
+        ],
+    },
+    Spec {
+        names: &["sed", "gsed"],
+        kind: GNU_SCRIPTING,
+        short: "e!f!nrEsuzbl:i?",
+        long: &[
+            "expression!", "file!", "in-place?", "line-length:", "quiet", "silent",
+            "regexp-extended", "separate", "unbuffered", "null-data", "zero-terminated", "posix",
+            "debug", "sandbox", "follow-symlinks", "help", "version",
+        ],
+    },
+    Spec {
+        names: &["ssh"],
+        kind: Kind::ShellLine {
+            operands: 1,
+            how:
+                "joins its arguments after the destination into a command line for the remote shell",
+        },
+        short: "46AaCfGgKkMNnqsTtVvXxYyB:b:c:D:E:e:F:I:i:J:L:l:m:O:o:P:p:Q:R:S:W:w:",
+        long: &[],
+    },
+    Spec {
+        names: &["su", "script", "watch", "parallel", "pwsh", "powershell", "tmux", "screen"],
+        kind: Kind::ShellLine {
+            operands: 0,
+            how: "hands its arguments to a shell as a command line",
+        },
+        short: "",
+        long: &[],
+    },
+    Spec {
+        names: &["runuser"],
+        kind: Kind::UserSwitch,
+        short: "u:g:G:w:s:c!lmpfP",
+        long: &[
+            "user:", "group:", "supp-group:", "login", "preserve-environment", "shell:",
+            "command!", "session-command!", "fast", "pty", "whitelist-environment:",
+        ],
+    },
+    Spec {
+        names: &["sudo"],
+        kind: WRAPPER,
+        short: "s^i^AbEHKknPSVu:g:C:D:h:p:R:r:T:t:U:",
+        long: &[
+            "shell^", "login^", "user:", "group:", "close-from:", "chdir:", "chroot:", "host:",
+            "prompt:", "role:", "type:", "command-timeout:", "other-user:", "preserve-env?",
+            "askpass", "background", "set-home", "non-interactive", "preserve-groups", "stdin",
+            "reset-timestamp", "remove-timestamp",
+        ],
+    },
+    Spec {
+        names: &["doas"],
+        kind: WRAPPER,
+        short: "s^nu:",
+        long: &[],
+    },
+    Spec {
+        names: &["env"],
+        kind: Kind::Wrapper {
+            operands: 0,
+            operand_placeholders: true,
+            assignments: true,
+            shell_after_operands: false,
+            subcommand: None,
+        },
+        short: "S!i0vu:C:",
+        long: &[
+            "split-string!", "ignore-environment", "null", "unset:", "chdir:", "debug",
+            "default-signal?", "ignore-signal?", "block-signal?", "list-signal-handling",
+        ],
+    },
+    Spec {
+        names: &["nice"],
+        kind: WRAPPER,
+        short: "n:0123456789",
+        long: &["adjustment:"],
+    },
+    Spec {
+        names: &["ionice"],
+        kind: WRAPPER,
+        short: "c:n:t",
+        long: &["class:", "classdata:", "ignore"],
+    },
+    Spec {
+        names: &["nohup", "busybox", "toybox"],
+        kind: WRAPPER,
+        short: "",
+        long: &[],
+    },
+    Spec {
+        names: &["timeout"],
+        kind: wrapper_with(1),
+        short: "s:k:v",
+        long: &["signal:", "kill-after:", "foreground", "preserve-status", "verbose"],
+    },
+    Spec {
+        names: &["stdbuf"],
+        kind: WRAPPER,
+        short: "i:o:e:",
+        long: &["input:", "output:", "error:"],
+    },
+    Spec {
+        names: &["setsid"],
+        kind: WRAPPER,
+        short: "cfw",
+        long: &["ctty", "fork", "wait"],
+    },
+    Spec {
+        names: &["time"],
+        kind: WRAPPER,
+        short: "f:o:apqv",
+        long: &["format:", "output:", "append", "portability", "quiet", "verbose"],
+    },
+    Spec {
+        names: &["chroot"],
+        kind: Kind::Wrapper {
+            operands: 1,
+            operand_placeholders: false,
+            assignments: false,
+            shell_after_operands: false,
+            subcommand: None,
+        },
+        short: "",
+        long: &["userspec:", "groups:", "skip-chdir"],
+    },
+    Spec {
+        names: &["xargs"],
+        kind: WRAPPER,
+        short: "0oprtxa:d:E:I:L:n:P:s:e?i?l?",
+        long: &[
+            "null", "arg-file:", "delimiter:", "eof?", "replace?", "max-lines?", "max-args:",
+            "max-procs:", "interactive", "no-run-if-empty", "max-chars:", "verbose", "exit",
+            "show-limits", "open-tty", "process-slot-var:",
+        ],
+    },
+    Spec {
+        names: &["flock"],
+        kind: Kind::Wrapper {
+            operands: 1,
+            operand_placeholders: true,
+            assignments: false,
+            shell_after_operands: true,
+            subcommand: None,
+        },
+        short: "c!sxenouFw:E:",
+        long: &[
+            "command!", "shared", "exclusive", "unlock", "nonblock", "close", "no-fork", "verbose",
+            "timeout:", "wait:", "conflict-exit-code:",
+        ],
+    },
+    Spec {
+        names: &["nsenter"],
+        kind: WRAPPER,
+        short: "aFZt:S:G:m?u?i?n?p?U?C?T?r?w?",
+        long: &[],
+    },
+    Spec {
+        names: &["unshare"],
+        kind: WRAPPER,
+        short: "frcm?u?i?n?p?U?C?T?R:w:S:G:",
+        long: &[],
+    },
+    Spec {
+        names: &["docker", "podman", "nerdctl"],
+        kind: Kind::Wrapper {
+            operands: 1,
+            operand_placeholders: true,
+            assignments: false,
+            shell_after_operands: false,
+            subcommand: Some("exec"),
+        },
+        short: "dite:u:w:",
+        long: &[
+            "detach", "interactive", "tty", "privileged", "env:", "env-file:", "user:", "workdir:",
+            "detach-keys:",
+        ],
+    },
+    Spec {
+        names: &["kubectl", "oc"],
+        kind: Kind::AfterDoubleDash { subcommand: "exec" },
+        short: "",
+        long: &[],
+    },
+];
+
+/// The spec for a program, by its file name without a version suffix (`python3.12`).
+fn lookup(program: &str) -> Option<&'static Spec> {
+    let file = program.rsplit('/').next().unwrap_or(program);
+    let name = file.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    let name = if name.is_empty() { file } else { name };
+    SPECS.iter().find(|spec| spec.names.contains(&name))
+}
+
+/// What an option element is to its program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Flag,
+    Value,
+    Code,
+}
+
+/// A program's arguments, split into options and operands.
+#[derive(Debug, Default)]
+struct Parsed {
+    options: Vec<(usize, Role)>,
+    operands: Vec<usize>,
+    /// A code option gave the code: the operands are data.
+    code_option: bool,
+    /// `sh -c`: the first operand is code.
+    first_operand_is_code: bool,
+    shell_mode: bool,
+    /// Long names and letters used, for `runuser -u`.
+    used: Vec<String>,
+    /// The first option the spec does not know, and its text.
+    unknown: Option<(usize, String)>,
+}
+
+struct Guard<'a, 'b> {
+    argv: &'a [Element<'b>],
+    /// The `$0` of `sh -c SCRIPT NAME`: by convention the shell's name, not run.
+    dollar_zero: HashSet<usize>,
+}
+
+impl Guard<'_, '_> {
+    fn text(&self, position: usize) -> String {
+        self.argv[position].text.to_owned()
+    }
+
+    fn first_placeholder(&self, from: usize) -> Option<usize> {
+        (from..self.argv.len()).find(|&i| self.argv[i].placeholder)
+    }
+
+    /// Checks the program at `position`, run by `runner` if a wrapper runs it.
+    fn program(&mut self, position: usize, runner: Option<&str>) -> Result<(), GuardError> {
+        let Some(element) = self.argv.get(position).copied() else {
+            return Ok(());
+        };
+        if let (true, Some(runner)) = (element.placeholder, runner) {
+            return Err(GuardError::ChosenProgram {
+                position,
+                text: element.text.to_owned(),
+                runner: runner.to_owned(),
+            });
+        }
+        let Some(spec) = lookup(element.text) else {
+            return Ok(());
+        };
+        let name = element.text;
+        match spec.kind {
+            Kind::Interpreter {
+                code_ends_options,
+                permutes,
+                ..
+            } => {
+                // A GNU parser also takes options after the operands: check both readings.
+                for permute in [false, permutes] {
+                    let parsed = self.parse(spec, position + 1, permute, code_ends_options);
+                    self.interpreter(name, &parsed)?;
+                }
+                Ok(())
+            }
+            Kind::ShellLine { operands, how } => {
+                let first = if operands == 0 {
+                    position + 1
+                } else {
+                    let parsed = self.parse(spec, position + 1, false, false);
+                    self.refuse_unknown(name, &parsed)?;
+                    self.refuse_in_options(name, &parsed, |_| false)?;
+                    match parsed.operands.get(operands) {
+                        Some(&first) => first,
+                        None => return Ok(()),
+                    }
+                };
+                self.refuse_shell_line(name, first, how)
+            }
+            Kind::UserSwitch => {
+                let parsed = self.parse(spec, position + 1, false, false);
+                if parsed.used.iter().any(|u| u == "u" || u == "user") {
+                    self.wrapper(name, WRAPPER, &parsed)
+                } else {
+                    self.refuse_shell_line(
+                        name,
+                        position + 1,
+                        "without -u hands its arguments to a shell, as su does",
+                    )
+                }
+            }
+            Kind::Wrapper { subcommand, .. } => {
+                let mut from = position + 1;
+                if let Some(subcommand) = subcommand {
+                    if self.argv.get(from).map(|e| e.text) != Some(subcommand) {
+                        return Ok(());
+                    }
+                    from += 1;
+                }
+                let parsed = self.parse(spec, from, false, false);
+                self.wrapper(name, spec.kind, &parsed)
+            }
+            Kind::AfterDoubleDash { subcommand } => {
+                let args = &self.argv[position + 1..];
+                let Some(exec) = args.iter().position(|e| e.text == subcommand) else {
+                    return Ok(());
+                };
+                match args.iter().position(|e| e.text == "--") {
+                    Some(dashes) if dashes > exec => {
+                        self.program(position + 1 + dashes + 1, Some(name))
+                    }
+                    _ => match self.first_placeholder(position + 1 + exec + 1) {
+                        Some(placeholder) => Err(GuardError::UnknownOption {
+                            position: position + 1 + exec,
+                            option: subcommand.to_owned(),
+                            program: name.to_owned(),
+                            placeholder,
+                        }),
+                        None => Ok(()),
+                    },
+                }
+            }
+        }
+    }
+
+    fn interpreter(&mut self, name: &str, parsed: &Parsed) -> Result<(), GuardError> {
+        self.refuse_unknown(name, parsed)?;
+        self.refuse_in_options(name, parsed, |_| false)?;
+        if parsed.code_option && !parsed.first_operand_is_code {
+            return Ok(());
+        }
+        let Some(&first) = parsed.operands.first() else {
+            return Ok(());
+        };
+        if parsed.first_operand_is_code {
+            self.dollar_zero.insert(first + 1);
+        }
+        if self.argv[first].placeholder {
+            return Err(GuardError::Code {
+                position: first,
+                text: self.text(first),
+                program: name.to_owned(),
+                what: if parsed.first_operand_is_code {
+                    "the code"
+                } else {
+                    "the script (or program text)"
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a wrapper's own arguments, then the program it runs.
+    fn wrapper(&mut self, name: &str, kind: Kind, parsed: &Parsed) -> Result<(), GuardError> {
+        let Kind::Wrapper {
+            operands,
+            operand_placeholders,
+            assignments,
+            shell_after_operands,
+            ..
+        } = kind
+        else {
+            return Ok(());
+        };
+        self.refuse_unknown(name, parsed)?;
+        // A wrapper's option values are data to it (`sudo -u {params.user}`); code is not.
+        self.refuse_in_options(name, parsed, |role| role == Role::Value)?;
+        let Some(&start) = parsed.operands.first() else {
+            return Ok(());
+        };
+        if parsed.shell_mode {
+            return self.refuse_shell_line(
+                name,
+                start,
+                "runs its arguments through a shell in this mode",
+            );
+        }
+        let mut next = start;
+        if assignments {
+            while let Some(element) = self.argv.get(next) {
+                match element.text.split_once('=') {
+                    Some((variable, _)) if !variable.is_empty() && !variable.contains('{') => {
+                        next += 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        for fixed in next..(next + operands).min(self.argv.len()) {
+            if !operand_placeholders && self.argv[fixed].placeholder {
+                return Err(GuardError::ChosenProgram {
+                    position: fixed,
+                    text: self.text(fixed),
+                    runner: name.to_owned(),
+                });
+            }
+        }
+        next += operands;
+        if shell_after_operands {
+            if let Some(flag) = self.argv.get(next) {
+                if flag.text == "-c" || flag.text == "--command" {
+                    return self.refuse_shell_line(
+                        name,
+                        next + 1,
+                        "runs the argument after -c through a shell",
+                    );
+                }
+            }
+        }
+        self.program(next, Some(name))
+    }
+
+    fn refuse_unknown(&self, name: &str, parsed: &Parsed) -> Result<(), GuardError> {
+        let Some((position, option)) = &parsed.unknown else {
+            return Ok(());
+        };
+        match self.first_placeholder(*position) {
+            Some(placeholder) => Err(GuardError::UnknownOption {
+                position: *position,
+                option: option.clone(),
+                program: name.to_owned(),
+                placeholder,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn refuse_in_options(
+        &self,
+        name: &str,
+        parsed: &Parsed,
+        allowed: impl Fn(Role) -> bool,
+    ) -> Result<(), GuardError> {
+        for &(position, role) in &parsed.options {
+            if self.argv[position].placeholder && !allowed(role) {
+                return Err(GuardError::Code {
+                    position,
+                    text: self.text(position),
+                    program: name.to_owned(),
+                    what: match role {
+                        Role::Code => "the code",
+                        Role::Flag | Role::Value => "an option",
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn refuse_shell_line(
+        &self,
+        name: &str,
+        from: usize,
+        how: &'static str,
+    ) -> Result<(), GuardError> {
+        match self.first_placeholder(from) {
+            Some(position) => Err(GuardError::ShellLine {
+                position,
+                text: self.text(position),
+                program: name.to_owned(),
+                how,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Splits the arguments from `from` into options and operands, as `spec`'s program would:
+    /// options stop at `--`, at the first operand unless `permute`, and at a code option when
+    /// `code_ends_options`. It stops at an option it does not know.
+    fn parse(&self, spec: &Spec, from: usize, permute: bool, code_ends_options: bool) -> Parsed {
+        let mut parsed = Parsed::default();
+        let mut options_done = false;
+        let mut i = from;
+        while i < self.argv.len() {
+            let text = self.argv[i].text;
+            let is_option = text.len() > 1
+                && (text.starts_with('-') || (spec.plus_options() && text.starts_with('+')));
+            if options_done || !is_option {
+                parsed.operands.push(i);
+                options_done |= !permute;
+                i += 1;
+                continue;
+            }
+            if text == "--" {
+                options_done = true;
+                i += 1;
+                continue;
+            }
+            let (used, found, attached) = if let Some(long) = text.strip_prefix("--") {
+                let (name, inline) = match long.split_once('=') {
+                    Some((name, value)) => (name, Some(value)),
+                    None => (long, None),
+                };
+                (name.to_owned(), spec.long_marker(name), inline.is_some())
+            } else {
+                match self.cluster(spec, text, &mut parsed) {
+                    Ok(last) => last,
+                    Err(()) => {
+                        parsed.unknown = Some((i, text.to_owned()));
+                        return parsed;
+                    }
+                }
+            };
+            let Some(found) = found else {
+                parsed.unknown = Some((i, text.to_owned()));
+                return parsed;
+            };
+            parsed.used.push(used);
+            let role = match found {
+                Marker::Code => Role::Code,
+                Marker::Value | Marker::Attached => Role::Value,
+                _ => Role::Flag,
+            };
+            match found {
+                Marker::FirstOperandIsCode => parsed.first_operand_is_code = true,
+                Marker::ShellMode => parsed.shell_mode = true,
+                _ => {}
+            }
+            let takes_next = matches!(found, Marker::Value | Marker::Code) && !attached;
+            parsed
+                .options
+                .push((i, if takes_next { Role::Flag } else { role }));
+            if takes_next && i + 1 < self.argv.len() {
+                i += 1;
+                parsed.options.push((i, role));
+            }
+            if found == Marker::Code {
+                parsed.code_option = true;
+                options_done |= code_ends_options;
+            }
+            i += 1;
+        }
+        parsed
+    }
+
+    /// Walks a cluster of short options (`-lc`, `-uroot`) and returns the last letter that
+    /// decides the element's role, its marker, and whether its value is attached.
+    fn cluster(
+        &self,
+        spec: &Spec,
+        text: &str,
+        parsed: &mut Parsed,
+    ) -> Result<(String, Option<Marker>, bool), ()> {
+        let letters = &text[1..];
+        let mut last = (String::new(), Some(Marker::Flag), false);
+        for (index, letter) in letters.char_indices() {
+            let found = spec.short_marker(letter).ok_or(())?;
+            let rest = &letters[index + letter.len_utf8()..];
+            last = (letter.to_string(), Some(found), !rest.is_empty());
+            match found {
+                Marker::Flag => {}
+                Marker::FirstOperandIsCode => parsed.first_operand_is_code = true,
+                Marker::ShellMode => parsed.shell_mode = true,
+                Marker::Value | Marker::Attached | Marker::Code => return Ok(last),
+            }
+            parsed.used.push(letter.to_string());
+        }
+        // A cluster of flags: its last flag stands for the element.
+        last.2 = false;
+        Ok(last)
+    }
+}
