@@ -1766,7 +1766,7 @@ impl Judge<'_> {
             return Some(reason);
         }
         storms.remove(&storm);
-        match radius.max_in_flight {
+        match radius.in_flight_limit(members) {
             Some(max) if in_flight >= max => Some(format!(
                 "queued: {group} already has {in_flight} of at most {max} members under remediation by {rule}"
             )),
