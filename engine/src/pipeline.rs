@@ -11,6 +11,7 @@ use control::{Modes, ReloadOutcome};
 mod canary;
 pub mod control;
 pub mod inspect;
+mod storm;
 
 use crate::entity::{EntityState, GroupSubject, InternedLabels, Pending, Subject};
 use crate::group::{group_id, GroupIndex};
@@ -100,6 +101,52 @@ struct PartitionState {
     /// The event time of the partition's first event here: windows hold nothing older, so
     /// a condition read from them cannot show that a failure cleared until they are full.
     history_from_ms: i64,
+}
+
+impl PartitionState {
+    /// The storm that freezes the group of entity `subject_key`, for the rule of its incident
+    /// whose attempt is `command_id`, when that incident's next step would send a command.
+    fn freeze(
+        &mut self,
+        rules: &RuleSet,
+        subject_key: &str,
+        command_id: &str,
+        stats: &mut Stats,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Option<storm::Freeze> {
+        let entity = self.entities.get(subject_key)?;
+        let incident = entity
+            .subject
+            .incidents
+            .iter()
+            .find(|i| i.command_id == command_id)?;
+        let next_sends = matches!(
+            incident.state,
+            IncidentState::Remediating
+                | IncidentState::BackingOff
+                | IncidentState::AwaitingApproval
+        );
+        if !next_sends {
+            return None;
+        }
+        let rule = rules
+            .rules()
+            .iter()
+            .find(|r| *r.decl.name == *incident.rule)?;
+        storm::storm(
+            rule,
+            &incident.rule,
+            (subject_key, entity),
+            &self.entities,
+            &self.groups,
+            &mut self.safety.storms,
+            stats,
+            now_ms,
+            out,
+        )
+        .0
+    }
 }
 
 /// The commands awaiting an ack.
@@ -513,7 +560,32 @@ impl Engine {
         }
         self.matched = matched;
         self.record_changes(position.partition, before, out);
+        // A condition that cleared may have ended a storm.
+        self.thaw(position.partition, now_ms);
         Ok(())
+    }
+
+    /// Lets go the attempts held by storms of `partition` that have subsided: each is due
+    /// at once, and sends its command unless something else holds it.
+    fn thaw(&mut self, partition: PartitionId, now_ms: i64) {
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        if state.safety.held.is_empty() {
+            return;
+        }
+        let released = storm::thawed(
+            &self.rules,
+            &mut state.safety.held,
+            &mut state.safety.storms,
+            &state.entities,
+            &state.groups,
+        );
+        for (subject, command_id) in released {
+            state
+                .commands
+                .watch(&command_id, now_ms, DeadlineKind::Retry, &subject);
+        }
     }
 
     fn evaluate(
@@ -649,6 +721,19 @@ impl Engine {
             tracing::debug!(command_id = %ack.command_id, "ack matches no open attempt here");
             return;
         };
+        // A failed attempt may climb the ladder at once: whether a storm holds that back is
+        // decided before the subject is borrowed from the group it is counted in.
+        let frozen = match ack.status {
+            AckStatus::Failed | AckStatus::Rejected => state.freeze(
+                &self.rules,
+                &subject_key,
+                &ack.command_id,
+                &mut self.stats,
+                now_ms,
+                out,
+            ),
+            AckStatus::Received | AckStatus::Succeeded => None,
+        };
         let Some(subject) =
             subject_mut(&mut state.entities, &mut state.group_subjects, &subject_key)
         else {
@@ -697,6 +782,8 @@ impl Engine {
             ledger: &self.ledger,
             stats: &mut self.stats,
             now_ms,
+            frozen,
+            held: Vec::new(),
         };
         match ack.status {
             AckStatus::Received => {}
@@ -722,7 +809,9 @@ impl Engine {
                 );
             }
         }
+        state.safety.note_held(lifecycle.held);
         self.record_changes(partition, before, out);
+        self.thaw(partition, now_ms);
     }
 
     /// Fires every deadline at or before `now_ms`: ack timeouts, verifications that held,
@@ -761,6 +850,8 @@ impl Engine {
             ledger: &self.ledger,
             stats: &mut self.stats,
             now_ms,
+            frozen: None,
+            held: Vec::new(),
         };
         // Which outputs each partition's deadlines produced, to mark their subjects changed.
         let mut changed: Vec<(PartitionId, std::ops::Range<usize>)> = Vec::new();
@@ -778,6 +869,19 @@ impl Engine {
                 let Some(subject_key) = state.commands.subjects.get(&deadline.command_id).cloned()
                 else {
                     continue;
+                };
+                // A retry, or a timeout that climbs the ladder, sends a command: not into a
+                // storm.
+                lifecycle.frozen = match deadline.kind {
+                    DeadlineKind::Retry | DeadlineKind::Ack => state.freeze(
+                        lifecycle.rules,
+                        &subject_key,
+                        &deadline.command_id,
+                        lifecycle.stats,
+                        now_ms,
+                        out,
+                    ),
+                    _ => None,
                 };
                 let Some(subject) =
                     subject_mut(&mut state.entities, &mut state.group_subjects, &subject_key)
@@ -863,10 +967,15 @@ impl Engine {
                     // The attempt moved on since this deadline was set.
                     _ => {}
                 }
+                state.safety.note_held(std::mem::take(&mut lifecycle.held));
             }
             if out.len() > start {
                 changed.push((*id, start..out.len()));
             }
+        }
+        // What the deadlines changed (an incident closed, say) may have ended a storm.
+        for (partition, _) in &changed {
+            self.thaw(*partition, now_ms);
         }
         for (partition, range) in changed {
             self.mark_changes(partition, range, out);
@@ -1431,9 +1540,17 @@ impl Judge<'_> {
                     "the fix did not hold while verifying: {}",
                     describe_evidence(&evidence, "no evidence noted")
                 );
+                // The failure may climb the ladder at once: not into a storm. A group subject
+                // is no member of a group, and has no storm.
+                let frozen = match group {
+                    None => self.storm(entity_key, entity, &mut safety.storms, out).0,
+                    Some(_) => None,
+                };
                 let mut lifecycle = self.lifecycle();
+                lifecycle.frozen = frozen;
                 let subject = subject(entity, &mut group);
                 lifecycle.failed(subject_key, subject, open, reason, commands, out);
+                safety.note_held(lifecycle.held);
             }
             return;
         }
@@ -1657,6 +1774,8 @@ impl Judge<'_> {
             ledger: self.ledger,
             stats: self.stats,
             now_ms: self.now_ms,
+            frozen: None,
+            held: Vec::new(),
         }
     }
 
@@ -1714,64 +1833,47 @@ impl Judge<'_> {
         out: &mut Vec<Output>,
     ) -> Option<String> {
         let radius = self.rule.decl.blast_radius.as_ref()?;
-        let (others, groups) = self.calls.group.as_ref()?;
-        let value = entity.label(&radius.group)?;
-        let group = group_id(&radius.group, value);
-        let rule = &*self.rule_name;
-        let (mut members, mut failing, mut in_flight) = (0u32, 0u32, 0u32);
-        for member in groups.members(&radius.group, value) {
-            members += 1;
-            if member == entity_key {
-                failing += 1;
-                continue;
-            }
-            let Some(state) = others.get(member) else {
-                continue;
-            };
-            let open = state.subject.incidents.iter().find(|i| &*i.rule == rule);
-            if open.is_some() || state.subject.pending.iter().any(|p| &*p.rule == rule) {
-                failing += 1;
-            }
-            if open.is_some_and(|i| {
-                matches!(
-                    i.state,
-                    IncidentState::Remediating
-                        | IncidentState::Verifying
-                        | IncidentState::BackingOff
-                )
-            }) {
-                in_flight += 1;
-            }
+        let (freeze, standing) = self.storm(entity_key, entity, storms, out);
+        if let Some(freeze) = freeze {
+            return Some(freeze.reason);
         }
-        let storm = format!("{rule}/{group}");
-        if members >= 2 && f64::from(failing) > radius.storm_share * f64::from(members) {
-            let reason = format!(
-                "storm: {failing} of {members} members of {group} failing, more than {}%: automation is frozen for the group",
-                radius.storm_share * 100.0
-            );
-            if storms.insert(storm.clone()) {
-                self.stats.escalations += 1;
-                self.stats.storms += 1;
-                out.push(Output::Escalation(Escalation {
-                    v: WIRE_VERSION,
-                    incident: format!("storm/{storm}"),
-                    entity: group,
-                    rule: rule.to_owned(),
-                    reason: reason.clone(),
-                    cause: EscalationCause::Storm,
-                    attempts: 0,
-                    ts: self.now_ms,
-                }));
+        let standing = standing?;
+        let in_flight = standing.in_flight;
+        match radius.in_flight_limit(standing.members) {
+            Some(max) if in_flight >= max => {
+                let group = group_id(&radius.group, entity.label(&radius.group)?);
+                Some(format!(
+                    "queued: {group} already has {in_flight} of at most {max} members under remediation by {}",
+                    self.rule_name
+                ))
             }
-            return Some(reason);
-        }
-        storms.remove(&storm);
-        match radius.in_flight_limit(members) {
-            Some(max) if in_flight >= max => Some(format!(
-                "queued: {group} already has {in_flight} of at most {max} members under remediation by {rule}"
-            )),
             _ => None,
         }
+    }
+
+    /// The storm this rule is in on `entity`'s group, if any (see [`storm::storm`]), with
+    /// how the group stands.
+    fn storm(
+        &mut self,
+        entity_key: &str,
+        entity: &EntityState,
+        storms: &mut HashSet<String>,
+        out: &mut Vec<Output>,
+    ) -> (Option<storm::Freeze>, Option<storm::Standing>) {
+        let Some((others, groups)) = self.calls.group.as_ref() else {
+            return (None, None);
+        };
+        storm::storm(
+            self.rule,
+            &self.rule_name,
+            (entity_key, entity),
+            others,
+            groups,
+            storms,
+            self.stats,
+            self.now_ms,
+            out,
+        )
     }
 
     fn timeout_ms(&self) -> i64 {
@@ -1817,6 +1919,12 @@ struct Lifecycle<'a> {
     ledger: &'a Ledger,
     stats: &'a mut Stats,
     now_ms: i64,
+    /// The storm that freezes the group of the incident at hand, if one does: its next
+    /// command is held rather than sent.
+    frozen: Option<storm::Freeze>,
+    /// Attempts held for a storm during this call, as (storm, subject, command id), for the
+    /// partition to let go when the storm subsides.
+    held: Vec<(storm::Freeze, Box<str>, String)>,
 }
 
 impl Lifecycle<'_> {
@@ -2026,6 +2134,10 @@ impl Lifecycle<'_> {
             self.would_command(subject_key, subject, index, &action, why, reason, out);
             return;
         }
+        if let Some(freeze) = self.frozen.clone() {
+            self.hold_for_storm(subject_key, subject, index, &action, freeze, out);
+            return;
+        }
         if let Some(why) = self.disabled(rule) {
             let cause = EscalationCause::RuleDisabled;
             self.escalate(subject_key, subject, index, why, cause, commands, out);
@@ -2172,6 +2284,38 @@ impl Lifecycle<'_> {
             incident.state = IncidentState::BackingOff;
             out.push(Output::Decision(record));
         }
+    }
+
+    /// Holds an attempt that came due while a storm freezes the group: the incident backs
+    /// off with no deadline, and the partition lets it go once the storm subsides.
+    fn hold_for_storm(
+        &mut self,
+        subject_key: &str,
+        subject: &mut Subject,
+        index: usize,
+        action: &str,
+        freeze: storm::Freeze,
+        out: &mut Vec<Output>,
+    ) {
+        let incident = &mut subject.incidents[index];
+        let mut record = transition(
+            self.now_ms,
+            &incident.rule,
+            subject_key,
+            &incident.id,
+            Some(incident.state),
+            IncidentState::BackingOff,
+            format!(
+                "{}; {action} is held until the storm subsides",
+                freeze.reason
+            ),
+        );
+        record.attempt = Some(incident.attempt);
+        record.command_id = Some(incident.command_id.clone());
+        incident.state = IncidentState::BackingOff;
+        out.push(Output::Decision(record));
+        self.held
+            .push((freeze, Box::from(subject_key), incident.command_id.clone()));
     }
 
     /// Records the command the incident would get, sends nothing, and closes the incident: a

@@ -21,6 +21,8 @@ pub(crate) struct GroupSafety {
     pub(crate) storms: HashSet<String>,
     /// Canary rollouts in progress, by `<rule>/<group id>`.
     pub(crate) rollouts: HashMap<String, Rollout>,
+    /// Attempts a storm holds back, by the storm's `<rule>/<group id>`.
+    pub(crate) held: HashMap<String, super::storm::Held>,
 }
 
 impl GroupSafety {
@@ -29,6 +31,7 @@ impl GroupSafety {
     pub(crate) fn retire(&mut self, gone: &impl Fn(&str) -> bool) -> Vec<String> {
         let of_gone_rule = |key: &String| key.split('/').next().is_some_and(gone);
         self.storms.retain(|key| !of_gone_rule(key));
+        self.held.retain(|key, _| !of_gone_rule(key));
         let forgotten: Vec<String> = self
             .rollouts
             .keys()
@@ -37,6 +40,14 @@ impl GroupSafety {
             .collect();
         self.rollouts.retain(|key, _| !of_gone_rule(key));
         forgotten
+    }
+
+    /// Remembers the attempts a lifecycle call held for a storm, to let them go when it
+    /// subsides.
+    pub(crate) fn note_held(&mut self, held: Vec<(super::storm::Freeze, Box<str>, String)>) {
+        for (freeze, subject, command_id) in held {
+            super::storm::hold(&mut self.held, &freeze, &subject, &command_id);
+        }
     }
 }
 

@@ -367,6 +367,14 @@ impl Engine {
         let Some(state) = partitions.get_mut(&partition) else {
             return Err(ControlError::NotFound(format!("{key} is gone")));
         };
+        // An approved action is still a command: not into a storm.
+        let command_id = state
+            .entities
+            .get(key.as_str())
+            .and_then(|e| e.subject.incidents.get(index))
+            .map(|i| i.command_id.clone())
+            .unwrap_or_default();
+        let frozen = state.freeze(rules, &key, &command_id, stats, now_ms, out);
         let Some(subject) =
             super::subject_mut(&mut state.entities, &mut state.group_subjects, &key)
         else {
@@ -381,9 +389,12 @@ impl Engine {
             ledger,
             stats,
             now_ms,
+            frozen,
+            held: Vec::new(),
         };
         let reason = operator_reason("approved by an operator", note);
         lifecycle.next_attempt(&key, subject, index, Some(reason), &mut state.commands, out);
+        state.safety.note_held(lifecycle.held);
         self.operated(partition, key, start, out);
         Ok(())
     }
