@@ -15,6 +15,11 @@ pub struct Incident {
     pub rule: Arc<str>,
     /// Event time at which the rule first failed.
     pub opened_at_ms: i64,
+    /// Processing time at which the incident opened (its `failing` transition): the start of
+    /// its time to resolve, kept so that an incident that spans a restart still counts.
+    /// `None` when restored from a record written before it was kept.
+    #[serde(default)]
+    pub failing_at_ms: Option<i64>,
     /// Where it stands.
     pub state: IncidentState,
     /// The current attempt, from 1, counted over every action of the incident.

@@ -1132,8 +1132,19 @@ impl Engine {
             .unwrap_or_default();
         self.ledger.forget(replaced);
         for incident in &durable.subject.incidents {
-            self.ledger
-                .restored(&incident.id, &incident.rule, subject_key, incident.state);
+            let rule = self
+                .rules
+                .rules()
+                .iter()
+                .find(|r| *r.decl.name == *incident.rule);
+            self.ledger.restored(
+                &incident.id,
+                &incident.rule,
+                subject_key,
+                incident.state,
+                incident.failing_at_ms,
+                rule.and_then(|rule| latest_action(rule, incident)),
+            );
         }
         if durable.group {
             state
@@ -1692,6 +1703,7 @@ impl Judge<'_> {
             id: incident_id,
             rule: rule_name,
             opened_at_ms: entity_now,
+            failing_at_ms: Some(now_ms),
             state: IncidentState::Failing,
             attempt: 0,
             step: 0,
@@ -2515,6 +2527,23 @@ fn step_action(rule: &salve_rules::Rule, step: usize) -> &str {
             .get(i)
             .map_or(&rule.decl.action, |s| &s.action),
     }
+}
+
+/// The action `incident` last commanded, if it commanded any: its revert while reverting,
+/// else its ladder step's, or the step before when it has climbed but not yet acted.
+fn latest_action<'r>(rule: &'r salve_rules::Rule, incident: &Incident) -> Option<&'r str> {
+    if incident.attempt == 0 {
+        return None;
+    }
+    if incident.state == IncidentState::Reverting {
+        return rule.decl.revert.as_deref();
+    }
+    let step = if incident.step_attempts == 0 {
+        incident.step.saturating_sub(1)
+    } else {
+        incident.step
+    };
+    Some(step_action(rule, step))
 }
 
 /// The ack timeout of ladder step `step`.

@@ -323,6 +323,8 @@ fn the_ledger_counts_attempts_outcomes_and_time_to_resolve() {
         record.resolve_times.mean_ms(),
         u64::try_from(verified_at).ok()
     );
+    // The restart resolved it, so its time to resolve is the restart's too.
+    assert_eq!(restart.resolve_times, record.resolve_times);
     assert_eq!(engine.ledger().commands_by_action()["restart"], 2);
     assert_eq!(engine.ledger().acks_by_status()["failed"], 1);
     let closed = engine.incident(&id).expect("recently closed");
@@ -674,4 +676,59 @@ fn incidents_by_state_follow_every_kind_of_change() {
     // A partition revoked takes its incidents with it.
     engine.revoke(crate::PartitionId::default());
     assert!(engine.incidents_by_state().is_empty());
+}
+
+#[test]
+fn an_incident_restored_from_the_changelog_counts_its_time_to_resolve_from_when_it_opened() {
+    const OPENED_AT: i64 = 5_000;
+    let mut before = engine_with(&[]);
+    let mut out = Vec::new();
+    for (offset, ts) in [1_000, 2_000, 3_000].into_iter().enumerate() {
+        before
+            .on_message(
+                crate::tests::at(offset as i64),
+                None,
+                exit("a", ts).as_bytes(),
+                None,
+                OPENED_AT,
+                &mut out,
+            )
+            .expect("valid");
+    }
+    let command = commands(&out)[0].id.clone();
+    // The process dies mid-remediation; another restores the partition from the changelog.
+    let mut after = engine_with(&[]);
+    for output in &out {
+        if let Output::Changelog(record) = output {
+            if let Some(value) = &record.value {
+                after
+                    .restore(
+                        crate::PartitionId::default(),
+                        &record.subject,
+                        value.as_bytes(),
+                    )
+                    .expect("restores");
+            }
+        }
+    }
+    let mut out = Vec::new();
+    after.on_ack(&ack(&command, AckStatus::Succeeded), 20_000, &mut out);
+    let mut resolved_at = 0;
+    while last_transition(&out) != Some(IncidentState::Resolved) {
+        resolved_at = after.next_deadline().expect("verification");
+        after.tick(resolved_at, &mut out);
+    }
+    let record = &after.ledger().rules()["crash_loop"];
+    assert_eq!(
+        record.resolve_times.count, 1,
+        "the restart does not lose it"
+    );
+    assert_eq!(
+        record.resolve_times.mean_ms(),
+        u64::try_from(resolved_at - OPENED_AT).ok()
+    );
+    assert_eq!(
+        record.actions["restart"].resolve_times.count, 1,
+        "the action that resolved it counts it too"
+    );
 }
