@@ -195,6 +195,11 @@ impl Ledger {
         let (Some(id), Some(to)) = (decision.incident.as_ref(), decision.to) else {
             return;
         };
+        // A storm is the group's, no incident of its rule: its resolution by an operator is in
+        // the decision log, as its escalation is, and counts for no rule.
+        if id.starts_with(crate::pipeline::storm::STORM_PREFIX) {
+            return;
+        }
         let entry = HistoryEntry {
             ts: decision.ts,
             from: decision.from,

@@ -11,7 +11,7 @@ use control::{Modes, ReloadOutcome};
 mod canary;
 pub mod control;
 pub mod inspect;
-mod storm;
+pub(crate) mod storm;
 
 use crate::entity::{EntityState, GroupSubject, InternedLabels, Pending, Subject};
 use crate::group::{group_id, GroupIndex};
@@ -567,7 +567,7 @@ impl Engine {
 
     /// Lets go the attempts held by storms of `partition` that have subsided: each is due
     /// at once, and sends its command unless something else holds it.
-    fn thaw(&mut self, partition: PartitionId, now_ms: i64) {
+    pub(crate) fn thaw(&mut self, partition: PartitionId, now_ms: i64) {
         let Some(state) = self.partitions.get_mut(&partition) else {
             return;
         };
@@ -1841,7 +1841,7 @@ impl Judge<'_> {
         &mut self,
         entity_key: &str,
         entity: &EntityState,
-        storms: &mut HashSet<String>,
+        storms: &mut storm::Storms,
         out: &mut Vec<Output>,
     ) -> Option<String> {
         let radius = self.rule.decl.blast_radius.as_ref()?;
@@ -1869,7 +1869,7 @@ impl Judge<'_> {
         &mut self,
         entity_key: &str,
         entity: &EntityState,
-        storms: &mut HashSet<String>,
+        storms: &mut storm::Storms,
         out: &mut Vec<Output>,
     ) -> (Option<storm::Freeze>, Option<storm::Standing>) {
         let Some((others, groups)) = self.calls.group.as_ref() else {

@@ -7,8 +7,9 @@
 //! A storm is decided afresh from the group's members whenever it matters (a failure judged,
 //! a command about to be sent), never from a remembered flag alone: a remembered storm could
 //! outlive its cause and freeze a group for good. What the partition remembers is which
-//! storms were escalated, so that each escalates once, and which incidents wait on one, so
-//! that they are let go when it subsides.
+//! storms were escalated, so that each escalates once, which an operator resolved, so that
+//! automation acts through them, and which incidents wait on one, so that they are let go
+//! when it subsides or is resolved.
 
 use crate::entity::EntityState;
 use crate::group::{group_id, GroupIndex};
@@ -17,6 +18,34 @@ use crate::wire::{Escalation, EscalationCause, IncidentState, Output, WIRE_VERSI
 use hashbrown::HashMap;
 use std::collections::HashSet;
 use std::sync::Arc;
+
+/// The prefix of a storm's escalation incident, `storm/<rule>/<group id>`.
+pub(crate) const STORM_PREFIX: &str = "storm/";
+
+/// The storms a partition knows of, by `<rule>/<group id>`.
+#[derive(Debug, Default)]
+pub(crate) struct Storms {
+    /// Escalated, and not yet seen to subside.
+    pub(crate) escalated: HashSet<String>,
+    /// Resolved by an operator: automation acts in the group although it is still a storm,
+    /// until the failing share falls back; the next storm freezes it again.
+    pub(crate) lifted: HashSet<String>,
+}
+
+impl Storms {
+    /// Forgets a storm that subsided.
+    fn subsided(&mut self, key: &str) {
+        self.escalated.remove(key);
+        self.lifted.remove(key);
+    }
+
+    /// Forgets the storms of the rules `gone` says are gone.
+    pub(crate) fn retire(&mut self, gone: &impl Fn(&str) -> bool) {
+        let kept = |key: &String| !key.split('/').next().is_some_and(gone);
+        self.escalated.retain(kept);
+        self.lifted.retain(kept);
+    }
+}
 
 /// How one group stands with one rule.
 pub(super) struct Standing {
@@ -88,7 +117,8 @@ pub(super) struct Freeze {
 
 /// The storm `rule` is in on the group of `subject`, if it is: escalated the first time it
 /// is seen, and forgotten (so that the next one escalates again) once it subsides. `None`
-/// too when the rule has no blast radius or the subject is in no group of it.
+/// too when the rule has no blast radius, the subject is in no group of it, or an operator
+/// resolved the storm.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn storm(
     rule: &salve_rules::Rule,
@@ -96,7 +126,7 @@ pub(super) fn storm(
     subject: (&str, &EntityState),
     others: &HashMap<Box<str>, EntityState>,
     groups: &GroupIndex,
-    storms: &mut HashSet<String>,
+    storms: &mut Storms,
     stats: &mut Stats,
     now_ms: i64,
     out: &mut Vec<Output>,
@@ -118,7 +148,10 @@ pub(super) fn storm(
     );
     let key = format!("{rule_name}/{group}");
     if !is_storm(radius, &standing) {
-        storms.remove(&key);
+        storms.subsided(&key);
+        return (None, Some(standing));
+    }
+    if storms.lifted.contains(&key) {
         return (None, Some(standing));
     }
     let reason = format!(
@@ -127,7 +160,7 @@ pub(super) fn storm(
         standing.members,
         radius.storm_share * 100.0
     );
-    if storms.insert(key.clone()) {
+    if storms.escalated.insert(key.clone()) {
         stats.escalations += 1;
         stats.storms += 1;
         out.push(Output::Escalation(Escalation {
@@ -181,12 +214,12 @@ pub(super) fn hold(
     }
 }
 
-/// The held attempts whose storm has subsided (or whose rule lost its blast radius), taken
-/// out of `held`, with the storms they belonged to forgotten.
+/// The held attempts whose storm has subsided or was resolved by an operator (or whose rule
+/// lost its blast radius), taken out of `held`; the storms that subsided are forgotten.
 pub(super) fn thawed(
     rules: &salve_rules::RuleSet,
     held: &mut HashMap<String, Held>,
-    storms: &mut HashSet<String>,
+    storms: &mut Storms,
     entities: &HashMap<Box<str>, EntityState>,
     groups: &GroupIndex,
 ) -> Vec<(Box<str>, String)> {
@@ -197,7 +230,7 @@ pub(super) fn thawed(
             .iter()
             .find(|r| *r.decl.name == *held.rule)
             .and_then(|r| r.decl.blast_radius.as_ref());
-        let still = radius.is_some_and(|radius| {
+        let raging = radius.is_some_and(|radius| {
             // No member is at hand: each counts by its own incidents and pending states.
             let standing = standing(
                 &held.rule,
@@ -208,11 +241,14 @@ pub(super) fn thawed(
             );
             is_storm(radius, &standing)
         });
-        if !still {
-            storms.remove(key);
+        if !raging {
+            storms.subsided(key);
+        }
+        let frozen = raging && !storms.lifted.contains(key);
+        if !frozen {
             released.append(&mut held.incidents);
         }
-        still
+        frozen
     });
     released
 }

@@ -732,3 +732,82 @@ fn an_incident_restored_from_the_changelog_counts_its_time_to_resolve_from_when_
         "the action that resolved it counts it too"
     );
 }
+
+const STORMY: &str = r#"
+fn condition(p) { count("crash", "60s") >= 3 }
+#{ name: "stormy", select: [#{ kind: "event", name: "crash" }], action: "restart",
+   retry: #{ attempts: 3, backoff: "10s", jitter: 0.0 },
+   blast_radius: #{ group: "service", storm_share: 0.5 } }
+"#;
+
+fn crash(entity: &str, ts: i64) -> String {
+    format!(
+        r#"{{"entity":"{entity}","ts":{ts},"kind":"event","name":"crash","labels":{{"service":"checkout"}}}}"#
+    )
+}
+
+#[test]
+fn an_operator_resolves_a_storm_and_the_retries_it_held_are_sent() {
+    let mut engine = engine_with(&[("stormy.rhai", STORMY)]);
+    // pod-1 fails alone and is restarted; the restart fails.
+    let out = feed_from(
+        &mut engine,
+        0,
+        &[
+            crash("pod-3", 500),
+            crash("pod-1", 1_000),
+            crash("pod-1", 2_000),
+            crash("pod-1", 3_000),
+        ],
+    );
+    let first = commands(&out)[0].id.clone();
+    let mut out = Vec::new();
+    engine.on_ack(&ack(&first, AckStatus::Failed), 5_000, &mut out);
+    // pod-2 fails too: 2 of 3 is a storm, and pod-1's retry, due at 15 s, is held.
+    out.extend(feed_from(
+        &mut engine,
+        4,
+        &[
+            crash("pod-2", 6_000),
+            crash("pod-2", 7_000),
+            crash("pod-2", 8_000),
+        ],
+    ));
+    engine.tick(15_000, &mut out);
+    engine.tick(20_000, &mut out);
+    assert!(commands(&out).is_empty(), "{out:?}");
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Decision(d) if d.to == Some(IncidentState::BackingOff) && d.reason.starts_with("storm")
+    )));
+
+    let mut out = Vec::new();
+    engine
+        .resolve_incident(
+            "storm/stormy/service=checkout",
+            "the database is back",
+            20_000,
+            &mut out,
+        )
+        .expect("a storm to resolve");
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Decision(d) if d.incident.as_deref() == Some("storm/stormy/service=checkout")
+            && d.to == Some(IncidentState::Resolved)
+            && d.reason.contains("the database is back")
+    )));
+    let due = engine.next_deadline().expect("the held retry is due");
+    engine.tick(due, &mut out);
+    let sent = commands(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!((sent[0].entity.as_str(), sent[0].attempt), ("pod-1", 2));
+    assert!(
+        engine.ledger().rules()["stormy"].resolved == 0,
+        "a storm is no incident of its rule"
+    );
+
+    let again = engine
+        .resolve_incident("storm/stormy/service=checkout", "", 21_000, &mut out)
+        .expect_err("already resolved");
+    assert!(matches!(again, ControlError::NotFound(_)), "{again}");
+}
