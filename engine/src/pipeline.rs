@@ -190,6 +190,10 @@ pub struct Engine {
     stats: Stats,
     /// Subjects whose durable state changed since the last changelog records were emitted.
     dirty: Vec<(PartitionId, String)>,
+    /// Subjects whose latest changelog record holds an escalation not yet known delivered.
+    unconfirmed: Vec<(PartitionId, String)>,
+    /// Restored subjects with an escalation not known delivered, to publish again.
+    republish: Vec<(PartitionId, String)>,
     /// Effectiveness and incident histories, read off the outputs.
     ledger: Ledger,
     /// The global mode and per-rule overrides, as set at start-up or since.
@@ -264,6 +268,8 @@ impl Engine {
             matched: Vec::new(),
             stats: Stats::default(),
             dirty: Vec::new(),
+            unconfirmed: Vec::new(),
+            republish: Vec::new(),
             ledger: Ledger::default(),
             modes: Modes::new(mode),
             paused: Vec::new(),
@@ -817,6 +823,8 @@ impl Engine {
     /// Fires every deadline at or before `now_ms`: ack timeouts, verifications that held,
     /// and retries whose backoff is over.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
+        // Before `start`: the ledger counted these escalations in the process that made them.
+        self.publish_again(out);
         let start = out.len();
         self.fire_deadlines(now_ms, out);
         self.ledger.observe(&out[start..]);
@@ -1050,6 +1058,13 @@ impl Engine {
                     true,
                 ),
             };
+            if durable.is_some_and(|s| {
+                s.incidents
+                    .iter()
+                    .any(|i| i.unconfirmed_escalation.is_some())
+            }) {
+                self.unconfirmed.push((partition, subject.clone()));
+            }
             let value = durable.filter(|s| !s.is_durable_empty()).and_then(|s| {
                 serde_json::to_string(&DurableRef {
                     v: WIRE_VERSION,
@@ -1126,6 +1141,14 @@ impl Engine {
             }
         }
         self.stats.incidents_restored += durable.subject.incidents.len() as u64;
+        if durable
+            .subject
+            .incidents
+            .iter()
+            .any(|i| i.unconfirmed_escalation.is_some())
+        {
+            self.republish.push((partition, subject_key.to_owned()));
+        }
         // A later record of the subject replaces what an earlier one restored.
         let replaced = subject_mut(&mut state.entities, &mut state.group_subjects, subject_key)
             .map(|s| s.incidents.iter().map(|i| i.id.clone()).collect::<Vec<_>>())
@@ -1171,6 +1194,63 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Tells the engine that every output it returned so far has been delivered (the driver
+    /// flushed them to the broker): escalations awaiting that are known delivered, and the
+    /// changelog records of their incidents, appended to `out`, say so.
+    pub fn confirm_delivered(&mut self, out: &mut Vec<Output>) {
+        let mut unconfirmed = std::mem::take(&mut self.unconfirmed);
+        unconfirmed.sort_unstable();
+        unconfirmed.dedup();
+        for (partition, key) in unconfirmed {
+            let Some(state) = self.partitions.get_mut(&partition) else {
+                continue;
+            };
+            let Some(subject) = subject_mut(&mut state.entities, &mut state.group_subjects, &key)
+            else {
+                continue;
+            };
+            let mut confirmed = false;
+            for incident in &mut subject.incidents {
+                confirmed |= incident.unconfirmed_escalation.take().is_some();
+            }
+            if confirmed {
+                self.dirty.push((partition, key));
+            }
+        }
+        self.emit_changelog(out);
+    }
+
+    /// Publishes again the escalations of restored incidents that were not known delivered:
+    /// the same records, which consumers dedup by `incident`.
+    fn publish_again(&mut self, out: &mut Vec<Output>) {
+        if self.republish.is_empty() {
+            return;
+        }
+        let mut republish = std::mem::take(&mut self.republish);
+        republish.sort_unstable();
+        republish.dedup();
+        for (partition, key) in republish {
+            let Some(state) = self.partitions.get(&partition) else {
+                continue;
+            };
+            let subject = state
+                .entities
+                .get(key.as_str())
+                .map(|e| &e.subject)
+                .or_else(|| state.group_subjects.get(key.as_str()).map(|g| &g.subject));
+            let escalations = subject
+                .into_iter()
+                .flat_map(|s| &s.incidents)
+                .filter(|i| i.state == IncidentState::Escalated)
+                .filter_map(|i| i.unconfirmed_escalation.clone());
+            let before = out.len();
+            out.extend(escalations.map(Output::Escalation));
+            if out.len() > before {
+                self.unconfirmed.push((partition, key));
+            }
+        }
     }
 
     /// The earliest pending deadline, so a driver can sleep until it.
@@ -1721,6 +1801,7 @@ impl Judge<'_> {
             quarantine_until_ms: 0,
             target: String::new(),
             params: serde_json::Map::new(),
+            unconfirmed_escalation: None,
         };
         // Where the command goes and what it carries may depend on the state: the replica to
         // promote, the primary it replaces.
@@ -2482,7 +2563,7 @@ fn hand_over(
     );
     record.attempt = Some(incident.attempt);
     out.push(Output::Decision(record));
-    out.push(Output::Escalation(Escalation {
+    let escalation = Escalation {
         v: WIRE_VERSION,
         incident: incident.id.clone(),
         entity: subject_key.to_owned(),
@@ -2491,7 +2572,9 @@ fn hand_over(
         cause,
         attempts: incident.attempt,
         ts: now_ms,
-    }));
+    };
+    incident.unconfirmed_escalation = Some(escalation.clone());
+    out.push(Output::Escalation(escalation));
     incident.state = IncidentState::Escalated;
 }
 

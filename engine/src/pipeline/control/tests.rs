@@ -811,3 +811,67 @@ fn an_operator_resolves_a_storm_and_the_retries_it_held_are_sent() {
         .expect_err("already resolved");
     assert!(matches!(again, ControlError::NotFound(_)), "{again}");
 }
+
+fn escalations(out: &[Output]) -> Vec<crate::wire::Escalation> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Escalation(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `subject`'s latest changelog record in `out`.
+fn latest_record(out: &[Output], subject: &str) -> String {
+    out.iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::Changelog(c) if c.subject == subject => c.value.clone(),
+            _ => None,
+        })
+        .expect("a changelog record")
+}
+
+fn restored_from(record: &str, subject: &str) -> Engine {
+    let mut engine = engine_with(&[]);
+    engine
+        .restore(crate::PartitionId::default(), subject, record.as_bytes())
+        .expect("restores");
+    engine
+}
+
+#[test]
+fn an_escalation_not_known_delivered_is_published_again_by_whoever_restores_it() {
+    let mut engine = engine_with(&[]);
+    let (_, out) = escalated(&mut engine, "a");
+    let published = escalations(&out);
+    assert_eq!(published.len(), 1);
+
+    // The process died after the incident's changelog record was delivered; its escalation
+    // may not have been. The next owner publishes it again, the same, once.
+    let mut next = restored_from(&latest_record(&out, "a"), "a");
+    let mut again = Vec::new();
+    next.tick(500_000, &mut again);
+    assert_eq!(escalations(&again), published);
+    next.tick(500_001, &mut again);
+    assert_eq!(escalations(&again).len(), 1, "once");
+    assert_eq!(
+        next.ledger().escalations_by_cause().get("exhausted"),
+        None,
+        "counted where it was made"
+    );
+
+    // Once the driver confirms delivery, the changelog says so, and nobody publishes it again.
+    let mut confirmed = Vec::new();
+    engine.confirm_delivered(&mut confirmed);
+    let record = latest_record(&confirmed, "a");
+    let mut later = restored_from(&record, "a");
+    let mut nothing = Vec::new();
+    later.tick(500_000, &mut nothing);
+    assert!(escalations(&nothing).is_empty(), "{nothing:?}");
+    assert_eq!(
+        later.incidents_by_state().get("escalated"),
+        Some(&1),
+        "still escalated"
+    );
+}
