@@ -373,6 +373,13 @@ fn a_scrape_shows_a_crash_loop_in_the_prometheus_text_format() {
     assert_eq!(within(60.0), 0.0);
     assert_eq!(within(120.0), 1.0);
     assert_eq!(resolve.last(), Some(&1.0));
+    // The restart resolved it: the same time, by rule and action.
+    let by_action = buckets(
+        &scrape,
+        "salve_rule_action_time_to_resolve_seconds",
+        &[("rule", "crash_loop"), ("action", "restart")],
+    );
+    assert_eq!(by_action, resolve);
     assert_eq!(
         resolve.len(),
         salve_engine::ledger::RESOLVE_BUCKETS_S.len() + 1

@@ -287,7 +287,12 @@ listen = ""
         1,
         "the escalated incident held its rule back after the restart"
     );
+    // None lost. One not yet known delivered when salve died is published again by the next
+    // start, the same record: consumers dedup by `incident`.
     let escalations = read_until(&broker.bootstrap, &t.escalations, |r| !r.is_empty());
-    assert_eq!(escalations.len(), 1, "{escalations:#?}");
+    assert!(
+        escalations.iter().all(|e| *e == escalations[0]),
+        "one escalation, maybe repeated: {escalations:#?}"
+    );
     assert_eq!(escalations[0]["entity"], "escalated/pod");
 }

@@ -682,9 +682,16 @@ pub fn run_with(
         if clock.duration_since(last_commit) >= commit_interval {
             last_commit = clock;
             commits += commit_pending(&consumer, &producer, &delivery, topics, &pending)?;
+            // Everything published so far is delivered: escalations among it need not be
+            // published again after a restart.
+            engine.confirm_delivered(&mut out);
+            publisher.outputs(&mut out)?;
         }
     }
     commits += commit_pending(&consumer, &producer, &delivery, topics, &pending)?;
+    engine.confirm_delivered(&mut out);
+    publisher.outputs(&mut out)?;
+    flush_outputs(&producer, &delivery)?;
     if let Some(control) = control {
         control
             .shared

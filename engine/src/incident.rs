@@ -1,7 +1,7 @@
 //! An incident: one rule failing on one entity, and the remediation attempts it leads to.
 
 use crate::pipeline::RecordPosition;
-use crate::wire::IncidentState;
+use crate::wire::{Escalation, IncidentState};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -15,6 +15,11 @@ pub struct Incident {
     pub rule: Arc<str>,
     /// Event time at which the rule first failed.
     pub opened_at_ms: i64,
+    /// Processing time at which the incident opened (its `failing` transition): the start of
+    /// its time to resolve, kept so that an incident that spans a restart still counts.
+    /// `None` when restored from a record written before it was kept.
+    #[serde(default)]
+    pub failing_at_ms: Option<i64>,
     /// Where it stands.
     pub state: IncidentState,
     /// The current attempt, from 1, counted over every action of the incident.
@@ -54,6 +59,12 @@ pub struct Incident {
     pub clear_since_ms: Option<i64>,
     /// While mitigated: when the clear condition was last seen holding.
     pub clear_last_ms: i64,
+    /// While escalated: the escalation record as published, until the driver has confirmed
+    /// its delivery ([`crate::Engine::confirm_delivered`]). A process that restores the
+    /// incident with it still here publishes it again, the same, so that an escalation is
+    /// never lost between its changelog record's delivery and its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconfirmed_escalation: Option<Escalation>,
 }
 
 /// The incident id: the rule, the entity, and the position of the record that made the rule

@@ -74,6 +74,10 @@ pub struct ActionRecord {
     pub failed: u64,
     /// Incidents escalated while this was their latest action.
     pub escalated: u64,
+    /// MTTR of the incidents this action resolved: those whose attempt of it succeeded and
+    /// closed them (for a paired action, its revert's attempt); an operator's resolution of
+    /// an escalated incident counts for its rule only.
+    pub resolve_times: ResolveTimes,
 }
 
 impl ActionRecord {
@@ -85,7 +89,7 @@ impl ActionRecord {
 }
 
 /// Time from an incident's first failing to its resolution.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ResolveTimes {
     /// Incidents resolved, in [`RESOLVE_BUCKETS_S`] order, not cumulative; the last counts
     /// those above the largest bound.
@@ -191,6 +195,11 @@ impl Ledger {
         let (Some(id), Some(to)) = (decision.incident.as_ref(), decision.to) else {
             return;
         };
+        // A storm is the group's, no incident of its rule: its resolution by an operator is in
+        // the decision log, as its escalation is, and counts for no rule.
+        if id.starts_with(crate::pipeline::storm::STORM_PREFIX) {
+            return;
+        }
         let entry = HistoryEntry {
             ts: decision.ts,
             from: decision.from,
@@ -249,6 +258,11 @@ impl Ledger {
         }
         if let Some(action) = action.filter(|_| !dry) {
             let record = rule.actions.entry(action).or_default();
+            // Resolved by its attempt, not by an operator after an escalation.
+            let by_attempt = to == IncidentState::Resolved && attempt_was_out;
+            if let Some(opened) = opened_at.filter(|_| by_attempt) {
+                record.resolve_times.record(decision.ts - opened);
+            }
             match to {
                 IncidentState::Resolved | IncidentState::Mitigated if attempt_was_out => {
                     record.succeeded += 1;
@@ -287,7 +301,18 @@ impl Ledger {
     }
 
     /// Notes an incident read back from the changelog, whose history this process never saw.
-    pub fn restored(&mut self, id: &str, rule: &str, subject: &str, state: IncidentState) {
+    /// `opened_at_ms` is when it opened (processing time), if the record says: its time to
+    /// resolve counts from there, across the restart. `action` is its latest action, if it
+    /// commanded one: the outcome of the attempt under way is that action's.
+    pub fn restored(
+        &mut self,
+        id: &str,
+        rule: &str,
+        subject: &str,
+        state: IncidentState,
+        opened_at_ms: Option<i64>,
+        action: Option<&str>,
+    ) {
         self.incidents
             .entry(id.to_owned())
             .or_insert_with(|| IncidentRecord {
@@ -295,9 +320,9 @@ impl Ledger {
                 rule: rule.to_owned(),
                 subject: subject.to_owned(),
                 state,
-                opened_at_ms: None,
+                opened_at_ms,
                 closed_at_ms: None,
-                actions: Vec::new(),
+                actions: action.map(str::to_owned).into_iter().collect(),
                 history: Vec::new(),
                 dry: false,
             });

@@ -11,6 +11,7 @@ use control::{Modes, ReloadOutcome};
 mod canary;
 pub mod control;
 pub mod inspect;
+pub(crate) mod storm;
 
 use crate::entity::{EntityState, GroupSubject, InternedLabels, Pending, Subject};
 use crate::group::{group_id, GroupIndex};
@@ -102,6 +103,52 @@ struct PartitionState {
     history_from_ms: i64,
 }
 
+impl PartitionState {
+    /// The storm that freezes the group of entity `subject_key`, for the rule of its incident
+    /// whose attempt is `command_id`, when that incident's next step would send a command.
+    fn freeze(
+        &mut self,
+        rules: &RuleSet,
+        subject_key: &str,
+        command_id: &str,
+        stats: &mut Stats,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Option<storm::Freeze> {
+        let entity = self.entities.get(subject_key)?;
+        let incident = entity
+            .subject
+            .incidents
+            .iter()
+            .find(|i| i.command_id == command_id)?;
+        let next_sends = matches!(
+            incident.state,
+            IncidentState::Remediating
+                | IncidentState::BackingOff
+                | IncidentState::AwaitingApproval
+        );
+        if !next_sends {
+            return None;
+        }
+        let rule = rules
+            .rules()
+            .iter()
+            .find(|r| *r.decl.name == *incident.rule)?;
+        storm::storm(
+            rule,
+            &incident.rule,
+            (subject_key, entity),
+            &self.entities,
+            &self.groups,
+            &mut self.safety.storms,
+            stats,
+            now_ms,
+            out,
+        )
+        .0
+    }
+}
+
 /// The commands awaiting an ack.
 #[derive(Debug, Default)]
 struct OpenCommands {
@@ -143,6 +190,10 @@ pub struct Engine {
     stats: Stats,
     /// Subjects whose durable state changed since the last changelog records were emitted.
     dirty: Vec<(PartitionId, String)>,
+    /// Subjects whose latest changelog record holds an escalation not yet known delivered.
+    unconfirmed: Vec<(PartitionId, String)>,
+    /// Restored subjects with an escalation not known delivered, to publish again.
+    republish: Vec<(PartitionId, String)>,
     /// Effectiveness and incident histories, read off the outputs.
     ledger: Ledger,
     /// The global mode and per-rule overrides, as set at start-up or since.
@@ -217,6 +268,8 @@ impl Engine {
             matched: Vec::new(),
             stats: Stats::default(),
             dirty: Vec::new(),
+            unconfirmed: Vec::new(),
+            republish: Vec::new(),
             ledger: Ledger::default(),
             modes: Modes::new(mode),
             paused: Vec::new(),
@@ -513,7 +566,32 @@ impl Engine {
         }
         self.matched = matched;
         self.record_changes(position.partition, before, out);
+        // A condition that cleared may have ended a storm.
+        self.thaw(position.partition, now_ms);
         Ok(())
+    }
+
+    /// Lets go the attempts held by storms of `partition` that have subsided: each is due
+    /// at once, and sends its command unless something else holds it.
+    pub(crate) fn thaw(&mut self, partition: PartitionId, now_ms: i64) {
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        if state.safety.held.is_empty() {
+            return;
+        }
+        let released = storm::thawed(
+            &self.rules,
+            &mut state.safety.held,
+            &mut state.safety.storms,
+            &state.entities,
+            &state.groups,
+        );
+        for (subject, command_id) in released {
+            state
+                .commands
+                .watch(&command_id, now_ms, DeadlineKind::Retry, &subject);
+        }
     }
 
     fn evaluate(
@@ -649,6 +727,19 @@ impl Engine {
             tracing::debug!(command_id = %ack.command_id, "ack matches no open attempt here");
             return;
         };
+        // A failed attempt may climb the ladder at once: whether a storm holds that back is
+        // decided before the subject is borrowed from the group it is counted in.
+        let frozen = match ack.status {
+            AckStatus::Failed | AckStatus::Rejected => state.freeze(
+                &self.rules,
+                &subject_key,
+                &ack.command_id,
+                &mut self.stats,
+                now_ms,
+                out,
+            ),
+            AckStatus::Received | AckStatus::Succeeded => None,
+        };
         let Some(subject) =
             subject_mut(&mut state.entities, &mut state.group_subjects, &subject_key)
         else {
@@ -697,6 +788,8 @@ impl Engine {
             ledger: &self.ledger,
             stats: &mut self.stats,
             now_ms,
+            frozen,
+            held: Vec::new(),
         };
         match ack.status {
             AckStatus::Received => {}
@@ -722,12 +815,16 @@ impl Engine {
                 );
             }
         }
+        state.safety.note_held(lifecycle.held);
         self.record_changes(partition, before, out);
+        self.thaw(partition, now_ms);
     }
 
     /// Fires every deadline at or before `now_ms`: ack timeouts, verifications that held,
     /// and retries whose backoff is over.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
+        // Before `start`: the ledger counted these escalations in the process that made them.
+        self.publish_again(out);
         let start = out.len();
         self.fire_deadlines(now_ms, out);
         self.ledger.observe(&out[start..]);
@@ -761,6 +858,8 @@ impl Engine {
             ledger: &self.ledger,
             stats: &mut self.stats,
             now_ms,
+            frozen: None,
+            held: Vec::new(),
         };
         // Which outputs each partition's deadlines produced, to mark their subjects changed.
         let mut changed: Vec<(PartitionId, std::ops::Range<usize>)> = Vec::new();
@@ -778,6 +877,19 @@ impl Engine {
                 let Some(subject_key) = state.commands.subjects.get(&deadline.command_id).cloned()
                 else {
                     continue;
+                };
+                // A retry, or a timeout that climbs the ladder, sends a command: not into a
+                // storm.
+                lifecycle.frozen = match deadline.kind {
+                    DeadlineKind::Retry | DeadlineKind::Ack => state.freeze(
+                        lifecycle.rules,
+                        &subject_key,
+                        &deadline.command_id,
+                        lifecycle.stats,
+                        now_ms,
+                        out,
+                    ),
+                    _ => None,
                 };
                 let Some(subject) =
                     subject_mut(&mut state.entities, &mut state.group_subjects, &subject_key)
@@ -863,10 +975,15 @@ impl Engine {
                     // The attempt moved on since this deadline was set.
                     _ => {}
                 }
+                state.safety.note_held(std::mem::take(&mut lifecycle.held));
             }
             if out.len() > start {
                 changed.push((*id, start..out.len()));
             }
+        }
+        // What the deadlines changed (an incident closed, say) may have ended a storm.
+        for (partition, _) in &changed {
+            self.thaw(*partition, now_ms);
         }
         for (partition, range) in changed {
             self.mark_changes(partition, range, out);
@@ -941,6 +1058,13 @@ impl Engine {
                     true,
                 ),
             };
+            if durable.is_some_and(|s| {
+                s.incidents
+                    .iter()
+                    .any(|i| i.unconfirmed_escalation.is_some())
+            }) {
+                self.unconfirmed.push((partition, subject.clone()));
+            }
             let value = durable.filter(|s| !s.is_durable_empty()).and_then(|s| {
                 serde_json::to_string(&DurableRef {
                     v: WIRE_VERSION,
@@ -1017,14 +1141,33 @@ impl Engine {
             }
         }
         self.stats.incidents_restored += durable.subject.incidents.len() as u64;
+        if durable
+            .subject
+            .incidents
+            .iter()
+            .any(|i| i.unconfirmed_escalation.is_some())
+        {
+            self.republish.push((partition, subject_key.to_owned()));
+        }
         // A later record of the subject replaces what an earlier one restored.
         let replaced = subject_mut(&mut state.entities, &mut state.group_subjects, subject_key)
             .map(|s| s.incidents.iter().map(|i| i.id.clone()).collect::<Vec<_>>())
             .unwrap_or_default();
         self.ledger.forget(replaced);
         for incident in &durable.subject.incidents {
-            self.ledger
-                .restored(&incident.id, &incident.rule, subject_key, incident.state);
+            let rule = self
+                .rules
+                .rules()
+                .iter()
+                .find(|r| *r.decl.name == *incident.rule);
+            self.ledger.restored(
+                &incident.id,
+                &incident.rule,
+                subject_key,
+                incident.state,
+                incident.failing_at_ms,
+                rule.and_then(|rule| latest_action(rule, incident)),
+            );
         }
         if durable.group {
             state
@@ -1051,6 +1194,63 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Tells the engine that every output it returned so far has been delivered (the driver
+    /// flushed them to the broker): escalations awaiting that are known delivered, and the
+    /// changelog records of their incidents, appended to `out`, say so.
+    pub fn confirm_delivered(&mut self, out: &mut Vec<Output>) {
+        let mut unconfirmed = std::mem::take(&mut self.unconfirmed);
+        unconfirmed.sort_unstable();
+        unconfirmed.dedup();
+        for (partition, key) in unconfirmed {
+            let Some(state) = self.partitions.get_mut(&partition) else {
+                continue;
+            };
+            let Some(subject) = subject_mut(&mut state.entities, &mut state.group_subjects, &key)
+            else {
+                continue;
+            };
+            let mut confirmed = false;
+            for incident in &mut subject.incidents {
+                confirmed |= incident.unconfirmed_escalation.take().is_some();
+            }
+            if confirmed {
+                self.dirty.push((partition, key));
+            }
+        }
+        self.emit_changelog(out);
+    }
+
+    /// Publishes again the escalations of restored incidents that were not known delivered:
+    /// the same records, which consumers dedup by `incident`.
+    fn publish_again(&mut self, out: &mut Vec<Output>) {
+        if self.republish.is_empty() {
+            return;
+        }
+        let mut republish = std::mem::take(&mut self.republish);
+        republish.sort_unstable();
+        republish.dedup();
+        for (partition, key) in republish {
+            let Some(state) = self.partitions.get(&partition) else {
+                continue;
+            };
+            let subject = state
+                .entities
+                .get(key.as_str())
+                .map(|e| &e.subject)
+                .or_else(|| state.group_subjects.get(key.as_str()).map(|g| &g.subject));
+            let escalations = subject
+                .into_iter()
+                .flat_map(|s| &s.incidents)
+                .filter(|i| i.state == IncidentState::Escalated)
+                .filter_map(|i| i.unconfirmed_escalation.clone());
+            let before = out.len();
+            out.extend(escalations.map(Output::Escalation));
+            if out.len() > before {
+                self.unconfirmed.push((partition, key));
+            }
+        }
     }
 
     /// The earliest pending deadline, so a driver can sleep until it.
@@ -1431,9 +1631,17 @@ impl Judge<'_> {
                     "the fix did not hold while verifying: {}",
                     describe_evidence(&evidence, "no evidence noted")
                 );
+                // The failure may climb the ladder at once: not into a storm. A group subject
+                // is no member of a group, and has no storm.
+                let frozen = match group {
+                    None => self.storm(entity_key, entity, &mut safety.storms, out).0,
+                    Some(_) => None,
+                };
                 let mut lifecycle = self.lifecycle();
+                lifecycle.frozen = frozen;
                 let subject = subject(entity, &mut group);
                 lifecycle.failed(subject_key, subject, open, reason, commands, out);
+                safety.note_held(lifecycle.held);
             }
             return;
         }
@@ -1575,6 +1783,7 @@ impl Judge<'_> {
             id: incident_id,
             rule: rule_name,
             opened_at_ms: entity_now,
+            failing_at_ms: Some(now_ms),
             state: IncidentState::Failing,
             attempt: 0,
             step: 0,
@@ -1592,6 +1801,7 @@ impl Judge<'_> {
             quarantine_until_ms: 0,
             target: String::new(),
             params: serde_json::Map::new(),
+            unconfirmed_escalation: None,
         };
         // Where the command goes and what it carries may depend on the state: the replica to
         // promote, the primary it replaces.
@@ -1657,6 +1867,8 @@ impl Judge<'_> {
             ledger: self.ledger,
             stats: self.stats,
             now_ms: self.now_ms,
+            frozen: None,
+            held: Vec::new(),
         }
     }
 
@@ -1710,68 +1922,51 @@ impl Judge<'_> {
         &mut self,
         entity_key: &str,
         entity: &EntityState,
-        storms: &mut HashSet<String>,
+        storms: &mut storm::Storms,
         out: &mut Vec<Output>,
     ) -> Option<String> {
         let radius = self.rule.decl.blast_radius.as_ref()?;
-        let (others, groups) = self.calls.group.as_ref()?;
-        let value = entity.label(&radius.group)?;
-        let group = group_id(&radius.group, value);
-        let rule = &*self.rule_name;
-        let (mut members, mut failing, mut in_flight) = (0u32, 0u32, 0u32);
-        for member in groups.members(&radius.group, value) {
-            members += 1;
-            if member == entity_key {
-                failing += 1;
-                continue;
-            }
-            let Some(state) = others.get(member) else {
-                continue;
-            };
-            let open = state.subject.incidents.iter().find(|i| &*i.rule == rule);
-            if open.is_some() || state.subject.pending.iter().any(|p| &*p.rule == rule) {
-                failing += 1;
-            }
-            if open.is_some_and(|i| {
-                matches!(
-                    i.state,
-                    IncidentState::Remediating
-                        | IncidentState::Verifying
-                        | IncidentState::BackingOff
-                )
-            }) {
-                in_flight += 1;
-            }
+        let (freeze, standing) = self.storm(entity_key, entity, storms, out);
+        if let Some(freeze) = freeze {
+            return Some(freeze.reason);
         }
-        let storm = format!("{rule}/{group}");
-        if members >= 2 && f64::from(failing) > radius.storm_share * f64::from(members) {
-            let reason = format!(
-                "storm: {failing} of {members} members of {group} failing, more than {}%: automation is frozen for the group",
-                radius.storm_share * 100.0
-            );
-            if storms.insert(storm.clone()) {
-                self.stats.escalations += 1;
-                self.stats.storms += 1;
-                out.push(Output::Escalation(Escalation {
-                    v: WIRE_VERSION,
-                    incident: format!("storm/{storm}"),
-                    entity: group,
-                    rule: rule.to_owned(),
-                    reason: reason.clone(),
-                    cause: EscalationCause::Storm,
-                    attempts: 0,
-                    ts: self.now_ms,
-                }));
+        let standing = standing?;
+        let in_flight = standing.in_flight;
+        match radius.in_flight_limit(standing.members) {
+            Some(max) if in_flight >= max => {
+                let group = group_id(&radius.group, entity.label(&radius.group)?);
+                Some(format!(
+                    "queued: {group} already has {in_flight} of at most {max} members under remediation by {}",
+                    self.rule_name
+                ))
             }
-            return Some(reason);
-        }
-        storms.remove(&storm);
-        match radius.max_in_flight {
-            Some(max) if in_flight >= max => Some(format!(
-                "queued: {group} already has {in_flight} of at most {max} members under remediation by {rule}"
-            )),
             _ => None,
         }
+    }
+
+    /// The storm this rule is in on `entity`'s group, if any (see [`storm::storm`]), with
+    /// how the group stands.
+    fn storm(
+        &mut self,
+        entity_key: &str,
+        entity: &EntityState,
+        storms: &mut storm::Storms,
+        out: &mut Vec<Output>,
+    ) -> (Option<storm::Freeze>, Option<storm::Standing>) {
+        let Some((others, groups)) = self.calls.group.as_ref() else {
+            return (None, None);
+        };
+        storm::storm(
+            self.rule,
+            &self.rule_name,
+            (entity_key, entity),
+            others,
+            groups,
+            storms,
+            self.stats,
+            self.now_ms,
+            out,
+        )
     }
 
     fn timeout_ms(&self) -> i64 {
@@ -1817,6 +2012,12 @@ struct Lifecycle<'a> {
     ledger: &'a Ledger,
     stats: &'a mut Stats,
     now_ms: i64,
+    /// The storm that freezes the group of the incident at hand, if one does: its next
+    /// command is held rather than sent.
+    frozen: Option<storm::Freeze>,
+    /// Attempts held for a storm during this call, as (storm, subject, command id), for the
+    /// partition to let go when the storm subsides.
+    held: Vec<(storm::Freeze, Box<str>, String)>,
 }
 
 impl Lifecycle<'_> {
@@ -2026,6 +2227,10 @@ impl Lifecycle<'_> {
             self.would_command(subject_key, subject, index, &action, why, reason, out);
             return;
         }
+        if let Some(freeze) = self.frozen.clone() {
+            self.hold_for_storm(subject_key, subject, index, &action, freeze, out);
+            return;
+        }
         if let Some(why) = self.disabled(rule) {
             let cause = EscalationCause::RuleDisabled;
             self.escalate(subject_key, subject, index, why, cause, commands, out);
@@ -2172,6 +2377,38 @@ impl Lifecycle<'_> {
             incident.state = IncidentState::BackingOff;
             out.push(Output::Decision(record));
         }
+    }
+
+    /// Holds an attempt that came due while a storm freezes the group: the incident backs
+    /// off with no deadline, and the partition lets it go once the storm subsides.
+    fn hold_for_storm(
+        &mut self,
+        subject_key: &str,
+        subject: &mut Subject,
+        index: usize,
+        action: &str,
+        freeze: storm::Freeze,
+        out: &mut Vec<Output>,
+    ) {
+        let incident = &mut subject.incidents[index];
+        let mut record = transition(
+            self.now_ms,
+            &incident.rule,
+            subject_key,
+            &incident.id,
+            Some(incident.state),
+            IncidentState::BackingOff,
+            format!(
+                "{}; {action} is held until the storm subsides",
+                freeze.reason
+            ),
+        );
+        record.attempt = Some(incident.attempt);
+        record.command_id = Some(incident.command_id.clone());
+        incident.state = IncidentState::BackingOff;
+        out.push(Output::Decision(record));
+        self.held
+            .push((freeze, Box::from(subject_key), incident.command_id.clone()));
     }
 
     /// Records the command the incident would get, sends nothing, and closes the incident: a
@@ -2326,7 +2563,7 @@ fn hand_over(
     );
     record.attempt = Some(incident.attempt);
     out.push(Output::Decision(record));
-    out.push(Output::Escalation(Escalation {
+    let escalation = Escalation {
         v: WIRE_VERSION,
         incident: incident.id.clone(),
         entity: subject_key.to_owned(),
@@ -2335,7 +2572,9 @@ fn hand_over(
         cause,
         attempts: incident.attempt,
         ts: now_ms,
-    }));
+    };
+    incident.unconfirmed_escalation = Some(escalation.clone());
+    out.push(Output::Escalation(escalation));
     incident.state = IncidentState::Escalated;
 }
 
@@ -2371,6 +2610,23 @@ fn step_action(rule: &salve_rules::Rule, step: usize) -> &str {
             .get(i)
             .map_or(&rule.decl.action, |s| &s.action),
     }
+}
+
+/// The action `incident` last commanded, if it commanded any: its revert while reverting,
+/// else its ladder step's, or the step before when it has climbed but not yet acted.
+fn latest_action<'r>(rule: &'r salve_rules::Rule, incident: &Incident) -> Option<&'r str> {
+    if incident.attempt == 0 {
+        return None;
+    }
+    if incident.state == IncidentState::Reverting {
+        return rule.decl.revert.as_deref();
+    }
+    let step = if incident.step_attempts == 0 {
+        incident.step.saturating_sub(1)
+    } else {
+        incident.step
+    };
+    Some(step_action(rule, step))
 }
 
 /// The ack timeout of ladder step `step`.

@@ -108,9 +108,27 @@ pub struct BlastRadius {
     pub group: String,
     /// At most this many members under remediation at once; the others wait their turn.
     pub max_in_flight: Option<u32>,
+    /// At most this share of the members under remediation at once, and always at least
+    /// one: a limit that grows with the group, where `max_in_flight` is fixed.
+    pub max_in_flight_share: Option<f64>,
     /// When more than this share of the members fail at once, automation freezes for the
     /// group and salve escalates a storm: a shared cause is likelier than many broken members.
     pub storm_share: f64,
+}
+
+impl BlastRadius {
+    /// How many of a group of `members` may be under remediation at once: the stricter of
+    /// `max_in_flight` and `max_in_flight_share`, a share rounding down but never to zero
+    /// (a group must be able to heal); `None` when neither is set.
+    pub fn in_flight_limit(&self, members: u32) -> Option<u32> {
+        let by_share = self
+            .max_in_flight_share
+            .map(|share| ((share * f64::from(members)).floor() as u32).max(1));
+        match (self.max_in_flight, by_share) {
+            (Some(count), Some(share)) => Some(count.min(share)),
+            (count, share) => count.or(share),
+        }
+    }
 }
 
 /// Retries of a failed attempt, with exponential backoff.
@@ -549,8 +567,14 @@ fn ladder(map: &Map) -> Result<Vec<Step>, DeclarationError> {
 }
 
 fn blast_radius(map: &Map) -> Result<Option<BlastRadius>, DeclarationError> {
-    let example = "#{ group: \"service\", max_in_flight: 2, storm_share: 0.5 }";
-    let allowed = ["group", "max_in_flight", "storm_share"];
+    let example =
+        "#{ group: \"service\", max_in_flight: 2, max_in_flight_share: 0.1, storm_share: 0.5 }";
+    let allowed = [
+        "group",
+        "max_in_flight",
+        "max_in_flight_share",
+        "storm_share",
+    ];
     let Some(entries) = sub_map(map, "blast_radius", &allowed, example)? else {
         return Ok(None);
     };
@@ -562,9 +586,19 @@ fn blast_radius(map: &Map) -> Result<Option<BlastRadius>, DeclarationError> {
             "`blast_radius.storm_share` must be at most 1".into(),
         ));
     }
+    let max_in_flight_share = fraction_in(&entries, "blast_radius", "max_in_flight_share", 0.0)?;
+    if max_in_flight_share.is_some_and(|share| share <= 0.0 || share > 1.0) {
+        return Err(error(
+            "blast_radius",
+            format!(
+                "`blast_radius.max_in_flight_share` must be a share in (0, 1], as in {example}"
+            ),
+        ));
+    }
     Ok(Some(BlastRadius {
         group,
         max_in_flight: positive_int(&entries, "blast_radius", "max_in_flight")?,
+        max_in_flight_share,
         storm_share,
     }))
 }

@@ -447,10 +447,48 @@ fn a_blast_radius_names_its_group_and_a_share_of_at_most_one() {
             "#{ group: \"service\", max_in_flight: 0 }",
             "positive integer",
         ),
+        (
+            "#{ group: \"service\", max_in_flight_share: 0.0 }",
+            "`blast_radius.max_in_flight_share` must be a share in (0, 1]",
+        ),
+        (
+            "#{ group: \"service\", max_in_flight_share: 1.5 }",
+            "`blast_radius.max_in_flight_share` must be a share in (0, 1]",
+        ),
+        (
+            "#{ group: \"service\", max_in_flight_share: \"10%\" }",
+            "`blast_radius.max_in_flight_share` must be a number",
+        ),
     ] {
         let err = load(&with(bad)).expect_err(bad);
         assert!(err.0[0].message.contains(says), "{bad}: {err}");
     }
+}
+
+#[test]
+fn a_blast_radius_share_limits_in_flight_members_the_stricter_way_and_to_at_least_one() {
+    let radius = |decl: &str| {
+        let rule = VALID.replace(
+            "action: \"restart\"",
+            &format!("action: \"restart\", blast_radius: {decl}"),
+        );
+        load(&rule).expect("loads").rules()[0]
+            .decl
+            .blast_radius
+            .clone()
+            .expect("set")
+    };
+    let share = radius("#{ group: \"service\", max_in_flight_share: 0.1 }");
+    assert_eq!(share.max_in_flight_share, Some(0.1));
+    // 10 % of 4 rounds down to none, and a group must still be able to heal.
+    assert_eq!(share.in_flight_limit(4), Some(1));
+    assert_eq!(share.in_flight_limit(40), Some(4));
+    assert_eq!(share.in_flight_limit(45), Some(4));
+    let both = radius("#{ group: \"service\", max_in_flight: 3, max_in_flight_share: 0.5 }");
+    assert_eq!(both.in_flight_limit(4), Some(2), "the share is stricter");
+    assert_eq!(both.in_flight_limit(100), Some(3), "the count is stricter");
+    let neither = radius("#{ group: \"service\" }");
+    assert_eq!(neither.in_flight_limit(100), None);
 }
 
 #[test]

@@ -292,6 +292,8 @@ fn action_outcomes(record: &ActionRecord) -> proto::ActionOutcomes {
         failed: record.failed,
         escalated: record.escalated,
         success_rate: record.success_rate(),
+        mttr_mean_ms: record.resolve_times.mean_ms(),
+        mttr_count: record.resolve_times.count,
     }
 }
 

@@ -546,6 +546,49 @@ async fn queries_need_the_token_when_loopback_is_not_trusted() {
 }
 
 #[tokio::test]
+async fn an_action_that_resolves_an_incident_reports_its_time_to_resolve() {
+    let harness = Harness::start(config_with_token()).await;
+    // Opened at processing time 100 s.
+    crash_loop(&harness, "pod-1", 0).await;
+    let mut client = harness.client().await;
+    let id = incident_of(&mut client, "pod-1").await.id;
+    harness
+        .control
+        .call(PATIENCE, move |engine, context| {
+            let ack = salve_engine::Ack {
+                v: None,
+                command_id: format!("{id}#1"),
+                status: salve_engine::AckStatus::Succeeded,
+                detail: None,
+                ts: None,
+                actuator: None,
+            };
+            engine.on_ack(&ack, context.now_ms, context.out);
+        })
+        .await
+        .expect("engine runs");
+    // crash_loop verifies for a minute after the ack, then resolves.
+    harness.run_out_the_deadlines().await;
+
+    let rules = client
+        .list_rules(proto::ListRulesRequest {})
+        .await
+        .expect("rules")
+        .into_inner();
+    let restart = rules
+        .rules
+        .iter()
+        .find(|r| r.name == "crash_loop")
+        .and_then(|r| r.effectiveness.clone())
+        .and_then(|e| e.actions.get("restart").cloned())
+        .expect("restart's outcomes");
+    assert_eq!(restart.succeeded, 1);
+    assert_eq!(restart.mttr_count, 1);
+    assert_eq!(restart.mttr_mean_ms, Some(60_000));
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn an_escalated_incident_is_resolved_by_an_operator() {
     let harness = Harness::start(config_with_token()).await;
     crash_loop(&harness, "pod-1", 0).await;
@@ -591,6 +634,23 @@ async fn an_escalated_incident_is_resolved_by_an_operator() {
         (PState::Escalated.into(), PState::Resolved.into())
     );
     assert!(last.reason.contains("replaced the disk"), "{}", last.reason);
+    let rules = client
+        .list_rules(proto::ListRulesRequest {})
+        .await
+        .expect("rules")
+        .into_inner();
+    let record = rules
+        .rules
+        .iter()
+        .find(|r| r.name == "crash_loop")
+        .and_then(|r| r.effectiveness.clone())
+        .expect("crash_loop's record");
+    assert_eq!(record.mttr_count, 1, "the rule's incident was resolved");
+    assert_eq!(
+        record.actions.get("restart").map(|a| a.mttr_count),
+        Some(0),
+        "by the operator, not by a restart"
+    );
     let resolution = harness
         .published(|o| matches!(o, Output::Decision(d) if d.reason.contains("replaced the disk")))
         .await;

@@ -511,6 +511,7 @@ fn registry(engine: &EngineSnapshot, runner: &RunnerSnapshot) -> Registry {
     let mut action_failed = Rows::new();
     let mut action_escalated = Rows::new();
     let mut resolve_times = Rows::new();
+    let mut action_resolve_times = Rows::new();
     for (rule, record) in &engine.effectiveness {
         let labels = || vec![("rule", rule.clone())];
         opened.add(labels(), counter(record.opened));
@@ -524,6 +525,7 @@ fn registry(engine: &EngineSnapshot, runner: &RunnerSnapshot) -> Registry {
             succeeded.add(labels(), counter(outcome.succeeded));
             action_failed.add(labels(), counter(outcome.failed));
             action_escalated.add(labels(), counter(outcome.escalated));
+            action_resolve_times.add(labels(), CountedHistogram::resolve(&outcome.resolve_times));
         }
     }
     r.register(
@@ -571,6 +573,12 @@ fn registry(engine: &EngineSnapshot, runner: &RunnerSnapshot) -> Registry {
         "From an incident's first failing to its resolution, by rule",
         Unit::Seconds,
         resolve_times,
+    );
+    r.register_with_unit(
+        "salve_rule_action_time_to_resolve",
+        "From an incident's first failing to its resolution, by rule and the action that resolved it (its latest)",
+        Unit::Seconds,
+        action_resolve_times,
     );
 
     // State held.

@@ -12,15 +12,17 @@ use crate::entity::EntityState;
 use crate::group::group_id;
 use crate::wire::{Escalation, EscalationCause, IncidentState, Output, WIRE_VERSION};
 use hashbrown::HashMap;
-use std::collections::HashSet;
 
 /// What a partition knows about the groups rules protect.
 #[derive(Debug, Default)]
 pub(crate) struct GroupSafety {
-    /// Groups in a storm, as `<rule>/<group id>`: escalated once, frozen until it subsides.
-    pub(crate) storms: HashSet<String>,
+    /// Groups in a storm, as `<rule>/<group id>`: escalated once, frozen until it subsides
+    /// or an operator resolves it.
+    pub(crate) storms: super::storm::Storms,
     /// Canary rollouts in progress, by `<rule>/<group id>`.
     pub(crate) rollouts: HashMap<String, Rollout>,
+    /// Attempts a storm holds back, by the storm's `<rule>/<group id>`.
+    pub(crate) held: HashMap<String, super::storm::Held>,
 }
 
 impl GroupSafety {
@@ -28,7 +30,8 @@ impl GroupSafety {
     /// the rollouts forgotten, for their tombstones.
     pub(crate) fn retire(&mut self, gone: &impl Fn(&str) -> bool) -> Vec<String> {
         let of_gone_rule = |key: &String| key.split('/').next().is_some_and(gone);
-        self.storms.retain(|key| !of_gone_rule(key));
+        self.storms.retire(gone);
+        self.held.retain(|key, _| !of_gone_rule(key));
         let forgotten: Vec<String> = self
             .rollouts
             .keys()
@@ -37,6 +40,14 @@ impl GroupSafety {
             .collect();
         self.rollouts.retain(|key, _| !of_gone_rule(key));
         forgotten
+    }
+
+    /// Remembers the attempts a lifecycle call held for a storm, to let them go when it
+    /// subsides.
+    pub(crate) fn note_held(&mut self, held: Vec<(super::storm::Freeze, Box<str>, String)>) {
+        for (freeze, subject, command_id) in held {
+            super::storm::hold(&mut self.held, &freeze, &subject, &command_id);
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 //! changelog records), so the decision log and the changelog tell the whole story whoever
 //! acted.
 
-use super::{close_attempt, close_orphan, hand_over, Engine, PartitionState};
+use super::storm::STORM_PREFIX;
+use super::{close_attempt, close_orphan, hand_over, transition, Engine, PartitionState};
 use crate::config::Mode;
 use crate::entity::Subject;
 use crate::wire::{EscalationCause, IncidentState, Output};
@@ -256,7 +257,8 @@ impl Engine {
 
     /// An operator resolves an escalated incident: it closes as resolved, its flap history is
     /// cleared, and its rule waits for the condition to clear before it may fire again, as
-    /// after any fix.
+    /// after any fix. A storm's id (`storm/<rule>/<group id>`) resolves the storm: see
+    /// [`Engine::resolve_storm`].
     pub fn resolve_incident(
         &mut self,
         id: &str,
@@ -264,6 +266,9 @@ impl Engine {
         now_ms: i64,
         out: &mut Vec<Output>,
     ) -> Result<(), ControlError> {
+        if let Some(key) = id.strip_prefix(STORM_PREFIX) {
+            return self.resolve_storm(key, note, now_ms, out);
+        }
         let Found {
             partition,
             key,
@@ -289,6 +294,46 @@ impl Engine {
             operator_reason("resolved by an operator", note),
         )));
         self.operated(partition, key, start, out);
+        Ok(())
+    }
+
+    /// An operator resolves the storm `key` (`<rule>/<group id>`): the rule's automation acts
+    /// in the group again, the attempts the storm held are let go at once, and no new
+    /// escalation follows until the failing share falls back and a new storm starts.
+    fn resolve_storm(
+        &mut self,
+        key: &str,
+        note: &str,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), ControlError> {
+        let mut raging: Vec<super::PartitionId> = Vec::new();
+        for (partition, state) in self.partitions.iter_mut() {
+            if state.safety.storms.escalated.remove(key) {
+                state.safety.storms.lifted.insert(key.to_owned());
+                raging.push(*partition);
+            }
+        }
+        let Some((rule, group)) = key.split_once('/').filter(|_| !raging.is_empty()) else {
+            return Err(ControlError::NotFound(format!(
+                "no storm {STORM_PREFIX}{key} on the partitions this process owns: it subsided, was resolved, or is another's"
+            )));
+        };
+        out.push(Output::Decision(transition(
+            now_ms,
+            rule,
+            group,
+            &format!("{STORM_PREFIX}{key}"),
+            Some(IncidentState::Escalated),
+            IncidentState::Resolved,
+            operator_reason(
+                "storm resolved by an operator: automation acts in the group again until its failing share falls back",
+                note,
+            ),
+        )));
+        for partition in raging {
+            self.thaw(partition, now_ms);
+        }
         Ok(())
     }
 
@@ -367,6 +412,14 @@ impl Engine {
         let Some(state) = partitions.get_mut(&partition) else {
             return Err(ControlError::NotFound(format!("{key} is gone")));
         };
+        // An approved action is still a command: not into a storm.
+        let command_id = state
+            .entities
+            .get(key.as_str())
+            .and_then(|e| e.subject.incidents.get(index))
+            .map(|i| i.command_id.clone())
+            .unwrap_or_default();
+        let frozen = state.freeze(rules, &key, &command_id, stats, now_ms, out);
         let Some(subject) =
             super::subject_mut(&mut state.entities, &mut state.group_subjects, &key)
         else {
@@ -381,9 +434,12 @@ impl Engine {
             ledger,
             stats,
             now_ms,
+            frozen,
+            held: Vec::new(),
         };
         let reason = operator_reason("approved by an operator", note);
         lifecycle.next_attempt(&key, subject, index, Some(reason), &mut state.commands, out);
+        state.safety.note_held(lifecycle.held);
         self.operated(partition, key, start, out);
         Ok(())
     }

@@ -323,6 +323,8 @@ fn the_ledger_counts_attempts_outcomes_and_time_to_resolve() {
         record.resolve_times.mean_ms(),
         u64::try_from(verified_at).ok()
     );
+    // The restart resolved it, so its time to resolve is the restart's too.
+    assert_eq!(restart.resolve_times, record.resolve_times);
     assert_eq!(engine.ledger().commands_by_action()["restart"], 2);
     assert_eq!(engine.ledger().acks_by_status()["failed"], 1);
     let closed = engine.incident(&id).expect("recently closed");
@@ -674,4 +676,202 @@ fn incidents_by_state_follow_every_kind_of_change() {
     // A partition revoked takes its incidents with it.
     engine.revoke(crate::PartitionId::default());
     assert!(engine.incidents_by_state().is_empty());
+}
+
+#[test]
+fn an_incident_restored_from_the_changelog_counts_its_time_to_resolve_from_when_it_opened() {
+    const OPENED_AT: i64 = 5_000;
+    let mut before = engine_with(&[]);
+    let mut out = Vec::new();
+    for (offset, ts) in [1_000, 2_000, 3_000].into_iter().enumerate() {
+        before
+            .on_message(
+                crate::tests::at(offset as i64),
+                None,
+                exit("a", ts).as_bytes(),
+                None,
+                OPENED_AT,
+                &mut out,
+            )
+            .expect("valid");
+    }
+    let command = commands(&out)[0].id.clone();
+    // The process dies mid-remediation; another restores the partition from the changelog.
+    let mut after = engine_with(&[]);
+    for output in &out {
+        if let Output::Changelog(record) = output {
+            if let Some(value) = &record.value {
+                after
+                    .restore(
+                        crate::PartitionId::default(),
+                        &record.subject,
+                        value.as_bytes(),
+                    )
+                    .expect("restores");
+            }
+        }
+    }
+    let mut out = Vec::new();
+    after.on_ack(&ack(&command, AckStatus::Succeeded), 20_000, &mut out);
+    let mut resolved_at = 0;
+    while last_transition(&out) != Some(IncidentState::Resolved) {
+        resolved_at = after.next_deadline().expect("verification");
+        after.tick(resolved_at, &mut out);
+    }
+    let record = &after.ledger().rules()["crash_loop"];
+    assert_eq!(
+        record.resolve_times.count, 1,
+        "the restart does not lose it"
+    );
+    assert_eq!(
+        record.resolve_times.mean_ms(),
+        u64::try_from(resolved_at - OPENED_AT).ok()
+    );
+    assert_eq!(
+        record.actions["restart"].resolve_times.count, 1,
+        "the action that resolved it counts it too"
+    );
+}
+
+const STORMY: &str = r#"
+fn condition(p) { count("crash", "60s") >= 3 }
+#{ name: "stormy", select: [#{ kind: "event", name: "crash" }], action: "restart",
+   retry: #{ attempts: 3, backoff: "10s", jitter: 0.0 },
+   blast_radius: #{ group: "service", storm_share: 0.5 } }
+"#;
+
+fn crash(entity: &str, ts: i64) -> String {
+    format!(
+        r#"{{"entity":"{entity}","ts":{ts},"kind":"event","name":"crash","labels":{{"service":"checkout"}}}}"#
+    )
+}
+
+#[test]
+fn an_operator_resolves_a_storm_and_the_retries_it_held_are_sent() {
+    let mut engine = engine_with(&[("stormy.rhai", STORMY)]);
+    // pod-1 fails alone and is restarted; the restart fails.
+    let out = feed_from(
+        &mut engine,
+        0,
+        &[
+            crash("pod-3", 500),
+            crash("pod-1", 1_000),
+            crash("pod-1", 2_000),
+            crash("pod-1", 3_000),
+        ],
+    );
+    let first = commands(&out)[0].id.clone();
+    let mut out = Vec::new();
+    engine.on_ack(&ack(&first, AckStatus::Failed), 5_000, &mut out);
+    // pod-2 fails too: 2 of 3 is a storm, and pod-1's retry, due at 15 s, is held.
+    out.extend(feed_from(
+        &mut engine,
+        4,
+        &[
+            crash("pod-2", 6_000),
+            crash("pod-2", 7_000),
+            crash("pod-2", 8_000),
+        ],
+    ));
+    engine.tick(15_000, &mut out);
+    engine.tick(20_000, &mut out);
+    assert!(commands(&out).is_empty(), "{out:?}");
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Decision(d) if d.to == Some(IncidentState::BackingOff) && d.reason.starts_with("storm")
+    )));
+
+    let mut out = Vec::new();
+    engine
+        .resolve_incident(
+            "storm/stormy/service=checkout",
+            "the database is back",
+            20_000,
+            &mut out,
+        )
+        .expect("a storm to resolve");
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Decision(d) if d.incident.as_deref() == Some("storm/stormy/service=checkout")
+            && d.to == Some(IncidentState::Resolved)
+            && d.reason.contains("the database is back")
+    )));
+    let due = engine.next_deadline().expect("the held retry is due");
+    engine.tick(due, &mut out);
+    let sent = commands(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!((sent[0].entity.as_str(), sent[0].attempt), ("pod-1", 2));
+    assert!(
+        engine.ledger().rules()["stormy"].resolved == 0,
+        "a storm is no incident of its rule"
+    );
+
+    let again = engine
+        .resolve_incident("storm/stormy/service=checkout", "", 21_000, &mut out)
+        .expect_err("already resolved");
+    assert!(matches!(again, ControlError::NotFound(_)), "{again}");
+}
+
+fn escalations(out: &[Output]) -> Vec<crate::wire::Escalation> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Escalation(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `subject`'s latest changelog record in `out`.
+fn latest_record(out: &[Output], subject: &str) -> String {
+    out.iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::Changelog(c) if c.subject == subject => c.value.clone(),
+            _ => None,
+        })
+        .expect("a changelog record")
+}
+
+fn restored_from(record: &str, subject: &str) -> Engine {
+    let mut engine = engine_with(&[]);
+    engine
+        .restore(crate::PartitionId::default(), subject, record.as_bytes())
+        .expect("restores");
+    engine
+}
+
+#[test]
+fn an_escalation_not_known_delivered_is_published_again_by_whoever_restores_it() {
+    let mut engine = engine_with(&[]);
+    let (_, out) = escalated(&mut engine, "a");
+    let published = escalations(&out);
+    assert_eq!(published.len(), 1);
+
+    // The process died after the incident's changelog record was delivered; its escalation
+    // may not have been. The next owner publishes it again, the same, once.
+    let mut next = restored_from(&latest_record(&out, "a"), "a");
+    let mut again = Vec::new();
+    next.tick(500_000, &mut again);
+    assert_eq!(escalations(&again), published);
+    next.tick(500_001, &mut again);
+    assert_eq!(escalations(&again).len(), 1, "once");
+    assert_eq!(
+        next.ledger().escalations_by_cause().get("exhausted"),
+        None,
+        "counted where it was made"
+    );
+
+    // Once the driver confirms delivery, the changelog says so, and nobody publishes it again.
+    let mut confirmed = Vec::new();
+    engine.confirm_delivered(&mut confirmed);
+    let record = latest_record(&confirmed, "a");
+    let mut later = restored_from(&record, "a");
+    let mut nothing = Vec::new();
+    later.tick(500_000, &mut nothing);
+    assert!(escalations(&nothing).is_empty(), "{nothing:?}");
+    assert_eq!(
+        later.incidents_by_state().get("escalated"),
+        Some(&1),
+        "still escalated"
+    );
 }
