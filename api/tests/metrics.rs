@@ -438,6 +438,69 @@ fn openmetrics_is_served_to_a_scraper_that_asks_for_it() {
     }
 }
 
+/// A rule that never returns: the operation budget stops every call of it.
+const SPIN: &str = r#"
+fn condition(p) { loop { } }
+#{ name: "spin", select: [#{ kind: "event" }], action: "none" }
+"#;
+
+#[test]
+fn a_rule_stopped_by_its_budget_is_counted_per_rule() {
+    let (control, inbox) = control_channel(None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let engine = std::thread::spawn(move || {
+        let mut engine = Engine::new(EngineConfig::default(), |runtime| {
+            RuleSet::load_sources(
+                runtime,
+                SHIPPED_RULES
+                    .iter()
+                    .map(|(f, s)| ((*f).to_owned(), (*s).to_owned()))
+                    .chain([("spin.rhai".to_owned(), SPIN.to_owned())]),
+            )
+        })
+        .expect("rules load");
+        let mut out = Vec::new();
+        for (offset, ts) in [NOW - 2_000, NOW - 1_000].into_iter().enumerate() {
+            let position = salve_engine::RecordPosition {
+                offset: offset as i64,
+                ..Default::default()
+            };
+            engine
+                .on_message(
+                    position,
+                    None,
+                    exit(ENTITY, ts).as_bytes(),
+                    None,
+                    NOW,
+                    &mut out,
+                )
+                .expect("valid");
+        }
+        while !stopping.load(Ordering::Relaxed) {
+            inbox.run_pending(&mut engine, NOW, &mut out);
+            out.clear();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let endpoint = Endpoint::start(control);
+    let response = get(endpoint.addr, "/metrics", None);
+    stop.store(true, Ordering::Relaxed);
+    engine.join().expect("the engine thread did not panic");
+    assert_eq!(response.status, 200, "{}", response.body);
+    let scrape = prometheus_parse::Scrape::parse(response.body.lines().map(|l| Ok(l.to_owned())))
+        .expect("prometheus-parse reads it");
+    let total = |name: &str, rule: &str| sample(&scrape, name, &[("rule", rule)]);
+    assert_eq!(total("salve_rule_budget_stops_total", "spin"), 2.0);
+    assert_eq!(
+        total("salve_rule_errors_total", "spin"),
+        2.0,
+        "a stopped call failed: an error too"
+    );
+    assert_eq!(total("salve_rule_budget_stops_total", "crash_loop"), 0.0);
+    assert_eq!(total("salve_rule_evaluations_total", "crash_loop"), 2.0);
+}
+
 #[test]
 fn an_engine_that_cannot_answer_gets_a_503_with_the_reason() {
     let (control, inbox) = control_channel(None);

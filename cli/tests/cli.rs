@@ -453,3 +453,92 @@ fn demo_runs_one_scenario_prints_its_summary_without_colours_and_exits_0() {
     assert!(stdout.contains("verdict transient"), "{stdout}");
     assert!(stdout.contains("1 of 1 scenarios as expected"), "{stdout}");
 }
+
+#[test]
+fn a_rejected_reload_is_logged_with_file_and_line_as_json_lines_when_configured() {
+    let crash_loop = salve_rules::SHIPPED_RULES
+        .iter()
+        .find(|(file, _)| *file == "crash_loop.rhai")
+        .map(|(_, source)| *source)
+        .expect("crash_loop ships");
+    let rules = rules_dir(crash_loop);
+    let file = rules.path().join("crash_loop.rhai");
+    let mut salve_run = KilledOnDrop(
+        salve()
+            .arg("run")
+            .env("SALVE_LOG__FORMAT", "json")
+            .env("SALVE_RULES__DIR", rules.path())
+            .env("SALVE_RULES__RELOAD_DEBOUNCE", "50ms")
+            .env("SALVE_API__LISTEN", "127.0.0.1:0")
+            .env("SALVE_METRICS__LISTEN", "127.0.0.1:0")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("salve starts"),
+    );
+    let child = &mut salve_run.0;
+    let mut banner = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    assert!(
+        banner.any(|line| line.is_ok_and(|l| l.trim().starts_with("bootstrap"))),
+        "salve printed its banner"
+    );
+    let (lines, logged) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+
+    // Written until the watcher sees it: the first write may come before the watch is set.
+    let broken = "fn condition(p) { count(\"process_exit\", \"60s\") >= }\n";
+    let start = Instant::now();
+    let mut read = Vec::new();
+    let rejected = 'found: loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no rejected reload logged:\n{}",
+            read.join("\n")
+        );
+        std::fs::write(&file, broken).expect("write");
+        while let Ok(line) = logged.recv_timeout(Duration::from_secs(1)) {
+            let entry: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|error| panic!("not a JSON log line ({error}): {line}"));
+            read.push(line);
+            let message = entry["fields"]["message"].as_str().unwrap_or_default();
+            if message.contains("rule reload rejected") {
+                break 'found entry;
+            }
+        }
+    };
+    assert_eq!(rejected["level"], "ERROR", "{rejected}");
+    assert_eq!(rejected["fields"]["trigger"], "file", "{rejected}");
+    let message = rejected["fields"]["message"].as_str().unwrap_or_default();
+    // The file's path, :line:column: then what is wrong.
+    let at = format!("{}:1:", file.display());
+    let problem = message
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(at.as_str()))
+        .unwrap_or_else(|| panic!("no {at} in {message:?}"));
+    let (column, what) = problem.split_once(": ").expect("column: message");
+    assert!(column.parse::<u32>().is_ok(), "{message:?}");
+    assert!(!what.trim().is_empty(), "{message:?}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(child.wait().expect("salve exits").success());
+}
+
+/// A child process that a failing test does not leave running.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -47,8 +47,31 @@ fn shipped(runtime: &salve_rules::Runtime) -> Result<RuleSet, salve_rules::LoadE
     )
 }
 
+/// The shipped rules, with crash_loop's restart waiting for an operator's approval.
+fn shipped_with_approval(
+    runtime: &salve_rules::Runtime,
+) -> Result<RuleSet, salve_rules::LoadErrors> {
+    RuleSet::load_sources(
+        runtime,
+        SHIPPED_RULES.iter().map(|(file, source)| {
+            let source = if file.starts_with("crash_loop") {
+                source.replace("verify_for: \"1m\",", "verify_for: \"1m\", approval: #{},")
+            } else {
+                (*source).to_owned()
+            };
+            ((*file).to_owned(), source)
+        }),
+    )
+}
+
+type Rules = fn(&salve_rules::Runtime) -> Result<RuleSet, salve_rules::LoadErrors>;
+
 async fn server() -> Server {
-    let loader: RuleLoader = Arc::new(shipped);
+    server_with(shipped).await
+}
+
+async fn server_with(rules: Rules) -> Server {
+    let loader: RuleLoader = Arc::new(rules);
     let (control, inbox) = control_channel(Some(loader));
     let stop = Arc::new(AtomicBool::new(false));
     let engine_stop = Arc::clone(&stop);
@@ -57,7 +80,7 @@ async fn server() -> Server {
             max_future_ms: i64::MAX,
             ..EngineConfig::default()
         };
-        let mut engine = Engine::new(config, shipped).expect("rules load");
+        let mut engine = Engine::new(config, rules).expect("rules load");
         let mut out = Vec::new();
         while !engine_stop.load(Ordering::SeqCst) {
             inbox.run_pending(&mut engine, 100_000, &mut out);
@@ -86,6 +109,12 @@ async fn server() -> Server {
 impl Server {
     /// crash_loop opens on `entity`, and with no acks runs out of attempts and escalates.
     async fn escalate(&self, entity: &str, first_offset: i64) {
+        self.crash_loop(entity, first_offset, true).await;
+    }
+
+    /// Three exits of `entity`: crash_loop opens an incident. With `until_quiet`, the clock
+    /// then moves through every deadline.
+    async fn crash_loop(&self, entity: &str, first_offset: i64, until_quiet: bool) {
         let events: Vec<String> = [91_000, 92_000, 93_000]
             .iter()
             .map(|ts| {
@@ -110,7 +139,7 @@ impl Server {
                         context.out,
                     );
                 }
-                while let Some(at) = engine.next_deadline() {
+                while let Some(at) = engine.next_deadline().filter(|_| until_quiet) {
                     engine.tick(at, context.out);
                 }
             })
@@ -242,6 +271,65 @@ async fn every_command_prints_what_the_server_answers() {
         .await
         .expect_err("no such incident");
     assert!(deny.to_string().starts_with("NOT_FOUND: "), "{deny}");
+}
+
+#[tokio::test]
+async fn approve_sends_the_awaited_action_and_deny_closes_the_incident() {
+    let server = server_with(shipped_with_approval).await;
+    server.crash_loop("pod-1", 0, false).await;
+    server.crash_loop("pod-2", 10, false).await;
+    let awaiting = server
+        .ok(&["--json", "incidents", "--state", "awaiting_approval"])
+        .await;
+    let awaiting: serde_json::Value = serde_json::from_str(&awaiting).expect("JSON");
+    let id_of = |entity: &str| {
+        awaiting["incidents"]
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["subject"] == entity))
+            .and_then(|i| i["id"].as_str())
+            .unwrap_or_else(|| panic!("{entity} awaits approval: {awaiting}"))
+            .to_owned()
+    };
+    let (approved, denied) = (id_of("pod-1"), id_of("pod-2"));
+
+    let token = ["--token", TOKEN];
+    assert_eq!(
+        server
+            .ok(&[&token[..], &["approve", &approved, "--note", "go"]].concat())
+            .await,
+        format!("approved {approved}: remediating\n")
+    );
+    assert_eq!(
+        server
+            .ok(&[&token[..], &["deny", &denied, "--note", "not now"]].concat())
+            .await,
+        format!("denied {denied}: failed\n")
+    );
+    let json = server
+        .ok(&[&token[..], &["--json", "incident", &approved]].concat())
+        .await;
+    let incident: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(incident["state"], "INCIDENT_STATE_REMEDIATING", "{json}");
+    let restarts = server
+        .control
+        .call(PATIENCE, |engine, _| {
+            engine.ledger().commands_by_action().get("restart").copied()
+        })
+        .await
+        .expect("the engine answers");
+    assert_eq!(
+        restarts,
+        Some(1),
+        "the approved restart went out, the denied one not"
+    );
+    contains(
+        &server.ok(&["incident", &denied]).await,
+        &[
+            "awaiting_approval",
+            "failed",
+            "denied by an operator: not now",
+        ],
+    );
 }
 
 #[tokio::test]

@@ -174,12 +174,41 @@ fn the_readme_lists_every_metric() {
             continue;
         };
         families += 1;
-        let row = format!("| `{name}` | {kind} |");
-        assert!(README.contains(&row), "the README has no row {row}");
+        let row = format!("| `{name}` | {kind} | ");
+        let labels = README
+            .lines()
+            .find_map(|line| line.strip_prefix(&row))
+            .and_then(|rest| rest.split(" | ").next())
+            .unwrap_or_else(|| panic!("the README has no row {row}"));
+        // A closed set of label values reads `label`: `a`, `b`: every value served, no other.
+        if let Some((label, values)) = labels.split_once("`: ") {
+            let label = label.trim_start_matches('`');
+            let listed: std::collections::BTreeSet<&str> =
+                values.split(", ").map(|v| v.trim_matches('`')).collect();
+            let served = label_values(&page, name, label);
+            assert_eq!(
+                listed,
+                served.iter().map(String::as_str).collect(),
+                "the README's {label} values of {name}"
+            );
+        }
     }
     assert_eq!(
         families,
         README.matches("\n| `salve_").count(),
         "every row of the README's table is a metric served"
     );
+}
+
+/// The values of `label` in the samples of the family `name` on a text-format page.
+fn label_values(page: &str, name: &str, label: &str) -> std::collections::BTreeSet<String> {
+    let sample = format!("{name}{{");
+    let key = format!("{label}=\"");
+    page.lines()
+        .filter_map(|line| line.strip_prefix(&sample))
+        .filter_map(|labels| {
+            let value = &labels[labels.find(&key)? + key.len()..];
+            Some(value[..value.find('"')?].to_owned())
+        })
+        .collect()
 }

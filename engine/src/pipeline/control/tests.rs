@@ -268,6 +268,14 @@ fn a_removed_rule_opens_nothing_new_and_its_open_incidents_close_with_a_reason()
         transitions_of(&out, &id),
         [(Some(IncidentState::Remediating), IncidentState::Failed)]
     );
+    let reason = out.iter().find_map(|o| match o {
+        Output::Decision(d) if d.incident.as_deref() == Some(id.as_str()) => Some(&d.reason),
+        _ => None,
+    });
+    assert_eq!(
+        reason.map(String::as_str),
+        Some("rule crash_loop was removed by a reload")
+    );
     let persisted = out.iter().find_map(|o| match o {
         Output::Changelog(c) if c.subject == "a" => Some(c.value.clone().unwrap_or_default()),
         _ => None,
@@ -282,6 +290,110 @@ fn a_removed_rule_opens_nothing_new_and_its_open_incidents_close_with_a_reason()
         &[exit("b", 4_000), exit("b", 5_000), exit("b", 6_000)],
     );
     assert!(later.is_empty(), "{later:?}");
+}
+
+#[test]
+fn an_open_incident_of_a_rule_that_survives_a_reload_goes_on_to_resolve() {
+    let mut engine = engine_with(&[]);
+    let out = crash_loop_on(&mut engine, "a", 0);
+    let sent = commands(&out);
+    assert_eq!(sent.len(), 1);
+    let (command, id) = (sent[0].id.clone(), sent[0].incident.clone());
+
+    // crash_loop is edited while its restart is out, waiting for its ack.
+    let edited = SHIPPED_RULES
+        .iter()
+        .find(|(file, _)| file.starts_with("crash_loop"))
+        .map(|(_, source)| source.replace("verify_for: \"1m\"", "verify_for: \"2m\""))
+        .expect("crash_loop ships");
+    let mut sources = shipped_plus(&[], "crash_loop");
+    sources.push(("crash_loop.rhai".to_owned(), edited));
+    let mut out = Vec::new();
+    let outcome = engine
+        .reload(
+            "file",
+            |rt| RuleSet::load_sources(rt, sources),
+            10,
+            &mut out,
+        )
+        .clone();
+    assert!(outcome.succeeded(), "{outcome:?}");
+    assert!(outcome.kept.iter().any(|r| r == "crash_loop"));
+    assert!(transitions_of(&out, &id).is_empty(), "{out:?}");
+    let open = engine.incidents(&IncidentFilter::default());
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].id, id);
+    assert_eq!(open[0].state, IncidentState::Remediating);
+
+    // The ack of the command sent before the swap lands on the same incident.
+    let mut out = Vec::new();
+    engine.on_ack(&ack(&command, AckStatus::Succeeded), 20, &mut out);
+    while last_transition(&out) != Some(IncidentState::Resolved) {
+        let at = engine.next_deadline().expect("verification is due");
+        engine.tick(at, &mut out);
+    }
+    assert_eq!(
+        transitions_of(&out, &id),
+        [
+            (Some(IncidentState::Remediating), IncidentState::Verifying),
+            (Some(IncidentState::Verifying), IncidentState::Resolved)
+        ]
+    );
+    assert!(commands(&out).is_empty(), "no second restart: {out:?}");
+    assert!(engine.incidents(&IncidentFilter::default()).is_empty());
+}
+
+#[test]
+fn a_removed_rule_whose_action_is_in_force_hands_its_incident_to_a_human() {
+    let paired = r#"
+fn condition(p) { last("load") > 50.0 }
+fn clear(p) { last("load") <= 50.0 }
+#{ name: "shed", select: [#{ name: "load" }], action: "shed", revert: "unshed", clear_for: "60s" }
+"#;
+    let mut engine = engine_with(&[("shed.rhai", paired)]);
+    let load = r#"{"entity":"a","ts":1000,"kind":"metric","name":"load","value":99}"#;
+    let out = feed_from(&mut engine, 0, &[load.to_owned()]);
+    let sent = commands(&out);
+    assert_eq!(sent.len(), 1);
+    let (command, id) = (sent[0].id.clone(), sent[0].incident.clone());
+    let mut out = Vec::new();
+    engine.on_ack(&ack(&command, AckStatus::Succeeded), 10, &mut out);
+    assert_eq!(last_transition(&out), Some(IncidentState::Mitigated));
+
+    let sources = shipped_plus(&[], "");
+    let mut out = Vec::new();
+    let outcome = engine
+        .reload("api", |rt| RuleSet::load_sources(rt, sources), 20, &mut out)
+        .clone();
+    assert_eq!(outcome.removed, ["shed"]);
+    assert_eq!(
+        transitions_of(&out, &id),
+        [(Some(IncidentState::Mitigated), IncidentState::Escalated)]
+    );
+    let escalation = out.iter().find_map(|o| match o {
+        Output::Escalation(e) => Some(e),
+        _ => None,
+    });
+    let escalation = escalation.expect("handed to a human");
+    assert_eq!(escalation.cause, EscalationCause::RuleRemoved);
+    assert_eq!(escalation.incident, id);
+    assert_eq!(
+        escalation.reason,
+        "rule shed was removed while its action was in force; nothing will revert it now"
+    );
+    assert_eq!(engine.stats().escalations, 1);
+    // It stays open, escalated, for the human to resolve.
+    let open = engine.incidents(&IncidentFilter::default());
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].state, IncidentState::Escalated);
+    let mut out = Vec::new();
+    engine
+        .resolve_incident(&id, "restored the route by hand", 30, &mut out)
+        .expect("an escalated incident is resolved by hand");
+    assert_eq!(
+        transitions_of(&out, &id),
+        [(Some(IncidentState::Escalated), IncidentState::Resolved)]
+    );
 }
 
 #[test]
