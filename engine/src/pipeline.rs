@@ -1324,6 +1324,28 @@ fn subject_mut<'a>(
 /// The partition's other entities and its group index, lent to group functions for a call.
 type GroupAccess<'a> = (&'a mut HashMap<Box<str>, EntityState>, &'a mut GroupIndex);
 
+/// Why another rule's incident on `subject` holds `rule`'s new failure back: its fix is out
+/// (`remediating`, `reverting`), between attempts (`backing_off`) or being verified. A
+/// mitigated, escalated or approval-awaiting incident does not: nothing of it is in flight.
+fn under_remediation(subject: &Subject, rule: &str) -> Option<String> {
+    let busy = subject.incidents.iter().find(|incident| {
+        &*incident.rule != rule
+            && matches!(
+                incident.state,
+                IncidentState::Remediating
+                    | IncidentState::Reverting
+                    | IncidentState::BackingOff
+                    | IncidentState::Verifying
+            )
+    })?;
+    Some(format!(
+        "condition of {rule} holds, but {} is {} on this subject ({}): one remediation in flight per subject, held until it is over",
+        busy.rule,
+        busy.state.as_str(),
+        busy.id
+    ))
+}
+
 #[cfg(test)]
 impl Engine {
     /// Rule `rule`'s condition on `entity`, through Rhai and through its compiled plan
@@ -1739,8 +1761,12 @@ impl Judge<'_> {
         // An open incident upstream (the shared database, say) holds the action back: the
         // failure is recorded once as inhibited, and acts when the upstream incident closes
         // if it still holds then.
-        let held_back = self
-            .inhibition(entity_key, entity)
+        // One remediation in flight per subject: another rule's fix that is out or being
+        // verified here holds this one back, so that two actuators never work on one pod (a
+        // restart during a replace, say) and neither verification judges the other's effect.
+        let busy = under_remediation(subject(entity, &mut group), &rule.decl.name);
+        let held_back = busy
+            .or_else(|| self.inhibition(entity_key, entity))
             .or_else(|| self.blast_radius(entity_key, entity, &mut safety.storms, out))
             .or_else(|| self.canary(entity_key, entity, &mut safety.rollouts, out));
         if let Some(reason) = held_back {
