@@ -1324,12 +1324,14 @@ fn subject_mut<'a>(
 /// The partition's other entities and its group index, lent to group functions for a call.
 type GroupAccess<'a> = (&'a mut HashMap<Box<str>, EntityState>, &'a mut GroupIndex);
 
-/// Why another rule's incident on `subject` holds `rule`'s new failure back: its fix is out
-/// (`remediating`, `reverting`), between attempts (`backing_off`) or being verified. A
-/// mitigated, escalated or approval-awaiting incident does not: nothing of it is in flight.
-fn under_remediation(subject: &Subject, rule: &str) -> Option<String> {
+/// Why another rule's incident on `subject` (keyed `subject_key`) holds `rule`'s new failure
+/// back: its fix acts on the subject itself and is out (`remediating`, `reverting`), between
+/// attempts (`backing_off`) or being verified. A mitigated, escalated or approval-awaiting
+/// incident does not: nothing of it is in flight.
+fn under_remediation(subject: &Subject, rule: &str, subject_key: &str) -> Option<String> {
     let busy = subject.incidents.iter().find(|incident| {
         &*incident.rule != rule
+            && incident.target == subject_key
             && matches!(
                 incident.state,
                 IncidentState::Remediating
@@ -1339,7 +1341,7 @@ fn under_remediation(subject: &Subject, rule: &str) -> Option<String> {
             )
     })?;
     Some(format!(
-        "condition of {rule} holds, but {} is {} on this subject ({}): one remediation in flight per subject, held until it is over",
+        "condition of {rule} holds, but {} is {} on {subject_key} ({}): one remediation in flight per entity, held until it is over",
         busy.rule,
         busy.state.as_str(),
         busy.id
@@ -1761,10 +1763,16 @@ impl Judge<'_> {
         // An open incident upstream (the shared database, say) holds the action back: the
         // failure is recorded once as inhibited, and acts when the upstream incident closes
         // if it still holds then.
-        // One remediation in flight per subject: another rule's fix that is out or being
-        // verified here holds this one back, so that two actuators never work on one pod (a
-        // restart during a replace, say) and neither verification judges the other's effect.
-        let busy = under_remediation(subject(entity, &mut group), &rule.decl.name);
+        // One remediation in flight per entity: another rule's fix that is out or being
+        // verified on this subject holds back a rule that would act on the subject too, so
+        // that two actuators never work on one pod (a restart during a replace, say) and
+        // neither verification judges the other's effect. A rule with `fn target` acts
+        // elsewhere (a failover promotes a replica while the dead primary is replaced).
+        let busy = if rule.has_target() {
+            None
+        } else {
+            under_remediation(subject(entity, &mut group), &rule.decl.name, subject_key)
+        };
         let held_back = busy
             .or_else(|| self.inhibition(entity_key, entity))
             .or_else(|| self.blast_radius(entity_key, entity, &mut safety.storms, out))
