@@ -549,7 +549,6 @@ pub fn run_with(
         dead_lettered: 0,
     };
     let mut out = Vec::new();
-    let mut round = Round::default();
     let commit_interval =
         Duration::from_millis(u64::try_from(kafka.commit_interval_ms).unwrap_or(1_000));
     let mut last_commit = Instant::now();
@@ -560,7 +559,7 @@ pub fn run_with(
     let mut events_in = vec![0_u64; topics.telemetry.len()];
     let single_topic = topics.telemetry.len() == 1;
     // The pending-offset slot of the partition read last.
-    let mut last_slot: LastSlot = None;
+    let mut last_slot: Option<((u16, i32), Arc<AtomicI64>)> = None;
 
     loop {
         match shutdown.state() {
@@ -590,9 +589,7 @@ pub fn run_with(
             {
                 // The slot may be gone with a revoked partition.
                 last_slot = None;
-                apply_rebalance(
-                    engine, &consumer, bootstrap, kafka, topics, shared, &mut round,
-                )?;
+                apply_rebalance(engine, &consumer, bootstrap, kafka, topics, shared)?;
             }
             match polled {
                 Some(Ok(message)) => {
@@ -626,16 +623,25 @@ pub fn run_with(
                         payload,
                         record_ts,
                         now,
-                        &mut round.outputs,
+                        &mut out,
                     ) {
                         publisher.dead_letter(&message, error.code(), &error.to_string())?;
                     }
-                    round.marks.push(Mark {
-                        partition,
-                        outputs_end: round.outputs.len(),
-                        next_offset: message.offset() + 1,
-                        record_ts,
-                    });
+                    if let (Some(shared), Some(ts)) = (shared, record_ts) {
+                        for output in &out {
+                            if matches!(output, Output::Command(_)) {
+                                shared.record_latency(wall_ms() - ts);
+                            }
+                        }
+                    }
+                    publisher.outputs(&mut out)?;
+                    let key = (topic, message.partition());
+                    if last_slot.as_ref().is_none_or(|(k, _)| *k != key) {
+                        last_slot = Some((key, pending.slot(key)));
+                    }
+                    if let Some((_, slot)) = &last_slot {
+                        slot.store(message.offset() + 1, Ordering::Release);
+                    }
                 }
                 Some(Err(error)) => tracing::warn!("consumer: {error}"),
                 None => break,
@@ -646,7 +652,6 @@ pub fn run_with(
             }
             polled = consumer.poll(Duration::ZERO);
         }
-        round.hand_over(&mut publisher, &pending, &mut last_slot)?;
 
         let clock = Instant::now();
         if clock.duration_since(last_housekeeping) >= Duration::from_millis(5) {
@@ -701,93 +706,6 @@ pub fn run_with(
     Ok(report(engine, &publisher, commits, &consumer))
 }
 
-/// The outputs of a round's messages, held until the round ends and then handed to the
-/// producer together. An output that lands in an empty partition queue makes librdkafka wake
-/// its broker thread (a pipe write); a burst shares one wakeup, where outputs sent one by one
-/// cost ~130 ns per event (benches/throughput, phase b).
-///
-/// A message's offset is noted for commit only once its outputs are handed over: a rebalance
-/// inside one of the round's polls commits whatever is noted, and must not commit a message
-/// whose outputs are still held here.
-#[derive(Default)]
-struct Round {
-    outputs: Vec<Output>,
-    /// One per message of the round, in the order processed.
-    marks: Vec<Mark>,
-}
-
-struct Mark {
-    partition: PartitionId,
-    /// Where this message's outputs end in [`Round::outputs`]; they start where the previous
-    /// mark's end.
-    outputs_end: usize,
-    next_offset: i64,
-    record_ts: Option<i64>,
-}
-
-/// The last partition's pending-offset slot, kept between rounds: consecutive messages mostly
-/// come from one partition.
-type LastSlot = Option<((u16, i32), Arc<AtomicI64>)>;
-
-impl Round {
-    /// A rebalance revoked `revoked` in the middle of the round. Their messages' outputs are
-    /// dropped and their offsets never noted: the next owner processes them again from the
-    /// last commit, with the state restored from the changelog, and sends the outputs then.
-    /// Sending them here as well would send them twice.
-    fn forget(&mut self, revoked: &[PartitionId]) {
-        if revoked.is_empty() || !self.marks.iter().any(|m| revoked.contains(&m.partition)) {
-            return;
-        }
-        let mut outputs = std::mem::take(&mut self.outputs).into_iter();
-        let mut start = 0;
-        for mark in &mut self.marks {
-            let own = mark.outputs_end - start;
-            start = mark.outputs_end;
-            if revoked.contains(&mark.partition) {
-                outputs.by_ref().take(own).for_each(drop);
-            } else {
-                self.outputs.extend(outputs.by_ref().take(own));
-            }
-            mark.outputs_end = self.outputs.len();
-        }
-        self.marks.retain(|m| !revoked.contains(&m.partition));
-    }
-
-    /// Sends the round's outputs, then notes each message's offset as processed.
-    fn hand_over(
-        &mut self,
-        publisher: &mut Publisher<'_>,
-        pending: &Pending,
-        last_slot: &mut LastSlot,
-    ) -> Result<(), RunError> {
-        if let Some(shared) = publisher.shared {
-            let now = wall_ms();
-            let mut start = 0;
-            for mark in &self.marks {
-                let own = &self.outputs[start..mark.outputs_end];
-                start = mark.outputs_end;
-                let Some(ts) = mark.record_ts else { continue };
-                for output in own {
-                    if matches!(output, Output::Command(_)) {
-                        shared.record_latency(now - ts);
-                    }
-                }
-            }
-        }
-        publisher.outputs(&mut self.outputs)?;
-        for mark in self.marks.drain(..) {
-            let key = (mark.partition.topic, mark.partition.partition);
-            if last_slot.as_ref().is_none_or(|(k, _)| *k != key) {
-                *last_slot = Some((key, pending.slot(key)));
-            }
-            if let Some((_, slot)) = last_slot {
-                slot.store(mark.next_offset, Ordering::Release);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// After a rebalance, which runs inside `poll()`: drops revoked partitions' state, restores
 /// assigned partitions' state from the changelog, and stops on a delivery failure met while
 /// handing partitions over.
@@ -798,10 +716,8 @@ fn apply_rebalance(
     kafka: &KafkaConfig,
     topics: &TopicsConfig,
     shared: Option<&RunnerShared>,
-    round: &mut Round,
 ) -> Result<(), RunError> {
     let revoked: Vec<PartitionId> = std::mem::take(&mut *lock(&consumer.context().revoked));
-    round.forget(&revoked);
     for partition in revoked {
         engine.revoke(partition);
     }
@@ -973,61 +889,6 @@ mod tests {
         assert!(pending.take_all().is_empty());
         again.store(12, Ordering::Release);
         assert_eq!(pending.take_all(), Offsets::from([((0, 1), 12)]));
-    }
-
-    fn held_output(partition: i32, subject: &str) -> Output {
-        Output::Changelog(salve_engine::wire::ChangelogRecord {
-            partition: self::partition(partition),
-            subject: subject.to_owned(),
-            value: None,
-        })
-    }
-
-    fn subjects(round: &Round) -> Vec<String> {
-        round
-            .outputs
-            .iter()
-            .map(|o| match o {
-                Output::Changelog(record) => record.subject.clone(),
-                _ => String::new(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_partition_revoked_mid_round_loses_its_held_outputs_and_offsets_and_the_others_keep_theirs()
-    {
-        let mut round = Round::default();
-        // Messages from partitions 1, 2, 1, 3, with 2, 1, 0 and 1 outputs.
-        for (p, subjects, offset) in [
-            (1, &["a", "b"][..], 10),
-            (2, &["c"][..], 20),
-            (1, &[][..], 11),
-            (3, &["d"][..], 30),
-        ] {
-            for subject in subjects {
-                round.outputs.push(held_output(p, subject));
-            }
-            round.marks.push(Mark {
-                partition: partition(p),
-                outputs_end: round.outputs.len(),
-                next_offset: offset,
-                record_ts: None,
-            });
-        }
-        round.forget(&[partition(1)]);
-        assert_eq!(subjects(&round), ["c", "d"]);
-        let kept: Vec<(i32, usize, i64)> = round
-            .marks
-            .iter()
-            .map(|m| (m.partition.partition, m.outputs_end, m.next_offset))
-            .collect();
-        assert_eq!(kept, [(2, 1, 20), (3, 2, 30)]);
-
-        // Revoking a partition the round never read changes nothing.
-        round.forget(&[partition(7)]);
-        assert_eq!(subjects(&round), ["c", "d"]);
-        assert_eq!(round.marks.len(), 2);
     }
 
     #[test]
