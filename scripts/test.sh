@@ -30,6 +30,9 @@ features=(--workspace --features salve/k8s)
 echo "== the whole workspace, integration tests on librdkafka's mock cluster"
 cargo test "${features[@]}" "$@"
 
+# Every integration test that talks to a broker runs here too; `demo` is left out, since the
+# demo always starts its own embedded broker.
 echo "== integration tests, and salve killed with SIGKILL and restarted, on Tansu at 127.0.0.1:$port"
 SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test "${features[@]}" \
-  --test broker --test interop --test actuators --test kill "$@"
+  --test broker --test interop --test actuators --test kill \
+  --test operate --test reload --test hangup "$@"
