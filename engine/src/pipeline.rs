@@ -1324,6 +1324,30 @@ fn subject_mut<'a>(
 /// The partition's other entities and its group index, lent to group functions for a call.
 type GroupAccess<'a> = (&'a mut HashMap<Box<str>, EntityState>, &'a mut GroupIndex);
 
+/// Moves `incident` to `backing_off` because its next attempt is held (a paused rule, a
+/// storm), and records the transition with why.
+fn back_off_held(
+    now_ms: i64,
+    subject_key: &str,
+    incident: &mut Incident,
+    reason: String,
+    out: &mut Vec<Output>,
+) {
+    let mut record = transition(
+        now_ms,
+        &incident.rule,
+        subject_key,
+        &incident.id,
+        Some(incident.state),
+        IncidentState::BackingOff,
+        reason,
+    );
+    record.attempt = Some(incident.attempt);
+    record.command_id = Some(incident.command_id.clone());
+    incident.state = IncidentState::BackingOff;
+    out.push(Output::Decision(record));
+}
+
 /// Why another rule's incident on `subject` (keyed `subject_key`) holds `rule`'s new failure
 /// back: its fix acts on the subject itself and is out (`remediating`, `reverting`), between
 /// attempts (`backing_off`) or being verified. A mitigated, escalated or approval-awaiting
@@ -2398,18 +2422,13 @@ impl Lifecycle<'_> {
             subject_key,
         );
         if incident.state != IncidentState::BackingOff {
-            let mut record = transition(
+            back_off_held(
                 self.now_ms,
-                &incident.rule,
                 subject_key,
-                &incident.id,
-                Some(incident.state),
-                IncidentState::BackingOff,
+                incident,
                 "paused: the next attempt waits until the rule is resumed".to_owned(),
+                out,
             );
-            record.attempt = Some(incident.attempt);
-            incident.state = IncidentState::BackingOff;
-            out.push(Output::Decision(record));
         }
     }
 
@@ -2425,22 +2444,16 @@ impl Lifecycle<'_> {
         out: &mut Vec<Output>,
     ) {
         let incident = &mut subject.incidents[index];
-        let mut record = transition(
+        back_off_held(
             self.now_ms,
-            &incident.rule,
             subject_key,
-            &incident.id,
-            Some(incident.state),
-            IncidentState::BackingOff,
+            incident,
             format!(
                 "{}; {action} is held until the storm subsides",
                 freeze.reason
             ),
+            out,
         );
-        record.attempt = Some(incident.attempt);
-        record.command_id = Some(incident.command_id.clone());
-        incident.state = IncidentState::BackingOff;
-        out.push(Output::Decision(record));
         self.held
             .push((freeze, Box::from(subject_key), incident.command_id.clone()));
     }

@@ -252,6 +252,20 @@ async fn crash_loop(harness: &Harness, entity: &str, first_offset: i64) {
         .await;
 }
 
+/// `rule`'s effectiveness record, as ListRules gives it.
+async fn effectiveness_of(client: &mut SalveClient<Channel>, rule: &str) -> proto::Effectiveness {
+    client
+        .list_rules(proto::ListRulesRequest {})
+        .await
+        .expect("rules")
+        .into_inner()
+        .rules
+        .into_iter()
+        .find(|r| r.name == rule)
+        .and_then(|r| r.effectiveness)
+        .unwrap_or_else(|| panic!("{rule}'s record"))
+}
+
 async fn incident_of(client: &mut SalveClient<Channel>, entity: &str) -> proto::Incident {
     let listed = client
         .list_incidents(proto::ListIncidentsRequest {
@@ -570,18 +584,8 @@ async fn an_action_that_resolves_an_incident_reports_its_time_to_resolve() {
     // crash_loop verifies for a minute after the ack, then resolves.
     harness.run_out_the_deadlines().await;
 
-    let rules = client
-        .list_rules(proto::ListRulesRequest {})
-        .await
-        .expect("rules")
-        .into_inner();
-    let restart = rules
-        .rules
-        .iter()
-        .find(|r| r.name == "crash_loop")
-        .and_then(|r| r.effectiveness.clone())
-        .and_then(|e| e.actions.get("restart").cloned())
-        .expect("restart's outcomes");
+    let record = effectiveness_of(&mut client, "crash_loop").await;
+    let restart = record.actions.get("restart").expect("restart's outcomes");
     assert_eq!(restart.succeeded, 1);
     assert_eq!(restart.mttr_count, 1);
     assert_eq!(restart.mttr_mean_ms, Some(60_000));
@@ -634,17 +638,7 @@ async fn an_escalated_incident_is_resolved_by_an_operator() {
         (PState::Escalated.into(), PState::Resolved.into())
     );
     assert!(last.reason.contains("replaced the disk"), "{}", last.reason);
-    let rules = client
-        .list_rules(proto::ListRulesRequest {})
-        .await
-        .expect("rules")
-        .into_inner();
-    let record = rules
-        .rules
-        .iter()
-        .find(|r| r.name == "crash_loop")
-        .and_then(|r| r.effectiveness.clone())
-        .expect("crash_loop's record");
+    let record = effectiveness_of(&mut client, "crash_loop").await;
     assert_eq!(record.mttr_count, 1, "the rule's incident was resolved");
     assert_eq!(
         record.actions.get("restart").map(|a| a.mttr_count),
@@ -691,17 +685,7 @@ async fn an_escalated_incident_is_resolved_by_an_operator() {
         .expect_err("unknown");
     assert_eq!(unknown.code(), Code::NotFound);
 
-    let rules = client
-        .list_rules(proto::ListRulesRequest {})
-        .await
-        .expect("rules")
-        .into_inner();
-    let record = rules
-        .rules
-        .iter()
-        .find(|r| r.name == "crash_loop")
-        .and_then(|r| r.effectiveness.clone())
-        .expect("crash_loop's record");
+    let record = effectiveness_of(&mut client, "crash_loop").await;
     assert_eq!(record.escalated, 1);
     let restart = record.actions.get("restart").expect("restart's outcomes");
     assert!(restart.attempts >= 1);
