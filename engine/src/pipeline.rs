@@ -1333,16 +1333,13 @@ fn back_off_held(
     reason: String,
     out: &mut Vec<Output>,
 ) {
-    let mut record = transition(
+    let mut record = incident_transition(
         now_ms,
-        &incident.rule,
         subject_key,
-        &incident.id,
-        Some(incident.state),
+        incident,
         IncidentState::BackingOff,
         reason,
     );
-    record.attempt = Some(incident.attempt);
     record.command_id = Some(incident.command_id.clone());
     incident.state = IncidentState::BackingOff;
     out.push(Output::Decision(record));
@@ -2144,16 +2141,7 @@ impl Lifecycle<'_> {
             commands.subjects.remove(&incident.command_id);
         }
         incident.verify_from_ms = now_ms.saturating_add(settle);
-        let mut record = transition(
-            now_ms,
-            &incident.rule,
-            subject_key,
-            &incident.id,
-            Some(incident.state),
-            to,
-            reason,
-        );
-        record.attempt = Some(incident.attempt);
+        let mut record = incident_transition(now_ms, subject_key, incident, to, reason);
         record.command_id = Some(incident.command_id.clone());
         incident.state = to;
         incident.clear_since_ms = None;
@@ -2202,12 +2190,10 @@ impl Lifecycle<'_> {
                 command_id: incident.command_id.clone(),
                 kind: DeadlineKind::Retry,
             }));
-            let mut record = transition(
+            let mut record = incident_transition(
                 now_ms,
-                &incident.rule,
                 subject_key,
-                &incident.id,
-                Some(incident.state),
+                incident,
                 IncidentState::BackingOff,
                 format!(
                     "{action} failed ({reason}); attempt {} of {} in {delay} ms",
@@ -2215,23 +2201,19 @@ impl Lifecycle<'_> {
                     retry.attempts
                 ),
             );
-            record.attempt = Some(incident.attempt);
             record.command_id = Some(incident.command_id.clone());
             incident.state = IncidentState::BackingOff;
             out.push(Output::Decision(record));
         } else if incident.step < rule.decl.ladder.len() {
             let next = &rule.decl.ladder[incident.step].action;
             let incident = &mut subject.incidents[index];
-            let mut record = transition(
+            let mut record = incident_transition(
                 now_ms,
-                &incident.rule,
                 subject_key,
-                &incident.id,
-                Some(incident.state),
+                incident,
                 IncidentState::Failing,
                 format!("{action} failed ({reason}); climbing to {next}"),
             );
-            record.attempt = Some(incident.attempt);
             record.command_id = Some(incident.command_id.clone());
             out.push(Output::Decision(record));
             incident.state = IncidentState::Failing;
@@ -2384,19 +2366,16 @@ impl Lifecycle<'_> {
             DeadlineKind::Approval,
             subject_key,
         );
-        let mut record = transition(
+        let mut record = incident_transition(
             now_ms,
-            &incident.rule,
             subject_key,
-            &incident.id,
-            Some(incident.state),
+            incident,
             IncidentState::AwaitingApproval,
             format!(
                 "{action} on {} needs an operator's approval within {timeout_ms} ms (salve ctl approve {})",
                 incident.target, incident.id
-            ),
+            )
         );
-        record.attempt = Some(incident.attempt);
         record.command_id = Some(incident.command_id.clone());
         incident.state = IncidentState::AwaitingApproval;
         out.push(Output::Decision(record));
@@ -2599,16 +2578,13 @@ fn hand_over(
     now_ms: i64,
     out: &mut Vec<Output>,
 ) {
-    let mut record = transition(
+    let record = incident_transition(
         now_ms,
-        &incident.rule,
         subject_key,
-        &incident.id,
-        Some(incident.state),
+        incident,
         IncidentState::Escalated,
         reason.clone(),
     );
-    record.attempt = Some(incident.attempt);
     out.push(Output::Decision(record));
     let escalation = Escalation {
         v: WIRE_VERSION,
@@ -2744,12 +2720,10 @@ fn issue(
         opened.attempt = Some(1);
         out.push(Output::Decision(opened));
     }
-    let mut issued = transition(
+    let mut issued = incident_transition(
         issue.now_ms,
-        &incident.rule,
         subject_key,
-        &incident.id,
-        Some(incident.state),
+        incident,
         issue.to,
         match (
             issue.target == subject_key,
@@ -2765,7 +2739,6 @@ fn issue(
             (false, false) => format!("{} issued to {}", issue.action, issue.target),
         },
     );
-    issued.attempt = Some(incident.attempt);
     issued.command_id = Some(id.clone());
     out.push(Output::Command(Command {
         v: WIRE_VERSION,
@@ -2964,6 +2937,27 @@ fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
     interned
 }
 
+/// A transition of `incident` from its current state to `to`, with its attempt number.
+fn incident_transition(
+    ts: i64,
+    subject_key: &str,
+    incident: &Incident,
+    to: IncidentState,
+    reason: String,
+) -> Decision {
+    let mut record = transition(
+        ts,
+        &incident.rule,
+        subject_key,
+        &incident.id,
+        Some(incident.state),
+        to,
+        reason,
+    );
+    record.attempt = Some(incident.attempt);
+    record
+}
+
 fn transition(
     ts: i64,
     rule: &str,
@@ -3003,16 +2997,7 @@ fn close_attempt(
     to: IncidentState,
     reason: String,
 ) -> Decision {
-    let mut closed = transition(
-        now_ms,
-        &incident.rule,
-        entity,
-        &incident.id,
-        Some(incident.state),
-        to,
-        reason,
-    );
-    closed.attempt = Some(incident.attempt);
+    let mut closed = incident_transition(now_ms, entity, &incident, to, reason);
     closed.command_id = Some(incident.command_id);
     closed
 }
