@@ -127,6 +127,13 @@ impl Subject {
     pub fn has_incident_of(&self, rule: &str) -> bool {
         self.incidents.iter().any(|i| &*i.rule == rule)
     }
+
+    /// Whether an incident here holds an escalation not yet known delivered.
+    pub fn has_unconfirmed_escalation(&self) -> bool {
+        self.incidents
+            .iter()
+            .any(|i| i.unconfirmed_escalation.is_some())
+    }
 }
 
 /// A command issued on a subject: its action, and when (processing time).

@@ -104,6 +104,14 @@ struct PartitionState {
 }
 
 impl PartitionState {
+    /// The subject keyed `key`: an entity's, or else a group's (then `true`).
+    fn subject(&self, key: &str) -> Option<(&Subject, bool)> {
+        match self.entities.get(key) {
+            Some(entity) => Some((&entity.subject, false)),
+            None => self.group_subjects.get(key).map(|g| (&g.subject, true)),
+        }
+    }
+
     /// The storm that freezes the group of entity `subject_key`, for the rule of its incident
     /// whose attempt is `command_id`, when that incident's next step would send a command.
     fn freeze(
@@ -130,10 +138,7 @@ impl PartitionState {
         if !next_sends {
             return None;
         }
-        let rule = rules
-            .rules()
-            .iter()
-            .find(|r| *r.decl.name == *incident.rule)?;
+        let rule = rules.rule(&incident.rule)?;
         storm::storm(
             rule,
             &incident.rule,
@@ -1058,11 +1063,7 @@ impl Engine {
                     true,
                 ),
             };
-            if durable.is_some_and(|s| {
-                s.incidents
-                    .iter()
-                    .any(|i| i.unconfirmed_escalation.is_some())
-            }) {
+            if durable.is_some_and(Subject::has_unconfirmed_escalation) {
                 self.unconfirmed.push((partition, subject.clone()));
             }
             let value = durable.filter(|s| !s.is_durable_empty()).and_then(|s| {
@@ -1141,12 +1142,7 @@ impl Engine {
             }
         }
         self.stats.incidents_restored += durable.subject.incidents.len() as u64;
-        if durable
-            .subject
-            .incidents
-            .iter()
-            .any(|i| i.unconfirmed_escalation.is_some())
-        {
+        if durable.subject.has_unconfirmed_escalation() {
             self.republish.push((partition, subject_key.to_owned()));
         }
         // A later record of the subject replaces what an earlier one restored.
@@ -1155,11 +1151,7 @@ impl Engine {
             .unwrap_or_default();
         self.ledger.forget(replaced);
         for incident in &durable.subject.incidents {
-            let rule = self
-                .rules
-                .rules()
-                .iter()
-                .find(|r| *r.decl.name == *incident.rule);
+            let rule = self.rules.rule(&incident.rule);
             self.ledger.restored(
                 &incident.id,
                 &incident.rule,
@@ -1235,14 +1227,10 @@ impl Engine {
             let Some(state) = self.partitions.get(&partition) else {
                 continue;
             };
-            let subject = state
-                .entities
-                .get(key.as_str())
-                .map(|e| &e.subject)
-                .or_else(|| state.group_subjects.get(key.as_str()).map(|g| &g.subject));
-            let escalations = subject
+            let escalations = state
+                .subject(&key)
                 .into_iter()
-                .flat_map(|s| &s.incidents)
+                .flat_map(|(s, _)| &s.incidents)
                 .filter(|i| i.state == IncidentState::Escalated)
                 .filter_map(|i| i.unconfirmed_escalation.clone());
             let before = out.len();
@@ -2077,7 +2065,7 @@ struct Lifecycle<'a> {
 
 impl Lifecycle<'_> {
     fn rule(&self, name: &str) -> Option<&salve_rules::Rule> {
-        self.rules.rules().iter().find(|r| r.decl.name == name)
+        self.rules.rule(name)
     }
 
     /// The actuator reported success: a paired action waits for its revert, a rule with

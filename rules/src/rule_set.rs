@@ -271,6 +271,11 @@ impl RuleSet {
         &self.rules
     }
 
+    /// The rule named `name`, if loaded.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.decl.name == name)
+    }
+
     /// Calls every rule's condition once, and reports the errors that no data could avoid: a
     /// call to a function that does not exist, or a read of a parameter or property that is not
     /// there. The host sets up whatever state the call sees (an empty entity, for a check).

@@ -512,13 +512,9 @@ impl Engine {
                 ))
             })?;
         for (partition, state) in &self.partitions {
-            let subject = state
-                .entities
-                .get(key)
-                .map(|e| &e.subject)
-                .or_else(|| state.group_subjects.get(key).map(|g| &g.subject));
-            let found =
-                subject.and_then(|s| s.incidents.iter().enumerate().find(|(_, i)| i.id == id));
+            let found = state
+                .subject(key)
+                .and_then(|(s, _)| s.incidents.iter().enumerate().find(|(_, i)| i.id == id));
             if let Some((index, incident)) = found {
                 return Ok(Found {
                     partition: *partition,

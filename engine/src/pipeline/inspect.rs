@@ -383,10 +383,7 @@ impl Engine {
         }) = self.find_incident(id)
         {
             let state = self.partitions.get(&partition)?;
-            let (subject, group) = match state.entities.get(key.as_str()) {
-                Some(entity) => (&entity.subject, false),
-                None => (&state.group_subjects.get(key.as_str())?.subject, true),
-            };
+            let (subject, group) = state.subject(&key)?;
             return Some(self.incident_view(subject.incidents.get(index)?, &key, group));
         }
         self.ledger
@@ -399,9 +396,7 @@ impl Engine {
         let record = self.ledger.incident(&incident.id);
         let action = self
             .rules
-            .rules()
-            .iter()
-            .find(|r| *r.decl.name == *incident.rule)
+            .rule(&incident.rule)
             .map(|r| step_action(r, incident.step).to_owned());
         IncidentView {
             id: incident.id.clone(),

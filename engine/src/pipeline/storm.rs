@@ -165,7 +165,7 @@ pub(super) fn storm(
         stats.storms += 1;
         out.push(Output::Escalation(Escalation {
             v: WIRE_VERSION,
-            incident: format!("storm/{key}"),
+            incident: format!("{STORM_PREFIX}{key}"),
             entity: group,
             rule: rule_name.to_string(),
             reason: reason.clone(),
@@ -226,9 +226,7 @@ pub(super) fn thawed(
     let mut released = Vec::new();
     held.retain(|key, held| {
         let radius = rules
-            .rules()
-            .iter()
-            .find(|r| *r.decl.name == *held.rule)
+            .rule(&held.rule)
             .and_then(|r| r.decl.blast_radius.as_ref());
         let raging = radius.is_some_and(|radius| {
             // No member is at hand: each counts by its own incidents and pending states.
