@@ -84,8 +84,14 @@ pub fn check(argv: &[Element<'_>]) -> Result<(), GuardError> {
     let mut guard = Guard {
         argv,
         dollar_zero: HashSet::new(),
+        data_only: false,
     };
     guard.program(0, None)?;
+    // The program reached takes every argument as data (`kubectl label node {entity}`):
+    // a word like `node` there is a node, not the interpreter, and nothing runs it.
+    if guard.data_only {
+        return Ok(());
+    }
     for (position, element) in argv.iter().enumerate().skip(1) {
         if element.placeholder || guard.dollar_zero.contains(&position) {
             continue;
@@ -544,6 +550,8 @@ struct Guard<'a, 'b> {
     argv: &'a [Element<'b>],
     /// The `$0` of `sh -c SCRIPT NAME`: by convention the shell's name, not run.
     dollar_zero: HashSet<usize>,
+    /// The program reached from argument 0 is known to take all its arguments as data.
+    data_only: bool,
 }
 
 impl Guard<'_, '_> {
@@ -578,7 +586,8 @@ impl Guard<'_, '_> {
                 ..
             } => {
                 // A GNU parser also takes options after the operands: check both readings.
-                for permute in [false, permutes] {
+                let readings: &[bool] = if permutes { &[false, true] } else { &[false] };
+                for &permute in readings {
                     let parsed = self.parse(spec, position + 1, permute, code_ends_options);
                     self.interpreter(name, &parsed)?;
                 }
@@ -613,20 +622,27 @@ impl Guard<'_, '_> {
             Kind::Wrapper { subcommand, .. } => {
                 let mut from = position + 1;
                 if let Some(subcommand) = subcommand {
-                    if self.argv.get(from).map(|e| e.text) != Some(subcommand) {
+                    // Global options (`--context x`) or a group (`container`) may come first,
+                    // as kubectl's `exec` is looked for anywhere too.
+                    let found = self.argv[from..].iter().position(|e| e.text == subcommand);
+                    let Some(at) = found else {
                         return Ok(());
-                    }
-                    from += 1;
+                    };
+                    from += at + 1;
                 }
                 let parsed = self.parse(spec, from, false, false);
                 self.wrapper(name, spec.kind, &parsed)
             }
             Kind::AfterDoubleDash { subcommand } => {
                 let args = &self.argv[position + 1..];
+                let dashes = args.iter().position(|e| e.text == "--");
                 let Some(exec) = args.iter().position(|e| e.text == subcommand) else {
+                    // Without `--`, every argument is kubectl's own. After one, `kubectl run`
+                    // or `debug` may run it: the arguments are checked as they stand.
+                    self.data_only = dashes.is_none();
                     return Ok(());
                 };
-                match args.iter().position(|e| e.text == "--") {
+                match dashes {
                     Some(dashes) if dashes > exec => {
                         self.program(position + 1 + dashes + 1, Some(name))
                     }

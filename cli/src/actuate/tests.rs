@@ -242,6 +242,18 @@ fn placeholders_that_would_reach_code_are_refused_at_load() {
         ),
         (
             &[
+                "docker",
+                "--context",
+                "prod",
+                "container",
+                "exec",
+                "app",
+                "{entity}",
+            ],
+            "is the program that `docker` runs",
+        ),
+        (
+            &[
                 "kubectl",
                 "exec",
                 "pod",
@@ -257,6 +269,20 @@ fn placeholders_that_would_reach_code_are_refused_at_load() {
                 "kubectl", "-n", "shop", "exec", "pod", "-c", "main", "--", "{entity}",
             ],
             "is the program that `kubectl` runs",
+        ),
+        (
+            // After `--`, `kubectl run` runs a command in the new pod.
+            &[
+                "kubectl",
+                "run",
+                "probe",
+                "--image=busybox",
+                "--",
+                "sh",
+                "-c",
+                "restart {entity}",
+            ],
+            code,
         ),
         (
             &["find", "/srv", "-exec", "sh", "-c", "restart {entity}", ";"],
@@ -371,6 +397,22 @@ fn placeholders_as_data_still_load() {
             "deployment/{params.deployment}",
             "--replicas={params.replicas}",
         ],
+        // `node` here is a Kubernetes node, not Node.js.
+        &[
+            "kubectl",
+            "label",
+            "node",
+            "{entity}",
+            "salve/quarantined=true",
+        ],
+        &[
+            "kubectl",
+            "taint",
+            "node",
+            "{entity}",
+            "salve=drain:NoSchedule",
+        ],
+        &["sudo", "kubectl", "cordon", "node", "{entity}"],
     ];
     for argv in cases {
         let items: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
