@@ -122,13 +122,15 @@ fn refuse_value(
     position: usize,
 ) -> Result<(), String> {
     // The value comes from the command and goes into the ack: show a little of it.
-    let shown: String = value.chars().take(40).collect();
+    let shown = || value.chars().take(40).collect::<String>();
     if starts_argument && value.starts_with('-') {
+        let shown = shown();
         return Err(format!(
             "{field} = {shown:?} would start argument {position} with `-`, and the program could read it as an option; refused (for a value that may be negative, write it after an option, e.g. `--delta={field}`)"
         ));
     }
     if value.chars().any(char::is_control) {
+        let shown = shown();
         return Err(format!(
             "{field} = {shown:?} contains a control character (a newline, a tab...), which no entity or parameter needs; refused"
         ));
