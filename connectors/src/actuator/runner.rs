@@ -392,6 +392,8 @@ impl<A: Actuator> State<A> {
     /// can be committed and a redelivery is answered with that ack instead of acting again
     /// after salve has counted the attempt failed. A handler that reports later is ignored.
     fn abandon_running(&mut self, patience: Duration) -> Result<(), ActuatorError> {
+        // An outcome already reported is the command's real one, not an abandonment.
+        self.drain_finished()?;
         let mut ids: Vec<String> = self.running.keys().cloned().collect();
         ids.sort_unstable();
         for id in ids {
