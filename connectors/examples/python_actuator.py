@@ -122,7 +122,8 @@ def main():
         if not command_id or not isinstance(command_id, str):
             print("skipping a message without an id to reject", file=sys.stderr, flush=True)
             return
-        key = command.get("entity") if isinstance(command.get("entity"), str) else command_id
+        entity = command.get("entity")
+        key = entity if isinstance(entity, str) and entity else command_id
         if command_id in done:  # finished before: answer as then, do not act again
             send_ack(key, done[command_id])
             return
