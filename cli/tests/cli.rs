@@ -33,16 +33,20 @@ fn rules_dir(source: &str) -> tempfile::TempDir {
 
 #[test]
 fn run_starts_an_embedded_broker_acts_and_stops_cleanly_on_sigterm() {
-    let mut child = salve()
-        .arg("run")
-        .env("SALVE_KAFKA__COMMIT_INTERVAL", "100ms")
-        // Free ports: tests run side by side.
-        .env("SALVE_API__LISTEN", "127.0.0.1:0")
-        .env("SALVE_METRICS__LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("salve starts");
+    // Killed if an assertion fails first, so that no salve and its broker outlive the test.
+    let mut salve_run = KilledOnDrop(
+        salve()
+            .arg("run")
+            .env("SALVE_KAFKA__COMMIT_INTERVAL", "100ms")
+            // Free ports: tests run side by side.
+            .env("SALVE_API__LISTEN", "127.0.0.1:0")
+            .env("SALVE_METRICS__LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("salve starts"),
+    );
+    let child = &mut salve_run.0;
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let mut banner = Vec::new();

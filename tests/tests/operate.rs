@@ -10,10 +10,9 @@ use salve::ctl::{CtlArgs, CtlCommand};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{now_ms, RunningSalve, TestBroker, PATIENCE};
+use support::{eventually, load_event, RunningSalve, TestBroker, PATIENCE};
 
 const TOKEN: &str = "operate-test-token";
 
@@ -37,13 +36,6 @@ fn start(broker: &TestBroker) -> (RunningSalve, tempfile::TempDir) {
     (RunningSalve::start_operated(config), rules)
 }
 
-fn load(entity: &str) -> String {
-    format!(
-        r#"{{"v":1,"entity":"{entity}","ts":{},"kind":"metric","name":"load","value":99}}"#,
-        now_ms()
-    )
-}
-
 /// Sends `payload` to `partition` of the telemetry topic and waits for the broker to take it.
 fn send(broker: &TestBroker, producer: &BaseProducer, partition: i32, payload: &str) {
     producer
@@ -55,25 +47,6 @@ fn send(broker: &TestBroker, producer: &BaseProducer, partition: i32, payload: &
         .map_err(|(e, _)| e)
         .expect("send");
     producer.flush(Duration::from_secs(30)).expect("flush");
-}
-
-fn api_addr(salve: &RunningSalve) -> String {
-    let addr = salve
-        .operated()
-        .operator
-        .as_ref()
-        .and_then(|o| o.api)
-        .expect("the API is on");
-    format!("http://{addr}")
-}
-
-fn metrics_addr(salve: &RunningSalve) -> SocketAddr {
-    salve
-        .operated()
-        .operator
-        .as_ref()
-        .and_then(|o| o.metrics)
-        .expect("metrics are on")
 }
 
 fn ctl_args(addr: &str, json: bool, command: CtlCommand) -> CtlArgs {
@@ -90,7 +63,7 @@ fn ctl_args(addr: &str, json: bool, command: CtlCommand) -> CtlArgs {
 
 /// `salve ctl --json status`, parsed.
 fn ctl_status(salve: &RunningSalve) -> Value {
-    let args = ctl_args(&api_addr(salve), true, CtlCommand::Status);
+    let args = ctl_args(&salve.api_addr(), true, CtlCommand::Status);
     let mut out = Vec::new();
     salve
         .operated()
@@ -105,20 +78,6 @@ fn int(value: &Value) -> Option<i64> {
     value
         .as_i64()
         .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
-}
-
-/// Asks `look` of fresh answers until it returns something, or patience runs out.
-fn eventually<T>(what: &str, mut look: impl FnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    loop {
-        match look() {
-            Ok(found) => return found,
-            Err(last) if start.elapsed() > PATIENCE => {
-                panic!("timed out waiting for {what}: {last}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
 }
 
 /// The samples of `/metrics` as `name{labels}` -> value, labels in the order printed.
@@ -144,7 +103,7 @@ fn status_and_metrics_report_partitions_lag_messages_out_and_latency_from_the_ru
             &broker,
             &producer,
             (n % 2) as i32,
-            &load(&format!("pod-{n}")),
+            &load_event(&format!("pod-{n}")),
         );
     }
     // One message no one can read: dead-lettered.
@@ -158,17 +117,7 @@ fn status_and_metrics_report_partitions_lag_messages_out_and_latency_from_the_ru
     let status = eventually("every partition owned and caught up", || {
         let status = ctl_status(&salve);
         let assigned = status["assigned"].as_array().cloned().unwrap_or_default();
-        let owned: Vec<(String, i64)> = assigned
-            .iter()
-            .map(|a| {
-                (
-                    a["topic"].as_str().unwrap_or_default().to_owned(),
-                    int(&a["partition"]).unwrap_or(-1),
-                )
-            })
-            .collect();
-        let lags: Vec<Option<i64>> = assigned.iter().map(|a| int(&a["lag"])).collect();
-        let caught_up = owned.len() == 2 && lags.iter().all(|lag| *lag == Some(0));
+        let caught_up = assigned.len() == 2 && assigned.iter().all(|a| int(&a["lag"]) == Some(0));
         if caught_up && int(&status["consumerLag"]).unwrap_or(0) == 0 {
             Ok(status)
         } else {
@@ -204,7 +153,12 @@ fn status_and_metrics_report_partitions_lag_messages_out_and_latency_from_the_ru
         int(&status["published"][topic]).unwrap_or_else(|| panic!("{topic} in {status}"))
     };
     let decisions = published(&broker.topics.decisions);
-    let on_topic = broker.read_until(&broker.topics.decisions, |r| r.len() as i64 >= decisions);
+    broker.read_until(&broker.topics.decisions, |r| r.len() as i64 >= decisions);
+    // Read on past the count for a moment, so that a runner counting fewer than it published
+    // fails too.
+    let on_topic = broker.read_for(&broker.topics.decisions, Duration::from_secs(2), |r| {
+        r.len() as i64 > decisions
+    });
     assert_eq!(on_topic.len() as i64, decisions, "{status}");
     assert!(
         decisions >= 2 * ENTITIES as i64,
@@ -218,7 +172,7 @@ fn status_and_metrics_report_partitions_lag_messages_out_and_latency_from_the_ru
     );
 
     // The same figures on /metrics, with the latency of each command from its event.
-    let page = support::scrape(metrics_addr(&salve));
+    let page = support::scrape(salve.metrics_addr());
     let metrics = samples(&page);
     let value = |name: &str| {
         metrics
@@ -290,7 +244,7 @@ impl Write for Shared {
 fn ctl_watch_prints_the_decisions_the_runner_publishes_as_a_table_and_as_json() {
     let broker = TestBroker::new("watch");
     let (salve, _rules) = start(&broker);
-    let addr = api_addr(&salve);
+    let addr = salve.api_addr();
     let runtime = &salve.operated().runtime;
     let watch = |json: bool| {
         let args = ctl_args(
@@ -324,7 +278,7 @@ fn ctl_watch_prints_the_decisions_the_runner_publishes_as_a_table_and_as_json() 
             table.text(),
             json.text()
         );
-        send(&broker, &producer, 0, &load(&format!("pod-{n}")));
+        send(&broker, &producer, 0, &load_event(&format!("pod-{n}")));
         n += 1;
         std::thread::sleep(Duration::from_millis(200));
     }

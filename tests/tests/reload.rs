@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::{hot_rule as rule, now_ms, RunningSalve, TestBroker};
+use support::{hot_rule as rule, RunningSalve, TestBroker};
 
 #[test]
 fn an_edited_rule_takes_effect_a_broken_edit_is_rejected_and_no_event_is_lost() {
@@ -38,10 +38,7 @@ fn an_edited_rule_takes_effect_a_broken_edit_is_rejected_and_no_event_is_lost() 
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
                 let entity = format!("pod-{n}");
-                let event = format!(
-                    r#"{{"v":1,"entity":"{entity}","ts":{},"kind":"metric","name":"load","value":99}}"#,
-                    now_ms()
-                );
+                let event = support::load_event(&entity);
                 producer
                     .send(BaseRecord::to(&topic).key(&entity).payload(&event))
                     .map_err(|(e, _)| e)
@@ -93,26 +90,16 @@ fn an_edited_rule_takes_effect_a_broken_edit_is_rejected_and_no_event_is_lost() 
         engine.stats().events_in >= produced
     });
     // The metrics, scraped over HTTP, agree: every event in, the reload rejected.
-    let metrics = salve
-        .operated()
-        .operator
-        .as_ref()
-        .and_then(|o| o.metrics)
-        .expect("metrics on");
     let topic = broker.topics.telemetry[0].clone();
     let events_in = format!("salve_events_in_total{{topic=\"{topic}\"}} {produced}");
-    let start = std::time::Instant::now();
-    let page = loop {
-        let page = support::scrape(metrics);
+    let page = support::eventually(&events_in, || {
+        let page = support::scrape(salve.metrics_addr());
         if page.contains(&events_in) {
-            break page;
+            Ok(page)
+        } else {
+            Err(format!("not in:\n{page}"))
         }
-        assert!(
-            start.elapsed() < support::PATIENCE,
-            "{events_in} not in:\n{page}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    });
     assert!(page.contains("salve_rules_version 2"), "{page}");
     assert!(page.contains("salve_rules_last_reload_success 0"), "{page}");
     assert!(

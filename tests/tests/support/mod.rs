@@ -290,6 +290,26 @@ impl RunningSalve {
         self.operated.as_ref().expect("started with start_operated")
     }
 
+    /// The gRPC API's address, as `salve ctl --addr` takes it.
+    pub fn api_addr(&self) -> String {
+        let addr = self
+            .operated()
+            .operator
+            .as_ref()
+            .and_then(|o| o.api)
+            .expect("the API is on");
+        format!("http://{addr}")
+    }
+
+    /// Where `/metrics` is served.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.operated()
+            .operator
+            .as_ref()
+            .and_then(|o| o.metrics)
+            .expect("metrics are on")
+    }
+
     /// Runs `job` on the engine's thread and returns its answer.
     pub fn ask<R: Send + 'static>(
         &self,
@@ -364,6 +384,28 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// A `load` metric of 99 from `entity`, stamped now: what the hot rules act on.
+pub fn load_event(entity: &str) -> String {
+    format!(
+        r#"{{"v":1,"entity":"{entity}","ts":{},"kind":"metric","name":"load","value":99}}"#,
+        now_ms()
+    )
+}
+
+/// Asks `look` for fresh answers until it returns something, or patience runs out.
+pub fn eventually<T>(what: &str, mut look: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match look() {
+            Ok(found) => return found,
+            Err(last) if start.elapsed() > PATIENCE => {
+                panic!("timed out waiting for {what}: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }
 
 pub fn exit_event(entity: &str, ts: i64) -> String {
