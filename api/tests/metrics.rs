@@ -47,61 +47,27 @@ struct Fed {
     restarts: u64,
 }
 
-/// An engine on its own thread, as the runner keeps it: it takes the crash loop first, then
-/// serves control jobs until stopped.
-struct EngineThread {
+/// An engine on its own thread, as the runner keeps it: `feed` builds and feeds it, then it
+/// serves control jobs until stopped, and hands back what `feed` returned.
+struct EngineThread<T> {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Fed>>,
+    thread: Option<std::thread::JoinHandle<T>>,
 }
 
-impl EngineThread {
-    fn start(inbox: ControlInbox) -> Self {
+impl<T: Send + 'static> EngineThread<T> {
+    /// Serves control jobs at processing time `now_ms`.
+    fn start(
+        inbox: ControlInbox,
+        now_ms: i64,
+        feed: impl FnOnce(&mut Vec<Output>) -> (Engine, T) + Send + 'static,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
-            let mut engine = Engine::new(EngineConfig::default(), shipped).expect("rules load");
-            let mut fed = Fed::default();
             let mut out = Vec::new();
-            let mut offset = 0;
-            let mut message = |engine: &mut Engine, payload: &[u8], out: &mut Vec<Output>| {
-                offset += 1;
-                let position = salve_engine::RecordPosition {
-                    offset,
-                    ..Default::default()
-                };
-                engine.on_message(position, None, payload, None, NOW, out)
-            };
-            for ts in [NOW - 40_000, NOW - 20_000, NOW - 1_000] {
-                message(&mut engine, exit(ENTITY, ts).as_bytes(), &mut out).expect("valid");
-            }
-            // One healthy neighbour, and one message no one can read.
-            message(
-                &mut engine,
-                exit("checkout/pod-2", NOW).as_bytes(),
-                &mut out,
-            )
-            .expect("valid");
-            assert!(message(&mut engine, b"{not json", &mut out).is_err());
-            fed.messages = offset as u64;
-            fed.decode_errors = 1;
-            let restarts: Vec<String> = out
-                .iter()
-                .filter_map(|o| match o {
-                    Output::Command(c) if c.action == "restart" => Some(c.id.clone()),
-                    _ => None,
-                })
-                .collect();
-            fed.restarts = restarts.len() as u64;
-            for id in &restarts {
-                let ack = format!(r#"{{"command_id":"{id}","status":"succeeded"}}"#);
-                engine
-                    .on_ack_message(ack.as_bytes(), NOW, &mut out)
-                    .expect("a valid ack");
-            }
-            // The fix held for its verification window: the incident resolves.
-            engine.tick(NOW + VERIFY_MS + 1_000, &mut out);
+            let (mut engine, fed) = feed(&mut out);
             while !stopping.load(Ordering::Relaxed) {
-                inbox.run_pending(&mut engine, NOW + VERIFY_MS + 1_000, &mut out);
+                inbox.run_pending(&mut engine, now_ms, &mut out);
                 out.clear();
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -113,7 +79,7 @@ impl EngineThread {
         }
     }
 
-    fn stop(mut self) -> Fed {
+    fn stop(mut self) -> T {
         self.stop.store(true, Ordering::Relaxed);
         self.thread
             .take()
@@ -123,10 +89,51 @@ impl EngineThread {
     }
 }
 
-impl Drop for EngineThread {
+impl<T> Drop for EngineThread<T> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// The shipped rules take the crash loop, its restart is acked and verified, and one message
+/// is unreadable.
+fn feed_crash_loop(out: &mut Vec<Output>) -> (Engine, Fed) {
+    let mut engine = Engine::new(EngineConfig::default(), shipped).expect("rules load");
+    let mut fed = Fed::default();
+    let mut offset = 0;
+    let mut message = |engine: &mut Engine, payload: &[u8], out: &mut Vec<Output>| {
+        offset += 1;
+        let position = salve_engine::RecordPosition {
+            offset,
+            ..Default::default()
+        };
+        engine.on_message(position, None, payload, None, NOW, out)
+    };
+    for ts in [NOW - 40_000, NOW - 20_000, NOW - 1_000] {
+        message(&mut engine, exit(ENTITY, ts).as_bytes(), out).expect("valid");
+    }
+    // One healthy neighbour, and one message no one can read.
+    message(&mut engine, exit("checkout/pod-2", NOW).as_bytes(), out).expect("valid");
+    assert!(message(&mut engine, b"{not json", out).is_err());
+    fed.messages = offset as u64;
+    fed.decode_errors = 1;
+    let restarts: Vec<String> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Command(c) if c.action == "restart" => Some(c.id.clone()),
+            _ => None,
+        })
+        .collect();
+    fed.restarts = restarts.len() as u64;
+    for id in &restarts {
+        let ack = format!(r#"{{"command_id":"{id}","status":"succeeded"}}"#);
+        engine
+            .on_ack_message(ack.as_bytes(), NOW, out)
+            .expect("a valid ack");
+    }
+    // The fix held for its verification window: the incident resolves.
+    engine.tick(NOW + VERIFY_MS + 1_000, out);
+    (engine, fed)
 }
 
 /// The endpoint on its own runtime, bound to a free port.
@@ -218,9 +225,9 @@ fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> HttpResponse {
 }
 
 /// A running engine that went through the crash loop, and its endpoint.
-fn crash_loop_scraped() -> (EngineThread, Endpoint) {
+fn crash_loop_scraped() -> (EngineThread<Fed>, Endpoint) {
     let (control, inbox) = control_channel(None);
-    let engine = EngineThread::start(inbox);
+    let engine = EngineThread::start(inbox, NOW + VERIFY_MS + 1_000, feed_crash_loop);
     (engine, Endpoint::start(control))
 }
 
@@ -447,9 +454,7 @@ fn condition(p) { loop { } }
 #[test]
 fn a_rule_stopped_by_its_budget_is_counted_per_rule() {
     let (control, inbox) = control_channel(None);
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopping = Arc::clone(&stop);
-    let engine = std::thread::spawn(move || {
+    let engine = EngineThread::start(inbox, NOW, |out| {
         let mut engine = Engine::new(EngineConfig::default(), |runtime| {
             RuleSet::load_sources(
                 runtime,
@@ -460,33 +465,20 @@ fn a_rule_stopped_by_its_budget_is_counted_per_rule() {
             )
         })
         .expect("rules load");
-        let mut out = Vec::new();
         for (offset, ts) in [NOW - 2_000, NOW - 1_000].into_iter().enumerate() {
             let position = salve_engine::RecordPosition {
                 offset: offset as i64,
                 ..Default::default()
             };
             engine
-                .on_message(
-                    position,
-                    None,
-                    exit(ENTITY, ts).as_bytes(),
-                    None,
-                    NOW,
-                    &mut out,
-                )
+                .on_message(position, None, exit(ENTITY, ts).as_bytes(), None, NOW, out)
                 .expect("valid");
         }
-        while !stopping.load(Ordering::Relaxed) {
-            inbox.run_pending(&mut engine, NOW, &mut out);
-            out.clear();
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        (engine, ())
     });
     let endpoint = Endpoint::start(control);
     let response = get(endpoint.addr, "/metrics", None);
-    stop.store(true, Ordering::Relaxed);
-    engine.join().expect("the engine thread did not panic");
+    engine.stop();
     assert_eq!(response.status, 200, "{}", response.body);
     let scrape = prometheus_parse::Scrape::parse(response.body.lines().map(|l| Ok(l.to_owned())))
         .expect("prometheus-parse reads it");
