@@ -753,6 +753,31 @@ impl Drop for PythonActuator {
     }
 }
 
+/// The name and dedup topic of a Python actuator on `broker`, the topic made where salve's
+/// embedded broker needs it made.
+fn python_identity(broker: &TestBroker) -> (String, String) {
+    let name = format!("py-{}", broker.group);
+    let dedup_topic = format!("salve.actuator.{name}.done");
+    if let Some(embedded) = broker.embedded() {
+        embedded.create_topic(&dedup_topic, 1).expect("dedup topic");
+    }
+    (name, dedup_topic)
+}
+
+/// What `actuator` printed up to its first `acting:` line; `None`, for the test to skip, on a
+/// broker where kafka-python cannot join a consumer group: kafka-python 2.0.2 gets error -1
+/// for its JoinGroup from Tansu 0.6. Every other broker runs the tests to the end.
+fn first_action(actuator: &PythonActuator, broker: &TestBroker) -> Option<Vec<String>> {
+    match actuator.wait_for_line(|line| line.starts_with("acting: ")) {
+        Ok(printed) => Some(printed),
+        Err(error) if broker.is_external() && error.contains("UnknownError") => {
+            eprintln!("skipping on this broker: kafka-python's JoinGroup is refused: {error}");
+            None
+        }
+        Err(error) => panic!("{error}"),
+    }
+}
+
 /// The Python example rejects a command that lacks a field, and acts on the next one, instead
 /// of stopping on it (again on every restart).
 #[test]
@@ -761,11 +786,7 @@ fn the_python_example_rejects_a_malformed_command_and_carries_on() {
         return;
     }
     let broker = TestBroker::new("python-malformed");
-    let name = format!("py-{}", broker.group);
-    let dedup_topic = format!("salve.actuator.{name}.done");
-    if let Some(embedded) = broker.embedded() {
-        embedded.create_topic(&dedup_topic, 1).expect("dedup topic");
-    }
+    let (name, dedup_topic) = python_identity(&broker);
     let actuator = PythonActuator::start(&broker, &name, &dedup_topic);
     let mut malformed: serde_json::Value =
         serde_json::from_str(&command_json("bad#1", "e", 0)).expect("command");
@@ -779,14 +800,8 @@ fn the_python_example_rejects_a_malformed_command_and_carries_on() {
         malformed.to_string().as_bytes(),
     );
     produce_command(&broker, "good#1", "e", now_ms() + 600_000);
-    match actuator.wait_for_line(|line| line.starts_with("acting: ")) {
-        Ok(_) => {}
-        // As in the test below: kafka-python cannot join a group on Tansu 0.6.
-        Err(error) if broker.is_external() && error.contains("UnknownError") => {
-            eprintln!("skipping on this broker: kafka-python's JoinGroup is refused: {error}");
-            return;
-        }
-        Err(error) => panic!("{error}"),
+    if first_action(&actuator, &broker).is_none() {
+        return;
     }
     let acks = broker.read_until(&broker.topics.acks, |r| {
         !acks_for(r, "good#1", "succeeded").is_empty()
@@ -806,22 +821,11 @@ fn the_python_example_closes_the_loop_and_dedups_after_a_restart() {
     }
     let broker = TestBroker::new("python");
     let salve = RunningSalve::start(broker.config());
-    let name = format!("py-{}", broker.group);
-    let dedup_topic = format!("salve.actuator.{name}.done");
-    if let Some(embedded) = broker.embedded() {
-        embedded.create_topic(&dedup_topic, 1).expect("dedup topic");
-    }
+    let (name, dedup_topic) = python_identity(&broker);
     let actuator = PythonActuator::start(&broker, &name, &dedup_topic);
     produce_exits(&broker, "checkout/pod-9");
-    let printed = match actuator.wait_for_line(|line| line.starts_with("acting: ")) {
-        Ok(printed) => printed,
-        // kafka-python 2.0.2 cannot join a consumer group on Tansu 0.6: the broker answers its
-        // JoinGroup with error -1. Every other broker runs this test to the end.
-        Err(error) if broker.is_external() && error.contains("UnknownError") => {
-            eprintln!("skipping on this broker: kafka-python's JoinGroup is refused: {error}");
-            return;
-        }
-        Err(error) => panic!("{error}"),
+    let Some(printed) = first_action(&actuator, &broker) else {
+        return;
     };
     let id = wait_for_resolution(&broker, "checkout/pod-9");
     assert_eq!(
