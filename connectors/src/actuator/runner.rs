@@ -155,9 +155,9 @@ struct Unreadable {
 struct State<A: Actuator> {
     actuator: Arc<A>,
     settings: ActuatorSettings,
-    /// Taken when the run ends, to be shut down without waiting for handlers that never
-    /// return.
-    handlers: Option<tokio::runtime::Runtime>,
+    /// Where handlers run. The runtime itself stays with [`run_actuator`], which shuts it down
+    /// when the run ends.
+    handlers: tokio::runtime::Handle,
     producer: OutputProducer,
     delivery: Arc<DeliveryState>,
     dedup: DedupLog,
@@ -277,10 +277,6 @@ impl<A: Actuator> State<A> {
     }
 
     fn begin(&mut self, received: Received) -> Result<(), ActuatorError> {
-        // Gone only once the run has ended, when nothing starts any more.
-        let Some(handlers) = self.handlers.as_ref().map(|r| r.handle().clone()) else {
-            return Ok(());
-        };
         let now = wall_ms();
         let Received {
             command,
@@ -334,7 +330,7 @@ impl<A: Actuator> State<A> {
         );
         let actuator = Arc::clone(&self.actuator);
         let report = self.finished_tx.clone();
-        handlers.spawn(async move {
+        self.handlers.spawn(async move {
             let id = command.id.clone();
             // A separate task, so that a panicking handler is reported as a failure.
             let handled =
@@ -617,7 +613,7 @@ pub fn run_actuator<A: Actuator>(
     let state = State {
         actuator,
         settings: settings.clone(),
-        handlers: Some(handlers),
+        handlers: handlers.handle().clone(),
         producer,
         delivery,
         dedup,
@@ -645,9 +641,7 @@ pub fn run_actuator<A: Actuator>(
     let result = drive(&consumer, settings, shutdown);
     // Dropping the runtime would wait for every handler to yield; one that blocks its thread,
     // or that a stop gave up on, must not keep the runner from returning.
-    if let Some(handlers) = crate::lock(&consumer.context().state).handlers.take() {
-        handlers.shutdown_background();
-    }
+    handlers.shutdown_background();
     let clean = matches!(result, Ok(false));
     if !clean {
         // The consumer closes as this function returns; its closing rebalance must not commit
