@@ -215,14 +215,10 @@ impl Spec {
     }
 }
 
-const WRAPPER: Kind = Kind::Wrapper {
-    operands: 0,
-    operand_placeholders: true,
-    assignments: false,
-    shell_after_operands: false,
-    subcommand: None,
-};
+/// A plain wrapper: runs the program named after its options.
+const WRAPPER: Kind = wrapper_with(0);
 
+/// A wrapper that takes `operands` fixed operands before the program.
 const fn wrapper_with(operands: usize) -> Kind {
     Kind::Wrapper {
         operands,
