@@ -5,6 +5,7 @@ use crate::memo::Memos;
 use crate::telemetry::Labels;
 use crate::window::SeriesWindow;
 use std::sync::Arc;
+use thin_vec::ThinVec;
 
 /// A rule whose condition started holding for this entity at `since_ms` (entity event time).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,22 +33,26 @@ impl Pending {
 }
 
 /// What rules have found about something they judge: an entity, or a group of entities.
+///
+/// Every entity holds one, and most never have anything in it: each list is a `ThinVec`, one
+/// word while empty, so an idle entity pays 32 bytes here instead of 80 (its hash table slot
+/// pays them again at every free slot).
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Subject {
     /// Open incidents, at most one per rule.
-    pub incidents: Vec<Incident>,
+    pub incidents: ThinVec<Incident>,
     /// Rules whose condition holds but not yet for their `hold_for`. Not persisted: a
     /// pending state starts over after a restart.
     #[serde(skip)]
-    pub pending: Vec<Pending>,
+    pub pending: ThinVec<Pending>,
     /// Rules whose last incident here closed while their condition still held: they open no
     /// new incident until the condition has cleared once, so a fix that did not take is not
-    /// repeated every event. Boxed, since most subjects never have one.
-    #[serde(default)]
-    latched: Option<Box<[Arc<str>]>>,
+    /// repeated every event.
+    #[serde(default, with = "empty_as_null")]
+    latched: ThinVec<Arc<str>>,
     /// Recent commands, as (action, processing time), for flap protection.
-    #[serde(default)]
-    recent: Option<Box<[Issued]>>,
+    #[serde(default, with = "empty_as_null")]
+    recent: ThinVec<Issued>,
 }
 
 impl Subject {
@@ -60,25 +65,22 @@ impl Subject {
 
     /// Holds `rule` back until its condition clears.
     pub fn latch(&mut self, rule: Arc<str>) {
-        if self.is_latched(&rule) {
-            return;
+        if !self.is_latched(&rule) {
+            self.latched.push(rule);
         }
-        let held = self.latched.take().unwrap_or_default();
-        self.latched = Some(held.iter().cloned().chain([rule]).collect());
     }
 
     /// Whether `rule` is held back.
     pub fn is_latched(&self, rule: &str) -> bool {
-        self.latched
-            .as_ref()
-            .is_some_and(|l| l.iter().any(|r| &**r == rule))
+        self.latched.iter().any(|r| &**r == rule)
     }
 
     /// Re-arms `rule`, once its condition cleared.
     pub fn unlatch(&mut self, rule: &str) {
-        if let Some(latched) = self.latched.take() {
-            let kept: Box<[Arc<str>]> = latched.iter().filter(|r| &***r != rule).cloned().collect();
-            self.latched = (!kept.is_empty()).then_some(kept);
+        self.latched.retain(|r| &**r != rule);
+        if self.latched.is_empty() {
+            // Give the allocation back: a re-armed rule is the common end of an incident.
+            self.latched = ThinVec::new();
         }
     }
 
@@ -91,36 +93,27 @@ impl Subject {
         max: u32,
         within_ms: i64,
     ) -> Result<(), usize> {
-        let kept: Vec<(Arc<str>, i64)> = self
-            .recent
-            .take()
-            .into_iter()
-            .flat_map(|recent| recent.into_vec())
-            .filter(|(_, at)| *at > now_ms - within_ms)
-            .collect();
-        let same = kept.iter().filter(|(a, _)| &**a == action).count();
-        let result = if same >= max as usize {
-            Err(same)
-        } else {
-            Ok(())
-        };
-        let mut kept = kept;
-        if result.is_ok() {
-            kept.push((Arc::from(action), now_ms));
+        self.recent.retain(|(_, at)| *at > now_ms - within_ms);
+        let same = self.recent.iter().filter(|(a, _)| &**a == action).count();
+        if same >= max as usize {
+            if self.recent.is_empty() {
+                self.recent = ThinVec::new();
+            }
+            return Err(same);
         }
-        self.recent = (!kept.is_empty()).then(|| kept.into_boxed_slice());
-        result
+        self.recent.push((Arc::from(action), now_ms));
+        Ok(())
     }
 
     /// Forgets the recent commands, so the flap limit counts afresh: after a human has
     /// looked at the subject.
     pub fn forget_recent(&mut self) {
-        self.recent = None;
+        self.recent = ThinVec::new();
     }
 
     /// Whether there is nothing here worth keeping across a restart.
     pub fn is_durable_empty(&self) -> bool {
-        self.incidents.is_empty() && self.latched.is_none() && self.recent.is_none()
+        self.incidents.is_empty() && self.latched.is_empty() && self.recent.is_empty()
     }
 
     /// Whether rule `rule` has an open incident here.
@@ -138,6 +131,26 @@ impl Subject {
 
 /// A command issued on a subject: its action, and when (processing time).
 type Issued = (Arc<str>, i64);
+
+/// An empty list is written as `null` and `null` is read as an empty list: the changelog's
+/// form from before these lists were `ThinVec`s, when an empty one was `None`.
+mod empty_as_null {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use thin_vec::ThinVec;
+
+    pub fn serialize<T: Serialize, S: Serializer>(
+        list: &ThinVec<T>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        (!list.is_empty()).then_some(list).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<ThinVec<T>, D::Error> {
+        Ok(Option::<ThinVec<T>>::deserialize(deserializer)?.unwrap_or_default())
+    }
+}
 
 /// A group that group rules judge, e.g. `service=checkout`.
 #[derive(Debug, Default)]
