@@ -12,7 +12,8 @@ use std::sync::Arc;
 /// The members of each group of one label, by the label's value. A set, ordered so that
 /// rules see members in a stable order, and so that leaving a group of 100,000 members (a
 /// label every entity shares) costs a logarithm, not a scan.
-type Groups = HashMap<Arc<str>, BTreeSet<Box<str>>>;
+/// Members are held by the key of the partition's entity map, shared, not copied.
+type Groups = HashMap<Arc<str>, BTreeSet<Arc<str>>>;
 
 /// Members by label value, for each label that rules group by.
 #[derive(Debug, Default)]
@@ -34,7 +35,7 @@ impl GroupIndex {
     }
 
     /// Moves `entity` from the groups of its `old` labels to those of its `new` ones.
-    pub fn relabel(&mut self, entity: &str, old: &InternedLabels, new: &InternedLabels) {
+    pub fn relabel(&mut self, entity: &Arc<str>, old: &InternedLabels, new: &InternedLabels) {
         for (label, groups) in &mut self.by_label {
             let value_in = |labels: &InternedLabels| {
                 labels
@@ -48,14 +49,14 @@ impl GroupIndex {
             }
             if let Some(before) = before {
                 if let Some(members) = groups.get_mut(&before) {
-                    members.remove(entity);
+                    members.remove(&**entity);
                     if members.is_empty() {
                         groups.remove(&before);
                     }
                 }
             }
             if let Some(after) = after {
-                groups.entry(after).or_default().insert(Box::from(entity));
+                groups.entry(after).or_default().insert(Arc::clone(entity));
             }
         }
     }

@@ -30,7 +30,7 @@ pub struct Frame {
     /// Its id.
     pub key: String,
     /// For rules that read groups: the partition's other entities, moved in for the call.
-    pub others: hashbrown::HashMap<Box<str>, EntityState>,
+    pub others: hashbrown::HashMap<std::sync::Arc<str>, EntityState>,
     /// For rules that read groups: the partition's group index, moved in for the call.
     pub groups: GroupIndex,
     /// Values returned so far in this call. They are cheap records, turned into [`Evidence`]

@@ -84,7 +84,8 @@ enum DeadlineKind {
 /// The state of one source partition.
 #[derive(Debug, Default)]
 struct PartitionState {
-    entities: HashMap<Box<str>, EntityState>,
+    /// The entities by id. The key is shared with the group index, which lists members by it.
+    entities: HashMap<Arc<str>, EntityState>,
     /// The entities by the labels that rules group by.
     groups: GroupIndex,
     /// What group rules found, by group id (`service=checkout`).
@@ -507,8 +508,8 @@ impl Engine {
 
         let entity_key = event.entity.as_ref();
         // One probe: find the entity, or insert it with an owned key.
-        let entity = state.entities.entry_ref(entity_key).or_default();
-        let behind_ms = entity.last_seen_ms.saturating_sub(ts);
+        let mut found = state.entities.entry_ref(entity_key).or_default_entry();
+        let behind_ms = found.get().last_seen_ms.saturating_sub(ts);
         if behind_ms > self.config.allowed_lateness_ms {
             self.stats.late_events += 1;
             return Err(Rejection::Late {
@@ -519,14 +520,16 @@ impl Engine {
             });
         }
         let interned = &mut self.interned;
-        let replaced = entity.update_labels(&event.labels, |text| intern(interned, text));
+        let replaced =
+            (found.get_mut()).update_labels(&event.labels, |text| intern(interned, text));
         if let Some(old) = replaced {
             if !state.groups.is_empty() {
                 state
                     .groups
-                    .relabel(entity_key, &old, entity.interned_labels());
+                    .relabel(found.key(), &old, found.get().interned_labels());
             }
         }
+        let entity = found.into_mut();
         entity.last_seen_ms = entity.last_seen_ms.max(ts);
         entity.last_heard_ms = watermark;
         let entity_now = entity.last_seen_ms;
@@ -652,7 +655,7 @@ impl Engine {
         }
         // Group functions read the partition's other entities: the map moves into the frame
         // for the calls, with this entity out of it.
-        let Some(mut entity) = state.entities.remove(entity_key) else {
+        let Some((shared_key, mut entity)) = state.entities.remove_entry(entity_key) else {
             return;
         };
         let group_key = match &rule.decl.group_by {
@@ -689,7 +692,7 @@ impl Engine {
                 self.dirty.push((position.partition, subject));
             }
         }
-        state.entities.insert(Box::from(entity_key), entity);
+        state.entities.insert(shared_key, entity);
     }
 
     /// Decodes and applies one ack message.
@@ -1168,7 +1171,8 @@ impl Engine {
                 .or_default()
                 .subject = durable.subject;
         } else {
-            let entity = state.entities.entry_ref(subject_key).or_default();
+            let mut found = state.entities.entry_ref(subject_key).or_default_entry();
+            let entity = found.get_mut();
             entity.subject = durable.subject;
             entity.last_heard_ms = state.watermark_ms;
             let labels = crate::telemetry::Labels(
@@ -1182,7 +1186,7 @@ impl Engine {
             if let Some(old) = entity.update_labels(&labels, |text| intern(interned, text)) {
                 state
                     .groups
-                    .relabel(subject_key, &old, entity.interned_labels());
+                    .relabel(found.key(), &old, found.get().interned_labels());
             }
         }
         Ok(())
@@ -1299,7 +1303,7 @@ impl OpenCommands {
 
 /// The incidents and pending states of an entity, or of a group by its id.
 fn subject_mut<'a>(
-    entities: &'a mut HashMap<Box<str>, EntityState>,
+    entities: &'a mut HashMap<Arc<str>, EntityState>,
     groups: &'a mut HashMap<Box<str>, GroupSubject>,
     key: &str,
 ) -> Option<&'a mut Subject> {
@@ -1310,7 +1314,7 @@ fn subject_mut<'a>(
 }
 
 /// The partition's other entities and its group index, lent to group functions for a call.
-type GroupAccess<'a> = (&'a mut HashMap<Box<str>, EntityState>, &'a mut GroupIndex);
+type GroupAccess<'a> = (&'a mut HashMap<Arc<str>, EntityState>, &'a mut GroupIndex);
 
 /// Moves `incident` to `backing_off` because its next attempt is held (a paused rule, a
 /// storm), and records the transition with why.
@@ -1372,9 +1376,9 @@ impl Engine {
             .find(|state| state.entities.contains_key(entity_key))
             .expect("the entity is known");
         let watermark = state.watermark_ms;
-        let mut entity = state
+        let (shared_key, mut entity) = state
             .entities
-            .remove(entity_key)
+            .remove_entry(entity_key)
             .expect("the entity is known");
         let mut frame = self.frame.borrow_mut();
         frame.now_ms = entity.last_seen_ms;
@@ -1392,7 +1396,7 @@ impl Engine {
         std::mem::swap(&mut frame.entity, &mut entity);
         drop(frame);
         let state = self.partitions.values_mut().next().expect("a partition");
-        state.entities.insert(Box::from(entity_key), entity);
+        state.entities.insert(shared_key, entity);
         (rhai, native)
     }
 }
@@ -2901,7 +2905,7 @@ fn sweep_idle(state: &mut PartitionState, ttl_ms: i64, forgotten: &mut Vec<Strin
             state.groups.relabel(&key, entity.interned_labels(), &none);
         }
         if !entity.subject.is_durable_empty() {
-            forgotten.push(key.into_string());
+            forgotten.push(key.to_string());
         }
     }
     for (key, group) in state

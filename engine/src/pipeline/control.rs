@@ -213,11 +213,11 @@ impl Engine {
                 .extend(forgotten.into_iter().map(|key| (partition, key)));
             let subjects = entities
                 .iter_mut()
-                .map(|(key, e)| (key, &mut e.subject))
+                .map(|(key, e)| (&**key, &mut e.subject))
                 .chain(
                     group_subjects
                         .iter_mut()
-                        .map(|(key, g)| (key, &mut g.subject)),
+                        .map(|(key, g)| (&**key, &mut g.subject)),
                 );
             for (key, subject) in subjects {
                 subject.pending.retain(|p| !gone(&p.rule));

@@ -343,12 +343,12 @@ impl Engine {
             let subjects = state
                 .entities
                 .iter()
-                .map(|(k, e)| (k, &e.subject, false))
+                .map(|(k, e)| (&**k, &e.subject, false))
                 .chain(
                     state
                         .group_subjects
                         .iter()
-                        .map(|(k, g)| (k, &g.subject, true)),
+                        .map(|(k, g)| (&**k, &g.subject, true)),
                 );
             for (key, subject, group) in subjects {
                 for incident in &subject.incidents {

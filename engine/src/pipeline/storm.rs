@@ -64,7 +64,7 @@ pub(super) fn standing(
     rule: &str,
     (label, value): (&str, &str),
     subject: Option<&str>,
-    others: &HashMap<Box<str>, EntityState>,
+    others: &HashMap<Arc<str>, EntityState>,
     groups: &GroupIndex,
 ) -> Standing {
     let mut standing = Standing {
@@ -124,7 +124,7 @@ pub(super) fn storm(
     rule: &salve_rules::Rule,
     rule_name: &Arc<str>,
     subject: (&str, &EntityState),
-    others: &HashMap<Box<str>, EntityState>,
+    others: &HashMap<Arc<str>, EntityState>,
     groups: &GroupIndex,
     storms: &mut Storms,
     stats: &mut Stats,
@@ -220,7 +220,7 @@ pub(super) fn thawed(
     rules: &salve_rules::RuleSet,
     held: &mut HashMap<String, Held>,
     storms: &mut Storms,
-    entities: &HashMap<Box<str>, EntityState>,
+    entities: &HashMap<Arc<str>, EntityState>,
     groups: &GroupIndex,
 ) -> Vec<(Box<str>, String)> {
     let mut released = Vec::new();
