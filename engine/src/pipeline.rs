@@ -1363,6 +1363,15 @@ fn under_remediation(subject: &Subject, rule: &str, subject_key: &str) -> Option
 
 #[cfg(test)]
 impl Engine {
+    /// How many places hold entity `entity_key`'s id: the map, and the group index once per
+    /// label it is grouped by (they share one allocation).
+    pub(crate) fn entity_key_holders(&self, entity_key: &str) -> Option<usize> {
+        self.partitions
+            .values()
+            .find_map(|state| state.entities.get_key_value(entity_key))
+            .map(|(key, _)| Arc::strong_count(key))
+    }
+
     /// Rule `rule`'s condition on `entity`, through Rhai and through its compiled plan
     /// (`None` when it has none; `Some(None)` when the plan gives up).
     pub(crate) fn condition_both_ways(

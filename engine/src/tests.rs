@@ -1094,6 +1094,37 @@ fn a_group_rule_sees_its_members_and_their_incidents_and_acts_once_for_the_group
 }
 
 #[test]
+fn the_group_index_shares_the_entity_maps_key_instead_of_copying_it() {
+    let mut engine = engine_with(&[("crashing.rhai", CRASHING_SERVICE)]);
+    let events: Vec<String> = (1..=3)
+        .map(|i| pod_event("pod-1", "process_exit", i * 1_000))
+        .collect();
+    // The group rule ran on each exit, taking the entity out of the map and putting it back.
+    assert!(!commands(&feed(&mut engine, &events)).is_empty());
+    assert_eq!(
+        engine.entity_key_holders("checkout/pod-1"),
+        Some(2),
+        "the map and the `service` index hold one shared id"
+    );
+    // An entity without the label is in no group: the map alone holds its id.
+    feed_from(&mut engine, 3, &[exit("batch-7", 4_000)]);
+    assert_eq!(engine.entity_key_holders("batch-7"), Some(1));
+}
+
+#[test]
+fn an_entity_stays_small_while_it_has_nothing_open() {
+    // Memory per idle entity is a target (<= 1 KiB at 1M entities), and the entity map pays
+    // each byte of an entry about twice at that size: a new field belongs in a box or a
+    // ThinVec unless every entity needs it (benches/src/bin/memory.rs measures the result).
+    assert!(
+        std::mem::size_of::<crate::entity::EntityState>() <= 104,
+        "EntityState grew to {} bytes",
+        std::mem::size_of::<crate::entity::EntityState>()
+    );
+    assert!(std::mem::size_of::<crate::entity::Subject>() <= 32);
+}
+
+#[test]
 fn expired_entities_leave_their_groups() {
     let config = EngineConfig {
         max_future_ms: i64::MAX,
