@@ -8,6 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::KilledOnDrop;
+
 fn salve() -> Command {
     Command::new(env!("CARGO_BIN_EXE_salve"))
 }
@@ -535,14 +538,4 @@ fn a_rejected_reload_is_logged_with_file_and_line_as_json_lines_when_configured(
         .expect("kill");
     assert!(status.success());
     assert!(child.wait().expect("salve exits").success());
-}
-
-/// A child process that a failing test does not leave running.
-struct KilledOnDrop(std::process::Child);
-
-impl Drop for KilledOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

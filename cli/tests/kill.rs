@@ -11,8 +11,11 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use salve_connectors::{EmbeddedBroker, TopicsConfig};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+mod support;
+use support::KilledOnDrop;
 
 const PATIENCE: Duration = Duration::from_secs(90);
 
@@ -58,8 +61,8 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Starts `salve run` and waits for its banner.
-fn start_salve(config: &std::path::Path) -> Child {
+/// Starts `salve run` and waits for its banner. A failing test does not leave it running.
+fn start_salve(config: &std::path::Path) -> KilledOnDrop {
     let mut child = Command::new(env!("CARGO_BIN_EXE_salve"))
         .args(["run", "--config"])
         .arg(config)
@@ -78,7 +81,7 @@ fn start_salve(config: &std::path::Path) -> Child {
     }
     // Keep reading, so that salve never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    child
+    KilledOnDrop(child)
 }
 
 fn produce(producer: &BaseProducer, topic: &str, key: &str, payload: &str) {
@@ -238,8 +241,8 @@ listen = ""
     });
 
     // SIGKILL: no flush, no commit, no goodbye.
-    salve.kill().expect("kill");
-    salve.wait().expect("reaped");
+    salve.0.kill().expect("kill");
+    salve.0.wait().expect("reaped");
     let mut salve = start_salve(&config_path);
 
     // The verification goes on where it was and ends; nothing is sent again.
@@ -271,8 +274,8 @@ listen = ""
     let commands = read_until(&broker.bootstrap, &t.commands, |r| {
         r.iter().any(|c| c["entity"] == "marker/pod")
     });
-    salve.kill().expect("kill");
-    let _ = salve.wait();
+    salve.0.kill().expect("kill");
+    let _ = salve.0.wait();
 
     let mut ids: Vec<&str> = commands.iter().filter_map(|c| c["id"].as_str()).collect();
     let total = ids.len();
