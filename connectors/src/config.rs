@@ -20,9 +20,13 @@ pub struct KafkaConfig {
     /// Extra librdkafka consumer properties, e.g. `"security.protocol" = "ssl"`.
     #[serde(deserialize_with = "properties")]
     pub consumer: BTreeMap<String, String>,
-    /// Extra librdkafka producer properties.
+    /// Extra librdkafka producer properties, for both producers.
     #[serde(deserialize_with = "properties")]
     pub producer: BTreeMap<String, String>,
+    /// Extra librdkafka properties for the producer of decisions, changelog records and dead
+    /// letters, over `producer`. It batches: `linger.ms` is 100 unless set here or there.
+    #[serde(deserialize_with = "properties")]
+    pub record_producer: BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -33,6 +37,7 @@ impl Default for KafkaConfig {
             commit_interval_ms: 1_000,
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
+            record_producer: BTreeMap::new(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod control;
 pub mod dead_letter;
 pub mod embedded;
 pub mod file_source;
+mod records;
 pub mod runner;
 pub mod topics;
 

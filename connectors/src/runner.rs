@@ -3,9 +3,12 @@
 //!
 //! The loop is single-threaded: one engine, owned by the thread that runs it. Offsets are
 //! committed every `kafka.commit_interval`, on shutdown, and for revoked partitions just
-//! before a rebalance takes them away. Each commit first flushes the producer, and a delivery
-//! failure stops the runner without committing, so the events are processed again after a
-//! restart (at-least-once). Commands keep their ids across that, so actuators can dedup.
+//! before a rebalance takes them away. Commands and escalations go out at once and are flushed
+//! at each commit; decisions, changelog records and dead letters go through a batching
+//! producer ([`crate::records`]), and a commit's offsets wait, without blocking the loop,
+//! until every record sent before it is delivered. A delivery failure stops the runner without
+//! committing, so the events are processed again after a restart (at-least-once). Commands
+//! keep their ids across that, so actuators can dedup.
 //!
 //! Acks are read by a second consumer outside the group that follows every partition of the
 //! acks topic, so an ack reaches the process that owns the incident whatever key the actuator
@@ -15,6 +18,9 @@ use crate::config::{client_config, KafkaConfig, TopicsConfig};
 use crate::control::{ControlInbox, RunnerShared};
 use crate::dead_letter::{self, Source};
 use crate::lock;
+use crate::records::{
+    self, AwaitingCommits, Offsets, RecordContext, RecordProducer, Sequenced, RECORD_LINGER_MS,
+};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
@@ -22,6 +28,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use salve_engine::{Engine, Output, PartitionId, RecordPosition, Stats};
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -114,6 +121,25 @@ pub(crate) struct DeliveryState {
     first_error: Mutex<Option<String>>,
 }
 
+impl DeliveryState {
+    /// Fails if any output could not be delivered.
+    pub(crate) fn check(&self) -> Result<(), RunError> {
+        let failures = self.failures.load(Ordering::SeqCst);
+        if failures > 0 {
+            let first = lock(&self.first_error).clone().unwrap_or_default();
+            return Err(RunError::Delivery { failures, first });
+        }
+        Ok(())
+    }
+
+    /// Counts a message the broker did not take, keeping the first error for the report.
+    pub(crate) fn failed(&self, error: impl Display, message: &impl Message) {
+        self.failures.fetch_add(1, Ordering::SeqCst);
+        let mut first = lock(&self.first_error);
+        first.get_or_insert_with(|| format!("{error} (topic {})", message.topic()));
+    }
+}
+
 pub(crate) struct DeliveryContext(pub(crate) Arc<DeliveryState>);
 
 impl ClientContext for DeliveryContext {}
@@ -122,17 +148,12 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((error, message)) = result {
-            self.0.failures.fetch_add(1, Ordering::SeqCst);
-            let mut first = lock(&self.0.first_error);
-            first.get_or_insert_with(|| format!("{error} (topic {})", message.topic()));
+            self.0.failed(error, message);
         }
     }
 }
 
 pub(crate) type OutputProducer = ThreadedProducer<DeliveryContext>;
-
-/// Offsets to commit, by (telemetry topic index, partition): the next offset to read.
-type Offsets = HashMap<(u16, i32), i64>;
 
 /// In a [`Pending`] slot: nothing processed since the slot's offset was last taken.
 const NO_OFFSET: i64 = i64::MIN;
@@ -200,9 +221,12 @@ struct GroupContext {
     /// Set on [`Shutdown::abort`]: a crash commits nothing, not even on the way out.
     abandoned: std::sync::atomic::AtomicBool,
     producer: Arc<OutputProducer>,
+    records: Arc<RecordProducer>,
     delivery: Arc<DeliveryState>,
     telemetry: Vec<String>,
     pending: Arc<Pending>,
+    /// Commits waiting for the records sent before them.
+    awaiting: AwaitingCommits,
     revoked: Mutex<Vec<PartitionId>>,
     /// Set when `revoked` has entries, so the loop checks it with one load per message.
     revocations: std::sync::atomic::AtomicBool,
@@ -266,10 +290,14 @@ impl ConsumerContext for GroupContext {
             }
         }
         // Hand the revoked partitions over with their work committed, so the next owner
-        // does not process them again.
-        let offsets = self.pending.remove(&revoked);
+        // does not process them again: what is noted, and what waits for its records.
+        let keys: Vec<(u16, i32)> = revoked.iter().map(|p| (p.topic, p.partition)).collect();
+        let mut offsets = self.awaiting.take_partitions(&keys);
+        records::merge(&mut offsets, self.pending.remove(&revoked));
         if !offsets.is_empty() {
-            match flush_outputs(&self.producer, &self.delivery) {
+            let flushed = flush_outputs(&*self.producer, &self.delivery)
+                .and_then(|()| flush_outputs(&*self.records, &self.delivery));
+            match flushed {
                 Err(error) => {
                     tracing::error!("outputs not delivered; revoked partitions are not committed: {error}");
                     *lock(&self.fatal) = Some(error);
@@ -290,8 +318,8 @@ impl ConsumerContext for GroupContext {
 }
 
 /// Waits until the broker has every output sent so far; fails if any delivery failed.
-pub(crate) fn flush_outputs(
-    producer: &OutputProducer,
+pub(crate) fn flush_outputs<C: ProducerContext + 'static>(
+    producer: &ThreadedProducer<C>,
     delivery: &DeliveryState,
 ) -> Result<(), RunError> {
     // librdkafka's flush waits in 100 ms slices whatever happens meanwhile, which stalled
@@ -305,12 +333,7 @@ pub(crate) fn flush_outputs(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let failures = delivery.failures.load(Ordering::SeqCst);
-    if failures > 0 {
-        let first = lock(&delivery.first_error).clone().unwrap_or_default();
-        return Err(RunError::Delivery { failures, first });
-    }
-    Ok(())
+    delivery.check()
 }
 
 /// Commits `offsets`. Only call it after [`flush_outputs`] succeeded for them.
@@ -352,8 +375,36 @@ pub(crate) fn wall_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Hands `record` to `producer`, waiting for room in its queue rather than dropping it,
+/// unless told to stop at once.
+fn send_waiting<C: ProducerContext + 'static, K: rdkafka::message::ToBytes + ?Sized>(
+    producer: &ThreadedProducer<C>,
+    shutdown: &Shutdown,
+    record: BaseRecord<'_, K, [u8], C::DeliveryOpaque>,
+) -> Result<(), RunError> {
+    let mut record = record;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                // The background thread drains the queue as the broker takes messages.
+                if shutdown.state() == ABORT {
+                    return Err(RunError::Aborted);
+                }
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((error, _)) => return Err(error.into()),
+        }
+    }
+}
+
 struct Publisher<'a> {
+    /// Commands and escalations.
     producer: &'a OutputProducer,
+    /// Decisions, changelog records and dead letters.
+    records: &'a RecordProducer,
+    sequenced: &'a Sequenced,
     topics: &'a TopicsConfig,
     shutdown: &'a Shutdown,
     shared: Option<&'a RunnerShared>,
@@ -363,26 +414,31 @@ struct Publisher<'a> {
 }
 
 impl Publisher<'_> {
+    /// Sends a command or an escalation.
     fn send<K: rdkafka::message::ToBytes + ?Sized>(
         &self,
         record: BaseRecord<'_, K, [u8]>,
     ) -> Result<(), RunError> {
-        let mut record = record;
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // The background thread drains the queue as the broker takes messages;
-                    // wait for room rather than drop, unless told to stop at once.
-                    if self.shutdown.state() == ABORT {
-                        return Err(RunError::Aborted);
-                    }
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((error, _)) => return Err(error.into()),
-            }
-        }
+        send_waiting(self.producer, self.shutdown, record)
+    }
+
+    /// Sends a decision, a changelog record or a dead letter, numbered for the commits that
+    /// wait for it.
+    fn send_record<K: rdkafka::message::ToBytes + ?Sized>(
+        &self,
+        record: BaseRecord<'_, K, [u8], ()>,
+    ) -> Result<(), RunError> {
+        let number = self.sequenced.sent();
+        let numbered = BaseRecord {
+            topic: record.topic,
+            partition: record.partition,
+            payload: record.payload,
+            key: record.key,
+            timestamp: record.timestamp,
+            headers: record.headers,
+            delivery_opaque: number,
+        };
+        send_waiting(self.records, self.shutdown, numbered)
     }
 
     fn outputs(&mut self, outputs: &mut Vec<Output>) -> Result<(), RunError> {
@@ -399,7 +455,7 @@ impl Publisher<'_> {
                     Some(value) => base.payload(value.as_bytes()),
                     None => base,
                 };
-                self.send(base)?;
+                self.send_record(base)?;
                 if let Some(shared) = self.shared {
                     shared.count_out(&self.topics.changelog);
                 }
@@ -430,7 +486,11 @@ impl Publisher<'_> {
                 continue;
             }
             let buffer = std::mem::take(&mut self.buffer);
-            let sent = self.send(BaseRecord::to(topic).key(output.key()).payload(&buffer[..]));
+            let record = BaseRecord::to(topic).key(output.key()).payload(&buffer[..]);
+            let sent = match &output {
+                Output::Decision(_) => self.send_record(record),
+                _ => self.send(record),
+            };
             self.buffer = buffer;
             sent?;
             self.published += 1;
@@ -468,7 +528,7 @@ impl Publisher<'_> {
         if let Some(key) = key {
             record = record.key(&key[..key.len().min(dead_letter::MAX_KEY_BYTES)]);
         }
-        self.send(record)?;
+        self.send_record(record)?;
         self.dead_lettered += 1;
         if let Some(shared) = self.shared {
             shared.count_out(&self.topics.dead_letter);
@@ -506,14 +566,27 @@ pub fn run_with(
     let producer_config = client_config(bootstrap, &producer_defaults(topics), &kafka.producer);
     let producer: Arc<OutputProducer> =
         Arc::new(producer_config.create_with_context(DeliveryContext(Arc::clone(&delivery)))?);
+    let sequenced = Arc::new(Sequenced::default());
+    let record_config = client_config(
+        bootstrap,
+        &record_producer_defaults(topics),
+        &record_producer_overrides(kafka),
+    );
+    let records: Arc<RecordProducer> =
+        Arc::new(record_config.create_with_context(RecordContext {
+            delivery: Arc::clone(&delivery),
+            sequenced: Arc::clone(&sequenced),
+        })?);
 
     let pending = Arc::new(Pending::default());
     let context = GroupContext {
         abandoned: std::sync::atomic::AtomicBool::new(false),
         producer: Arc::clone(&producer),
+        records: Arc::clone(&records),
         delivery: Arc::clone(&delivery),
         telemetry: topics.telemetry.clone(),
         pending: Arc::clone(&pending),
+        awaiting: AwaitingCommits::default(),
         revoked: Mutex::new(Vec::new()),
         revocations: std::sync::atomic::AtomicBool::new(false),
         assigned: Mutex::new(Vec::new()),
@@ -541,6 +614,8 @@ pub fn run_with(
 
     let mut publisher = Publisher {
         producer: &producer,
+        records: &records,
+        sequenced: &sequenced,
         topics,
         shutdown,
         shared,
@@ -684,19 +759,30 @@ pub fn run_with(
             }
         }
 
+        let awaiting = &consumer.context().awaiting;
         if clock.duration_since(last_commit) >= commit_interval {
             last_commit = clock;
-            commits += commit_pending(&consumer, &producer, &delivery, topics, &pending)?;
-            // Everything published so far is delivered: escalations among it need not be
-            // published again after a restart.
+            // Commands and escalations first, at once: they linger 1 ms at most.
+            flush_outputs(&*producer, &delivery)?;
+            // Every escalation published so far is delivered: none need be published again
+            // after a restart.
             engine.confirm_delivered(&mut out);
             publisher.outputs(&mut out)?;
+            awaiting.push(pending.take_all(), sequenced.barrier());
+        }
+        if !awaiting.is_empty() {
+            let delivered = awaiting.take_passed(&sequenced);
+            commits += commit_delivered(&consumer, &delivery, topics, &pending, delivered)?;
         }
     }
-    commits += commit_pending(&consumer, &producer, &delivery, topics, &pending)?;
+    flush_outputs(&*producer, &delivery)?;
     engine.confirm_delivered(&mut out);
     publisher.outputs(&mut out)?;
-    flush_outputs(&producer, &delivery)?;
+    flush_outputs(&*producer, &delivery)?;
+    flush_outputs(&*records, &delivery)?;
+    let mut offsets = consumer.context().awaiting.take_all();
+    records::merge(&mut offsets, pending.take_all());
+    commits += commit_delivered(&consumer, &delivery, topics, &pending, offsets)?;
     if let Some(control) = control {
         control
             .shared
@@ -740,19 +826,18 @@ fn apply_rebalance(
     Ok(())
 }
 
-/// Flushes outputs, then commits what is pending. A delivery failure is fatal: the run stops
-/// without committing. A commit failure (a rebalance in progress, a coordinator moving) is
-/// not: the offsets go back into `pending` and the next commit carries them.
-fn commit_pending(
+/// Commits `offsets`, whose outputs are all delivered, unless a delivery failed: that is
+/// fatal, and the run stops without committing. A commit failure (a rebalance in progress, a
+/// coordinator moving) is not: the offsets go back into `pending` and the next commit carries
+/// them.
+fn commit_delivered(
     consumer: &BaseConsumer<GroupContext>,
-    producer: &OutputProducer,
     delivery: &DeliveryState,
     topics: &TopicsConfig,
     pending: &Pending,
+    offsets: Offsets,
 ) -> Result<u64, RunError> {
-    let offsets = pending.take_all();
-    // Outputs caused by acks and deadlines need delivering too, even with nothing to commit.
-    flush_outputs(producer, delivery)?;
+    delivery.check()?;
     if offsets.is_empty() {
         return Ok(0);
     }
@@ -836,6 +921,21 @@ pub(crate) fn consumer_defaults() -> [(&'static str, String); 5] {
         // that change owner, and the others keep their state.
         ("partition.assignment.strategy", "cooperative-sticky".into()),
     ]
+}
+
+/// The record producer's settings: the same, but batching for longer.
+fn record_producer_defaults(topics: &TopicsConfig) -> [(&'static str, String); 4] {
+    producer_defaults(topics).map(|(key, value)| match key {
+        "linger.ms" => (key, RECORD_LINGER_MS.to_owned()),
+        _ => (key, value),
+    })
+}
+
+/// `[kafka.producer]`, then `[kafka.record_producer]` over it.
+fn record_producer_overrides(kafka: &KafkaConfig) -> std::collections::BTreeMap<String, String> {
+    let mut overrides = kafka.producer.clone();
+    overrides.extend(kafka.record_producer.clone());
+    overrides
 }
 
 /// The producer settings salve relies on; `[kafka.producer]` overrides them.

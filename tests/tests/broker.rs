@@ -3,9 +3,11 @@
 
 mod support;
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use salve_connectors::dead_letter::headers;
 use std::time::Duration;
-use support::{exit_event, matching, now_ms, RunningSalve, TestBroker};
+use support::{eventually, exit_event, matching, now_ms, RunningSalve, TestBroker};
 
 /// Produces `count` exits of `entity`, `step_ms` apart from `t`, keyed by the entity.
 fn produce_exits(broker: &TestBroker, entity: &str, t: i64, count: i64, step_ms: i64) {
@@ -288,6 +290,73 @@ fn a_missing_ack_fails_the_attempt_and_a_bad_ack_is_dead_lettered() {
     assert_eq!(dead[0].header(headers::CODE), Some("invalid_ack"));
     let report = salve.stop();
     assert_eq!(report.engine.attempts_timed_out, 1);
+}
+
+/// Dead letters, decisions and changelog records are batched for 100 ms, longer than this
+/// test's commit interval: the offset of an event must still not be committed before its
+/// dead letter is on the broker, or a crash in between would lose the bad input.
+#[test]
+fn an_offset_is_committed_only_once_what_its_event_caused_is_delivered() {
+    let broker = TestBroker::new("records-first");
+    let mut config = broker.config();
+    config.kafka.commit_interval_ms = 5;
+    let salve = RunningSalve::start(config);
+    broker.produce(&broker.topics.telemetry[0], Some("bad/one"), b"not json");
+
+    // Watch the group's committed offsets, and at the first one look at once whether the
+    // dead letter is there: a commit that ran ahead of the record shows as a committed offset
+    // while the dead-letter topic is still empty.
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", &broker.group)
+        .create()
+        .expect("watcher");
+    let telemetry = &broker.topics.telemetry[0];
+    let partitions = watcher
+        .fetch_metadata(Some(telemetry), Duration::from_secs(10))
+        .expect("metadata")
+        .topics()[0]
+        .partitions()
+        .len() as i32;
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(telemetry, partition);
+    }
+    let dead_letter_partitions = watcher
+        .fetch_metadata(Some(&broker.topics.dead_letter), Duration::from_secs(10))
+        .expect("metadata")
+        .topics()[0]
+        .partitions()
+        .len() as i32;
+    let delivered_dead_letters = || -> i64 {
+        (0..dead_letter_partitions)
+            .filter_map(|p| {
+                watcher
+                    .fetch_watermarks(&broker.topics.dead_letter, p, Duration::from_secs(5))
+                    .ok()
+            })
+            .map(|(_, high)| high)
+            .sum()
+    };
+    let committed = eventually("the bad event's offset to be committed", || {
+        let offsets = watcher
+            .committed_offsets(list.clone(), Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        let committed = offsets
+            .elements()
+            .iter()
+            .filter(|e| matches!(e.offset(), Offset::Offset(o) if o > 0))
+            .count();
+        if committed == 0 {
+            return Err("nothing committed yet".into());
+        }
+        Ok(delivered_dead_letters())
+    });
+    assert_eq!(
+        committed, 1,
+        "the offset was committed before its dead letter was delivered"
+    );
+    assert_eq!(salve.stop().dead_lettered, 1);
 }
 
 #[test]
