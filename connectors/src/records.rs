@@ -8,7 +8,9 @@
 //!
 //! A commit must still wait until every record that its events caused is delivered, but not
 //! for the linger: librdkafka lifts the linger only while `rd_kafka_flush` runs, and
-//! rust-rdkafka calls it without waiting. So each record carries a sequence number, a commit
+//! rust-rdkafka calls it with a zero timeout, polling 100 ms at a time in between, so the
+//! broker thread usually wakes after the flag is gone. So each record carries a sequence
+//! number, a commit
 //! notes the last number sent before it ([`Sequenced::barrier`]), and the runner commits its
 //! offsets once no record up to that number is outstanding, while it goes on processing.
 
@@ -124,8 +126,8 @@ impl AwaitingCommits {
         merged
     }
 
-    /// Takes every queued offset of `partitions`, for a hand-over that has flushed every
-    /// record first.
+    /// Takes every queued offset of `partitions`, for a hand-over: it commits them only
+    /// after flushing every record.
     pub(crate) fn take_partitions(&self, partitions: &[(u16, i32)]) -> Offsets {
         let mut taken = Offsets::new();
         for (offsets, _) in lock(&self.queue).iter_mut() {
@@ -138,7 +140,7 @@ impl AwaitingCommits {
         taken
     }
 
-    /// Takes everything queued, for a stop that has flushed every record first.
+    /// Takes everything queued, for a stop that has flushed every record.
     pub(crate) fn take_all(&self) -> Offsets {
         let mut merged = Offsets::new();
         for (offsets, _) in lock(&self.queue).drain(..) {

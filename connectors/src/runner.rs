@@ -290,11 +290,13 @@ impl ConsumerContext for GroupContext {
             }
         }
         // Hand the revoked partitions over with their work committed, so the next owner
-        // does not process them again: what is noted, and what waits for its records.
+        // does not process them again: what is noted, and what waits for its records. Flush
+        // even with no offset to commit: a tick or an ack may have written changelog records
+        // that the next owner restores from.
         let keys: Vec<(u16, i32)> = revoked.iter().map(|p| (p.topic, p.partition)).collect();
         let mut offsets = self.awaiting.take_partitions(&keys);
         records::merge(&mut offsets, self.pending.remove(&revoked));
-        if !offsets.is_empty() {
+        if !revoked.is_empty() {
             let flushed = flush_outputs(&*self.producer, &self.delivery)
                 .and_then(|()| flush_outputs(&*self.records, &self.delivery));
             match flushed {
@@ -302,6 +304,7 @@ impl ConsumerContext for GroupContext {
                     tracing::error!("outputs not delivered; revoked partitions are not committed: {error}");
                     *lock(&self.fatal) = Some(error);
                 }
+                Ok(()) if offsets.is_empty() => {}
                 Ok(()) => match commit_offsets(consumer, &self.telemetry, &offsets) {
                     Ok(()) => {
                         self.commits.fetch_add(1, Ordering::Relaxed);
@@ -567,11 +570,13 @@ pub fn run_with(
     let producer: Arc<OutputProducer> =
         Arc::new(producer_config.create_with_context(DeliveryContext(Arc::clone(&delivery)))?);
     let sequenced = Arc::new(Sequenced::default());
-    let record_config = client_config(
+    let mut record_config = client_config(
         bootstrap,
         &record_producer_defaults(topics),
         &record_producer_overrides(kafka),
     );
+    // Commits wait for each record's report, successes included.
+    record_config.set("delivery.report.only.error", "false");
     let records: Arc<RecordProducer> =
         Arc::new(record_config.create_with_context(RecordContext {
             delivery: Arc::clone(&delivery),
@@ -780,6 +785,12 @@ pub fn run_with(
     publisher.outputs(&mut out)?;
     flush_outputs(&*producer, &delivery)?;
     flush_outputs(&*records, &delivery)?;
+    if shutdown.aborted() {
+        // A second stop request while the records were flushing: commit nothing.
+        let mut report = report(engine, &publisher, commits, &consumer);
+        report.aborted = true;
+        return Ok(report);
+    }
     let mut offsets = consumer.context().awaiting.take_all();
     records::merge(&mut offsets, pending.take_all());
     commits += commit_delivered(&consumer, &delivery, topics, &pending, offsets)?;

@@ -292,14 +292,18 @@ fn a_missing_ack_fails_the_attempt_and_a_bad_ack_is_dead_lettered() {
     assert_eq!(report.engine.attempts_timed_out, 1);
 }
 
-/// Dead letters, decisions and changelog records are batched for 100 ms, longer than this
-/// test's commit interval: the offset of an event must still not be committed before its
+/// Dead letters, decisions and changelog records are batched, here for 2 s, far longer than
+/// this test's commit interval: the offset of an event must still not be committed before its
 /// dead letter is on the broker, or a crash in between would lose the bad input.
 #[test]
 fn an_offset_is_committed_only_once_what_its_event_caused_is_delivered() {
     let broker = TestBroker::new("records-first");
     let mut config = broker.config();
     config.kafka.commit_interval_ms = 5;
+    config
+        .kafka
+        .record_producer
+        .insert("linger.ms".into(), "2000".into());
     let salve = RunningSalve::start(config);
     broker.produce(&broker.topics.telemetry[0], Some("bad/one"), b"not json");
 
@@ -328,15 +332,15 @@ fn an_offset_is_committed_only_once_what_its_event_caused_is_delivered() {
         .topics()[0]
         .partitions()
         .len() as i32;
-    let delivered_dead_letters = || -> i64 {
-        (0..dead_letter_partitions)
-            .filter_map(|p| {
-                watcher
-                    .fetch_watermarks(&broker.topics.dead_letter, p, Duration::from_secs(5))
-                    .ok()
-            })
-            .map(|(_, high)| high)
-            .sum()
+    let delivered_dead_letters = || -> Result<i64, String> {
+        let mut delivered = 0;
+        for p in 0..dead_letter_partitions {
+            let (_, high) = watcher
+                .fetch_watermarks(&broker.topics.dead_letter, p, Duration::from_secs(5))
+                .map_err(|e| e.to_string())?;
+            delivered += high;
+        }
+        Ok(delivered)
     };
     let committed = eventually("the bad event's offset to be committed", || {
         let offsets = watcher
@@ -350,7 +354,7 @@ fn an_offset_is_committed_only_once_what_its_event_caused_is_delivered() {
         if committed == 0 {
             return Err("nothing committed yet".into());
         }
-        Ok(delivered_dead_letters())
+        delivered_dead_letters()
     });
     assert_eq!(
         committed, 1,
