@@ -942,12 +942,22 @@ fn record_producer_defaults(topics: &TopicsConfig) -> [(&'static str, String); 4
     })
 }
 
-/// `[kafka.producer]`, then `[kafka.record_producer]` over it.
+/// `[kafka.producer]` but for its batching delay, then `[kafka.record_producer]` over it. A
+/// `linger.ms` of 0 that tunes commands for latency would otherwise unbatch the records, which
+/// nobody waits for.
 fn record_producer_overrides(kafka: &KafkaConfig) -> std::collections::BTreeMap<String, String> {
-    let mut overrides = kafka.producer.clone();
+    let mut overrides: std::collections::BTreeMap<String, String> = kafka
+        .producer
+        .iter()
+        .filter(|(key, _)| !LINGER_PROPERTIES.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
     overrides.extend(kafka.record_producer.clone());
     overrides
 }
+
+/// librdkafka's batching delay, under both of its names.
+const LINGER_PROPERTIES: [&str; 2] = ["linger.ms", "queue.buffering.max.ms"];
 
 /// The producer settings salve relies on; `[kafka.producer]` overrides them.
 fn producer_defaults(topics: &TopicsConfig) -> [(&'static str, String); 4] {
@@ -964,6 +974,30 @@ fn producer_defaults(topics: &TopicsConfig) -> [(&'static str, String); 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_record_producer_takes_the_producer_settings_but_its_linger() {
+        let mut kafka = KafkaConfig::default();
+        kafka.producer.insert("linger.ms".into(), "0".into());
+        kafka
+            .producer
+            .insert("queue.buffering.max.ms".into(), "0".into());
+        kafka
+            .producer
+            .insert("compression.type".into(), "lz4".into());
+        let overrides = record_producer_overrides(&kafka);
+        assert_eq!(
+            overrides.get("compression.type").map(String::as_str),
+            Some("lz4")
+        );
+        assert_eq!(overrides.get("linger.ms"), None);
+        assert_eq!(overrides.get("queue.buffering.max.ms"), None);
+        kafka
+            .record_producer
+            .insert("linger.ms".into(), "20".into());
+        let overrides = record_producer_overrides(&kafka);
+        assert_eq!(overrides.get("linger.ms").map(String::as_str), Some("20"));
+    }
 
     fn partition(partition: i32) -> PartitionId {
         PartitionId {
