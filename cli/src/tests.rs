@@ -148,6 +148,57 @@ fn settings_that_would_break_delivery_guarantees_are_refused() {
 }
 
 #[test]
+fn librdkafka_properties_are_checked_at_load_with_their_table_named() {
+    let cases = [
+        (
+            "[kafka.record_producer]\n\"linger.mss\" = 5\n",
+            "kafka.record_producer",
+            "linger.mss",
+        ),
+        (
+            "[kafka.producer]\n\"linger.ms\" = \"soon\"\n",
+            "kafka.producer",
+            "linger.ms",
+        ),
+        (
+            "[kafka.consumer]\n\"fetch.wait.max.ms\" = -4\n",
+            "kafka.consumer",
+            "fetch.wait.max.ms",
+        ),
+        (
+            "[kafka.producer]\n\"transactional.id\" = \"t\"\n",
+            "kafka.producer",
+            "transactional.id",
+        ),
+        (
+            "[kafka.record_producer]\n\"bootstrap.servers\" = \"k:9092\"\n",
+            "kafka.record_producer",
+            "bootstrap.servers",
+        ),
+    ];
+    for (toml, table, property) in cases {
+        let f = file(toml);
+        let error = Config::load(Some(f.path()), env(&[]))
+            .expect_err(toml)
+            .to_string();
+        assert!(
+            error.contains(table) && error.contains(property),
+            "{toml}: {error}"
+        );
+    }
+    let f = file("[kafka.record_producer]\n\"linger.ms\" = 5\n[kafka.producer]\n\"compression.type\" = \"lz4\"\n");
+    let config = Config::load(Some(f.path()), env(&[])).expect("valid properties");
+    assert_eq!(
+        config
+            .kafka
+            .record_producer
+            .get("linger.ms")
+            .map(String::as_str),
+        Some("5")
+    );
+}
+
+#[test]
 fn a_missing_file_is_named() {
     let error = Config::load(
         Some(std::path::Path::new("/nonexistent/salve.toml")),

@@ -1,6 +1,7 @@
 //! The `[kafka]` and `[topics]` tables of `salve.toml`.
 
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// How salve talks to Kafka.
@@ -20,11 +21,12 @@ pub struct KafkaConfig {
     /// Extra librdkafka consumer properties, e.g. `"security.protocol" = "ssl"`.
     #[serde(deserialize_with = "properties")]
     pub consumer: BTreeMap<String, String>,
-    /// Extra librdkafka producer properties, for both producers.
+    /// Extra librdkafka producer properties, for both producers; `linger.ms` only for the
+    /// one of commands and escalations.
     #[serde(deserialize_with = "properties")]
     pub producer: BTreeMap<String, String>,
     /// Extra librdkafka properties for the producer of decisions, changelog records and dead
-    /// letters, over `producer`. It batches: `linger.ms` is 100 unless set here or there.
+    /// letters, over `producer`. It batches: `linger.ms` is 100 unless set here.
     #[serde(deserialize_with = "properties")]
     pub record_producer: BTreeMap<String, String>,
 }
@@ -144,7 +146,7 @@ pub struct InvalidConfig {
     /// The key at fault, e.g. `topics.telemetry`.
     pub key: &'static str,
     /// What was expected.
-    pub expected: &'static str,
+    pub expected: Cow<'static, str>,
 }
 
 impl TopicsConfig {
@@ -202,31 +204,31 @@ impl TopicsConfig {
         {
             return Err(InvalidConfig {
                 key: "topics.telemetry",
-                expected: "topics that salve does not also write to (commands, acks, decisions, escalations, changelog, dead_letter, actuators): it would read its own output",
+                expected: "topics that salve does not also write to (commands, acks, decisions, escalations, changelog, dead_letter, actuators): it would read its own output".into(),
             });
         }
         if self.telemetry.is_empty() || self.telemetry.iter().any(String::is_empty) {
             return Err(InvalidConfig {
                 key: "topics.telemetry",
-                expected: "a non-empty list of topic names",
+                expected: "a non-empty list of topic names".into(),
             });
         }
         if self.telemetry.len() > usize::from(u16::MAX) {
             return Err(InvalidConfig {
                 key: "topics.telemetry",
-                expected: "at most 65535 topics",
+                expected: "at most 65535 topics".into(),
             });
         }
         if self.partitions < 1 {
             return Err(InvalidConfig {
                 key: "topics.partitions",
-                expected: "at least 1",
+                expected: "at least 1".into(),
             });
         }
         if self.replication < 1 {
             return Err(InvalidConfig {
                 key: "topics.replication",
-                expected: "at least 1",
+                expected: "at least 1".into(),
             });
         }
         Ok(())
@@ -241,29 +243,75 @@ pub const RESERVED_CONSUMER_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
 ];
 
+/// Producer properties that salve owns: the brokers come from `kafka.brokers`, and salve
+/// sends outside transactions, which a transactional producer refuses.
+pub const RESERVED_PRODUCER_PROPERTIES: &[&str] = &["bootstrap.servers", "transactional.id"];
+
+/// A table's reserved properties, and why they are.
+type Reserved = (&'static [&'static str], &'static str);
+
+const CONSUMER_RESERVED: Reserved = (
+    RESERVED_CONSUMER_PROPERTIES,
+    "salve commits offsets itself, after their outputs are delivered (use kafka.group_id and kafka.brokers)",
+);
+const PRODUCER_RESERVED: Reserved = (
+    RESERVED_PRODUCER_PROPERTIES,
+    "salve sends outside transactions, to the brokers of kafka.brokers",
+);
+
+/// Checks a table of librdkafka properties the way librdkafka will when the client is
+/// created, so that a misspelt name or a bad value is reported with its table at start-up
+/// (and by `salve check`) rather than by a client deep inside a run.
+fn check_properties(
+    key: &'static str,
+    properties: &BTreeMap<String, String>,
+    (reserved, why): Reserved,
+) -> Result<(), InvalidConfig> {
+    if let Some(owned) = properties.keys().find(|k| reserved.contains(&k.as_str())) {
+        return Err(InvalidConfig {
+            key,
+            expected: format!("no {owned:?} ({}): {why}", reserved.join(", ")).into(),
+        });
+    }
+    let mut config = rdkafka::ClientConfig::new();
+    for (name, value) in properties {
+        config.set(name, value);
+    }
+    config.create_native_config().map_err(|error| {
+        let expected = match error {
+            rdkafka::error::KafkaError::ClientConfig(_, description, name, value) => {
+                format!("librdkafka properties it accepts, not {name:?} = {value:?}: {description}")
+            }
+            other => format!("librdkafka properties it accepts: {other}"),
+        };
+        InvalidConfig {
+            key,
+            expected: expected.into(),
+        }
+    })?;
+    Ok(())
+}
+
 impl KafkaConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
-        if self
-            .consumer
-            .keys()
-            .any(|key| RESERVED_CONSUMER_PROPERTIES.contains(&key.as_str()))
-        {
-            return Err(InvalidConfig {
-                key: "kafka.consumer",
-                expected: "no enable.auto.commit, enable.auto.offset.store, group.id or bootstrap.servers: salve commits offsets itself, after their outputs are delivered (use kafka.group_id and kafka.brokers)",
-            });
-        }
+        check_properties("kafka.consumer", &self.consumer, CONSUMER_RESERVED)?;
+        check_properties("kafka.producer", &self.producer, PRODUCER_RESERVED)?;
+        check_properties(
+            "kafka.record_producer",
+            &self.record_producer,
+            PRODUCER_RESERVED,
+        )?;
         if self.group_id.is_empty() {
             return Err(InvalidConfig {
                 key: "kafka.group_id",
-                expected: "a non-empty consumer group name",
+                expected: "a non-empty consumer group name".into(),
             });
         }
         if self.commit_interval_ms <= 0 {
             return Err(InvalidConfig {
                 key: "kafka.commit_interval",
-                expected: "a positive duration such as \"1s\"",
+                expected: "a positive duration such as \"1s\"".into(),
             });
         }
         Ok(())

@@ -65,13 +65,13 @@ impl ActuatorSettings {
         if self.name.is_empty() {
             return Err(InvalidConfig {
                 key: "actuator name",
-                expected: "a non-empty name",
+                expected: "a non-empty name".into(),
             });
         }
         if self.command_topics.is_empty() || self.command_topics.iter().any(String::is_empty) {
             return Err(InvalidConfig {
                 key: "actuator command topics",
-                expected: "at least one topic, none empty",
+                expected: "at least one topic, none empty".into(),
             });
         }
         let outputs = [&self.acks_topic, &self.dedup_topic];
@@ -79,31 +79,32 @@ impl ActuatorSettings {
             return Err(InvalidConfig {
                 key: "actuator command topics",
                 expected:
-                    "topics other than the acks and dedup topics: it would read its own output",
+                    "topics other than the acks and dedup topics: it would read its own output"
+                        .into(),
             });
         }
         if self.max_in_flight == 0 {
             return Err(InvalidConfig {
                 key: "max_in_flight",
-                expected: "at least 1",
+                expected: "at least 1".into(),
             });
         }
         if self.max_waiting == 0 {
             return Err(InvalidConfig {
                 key: "max_waiting",
-                expected: "at least 1",
+                expected: "at least 1".into(),
             });
         }
         if self.commit_interval_ms == 0 {
             return Err(InvalidConfig {
                 key: "commit_interval",
-                expected: "a positive duration",
+                expected: "a positive duration".into(),
             });
         }
         if self.dedup_retention_ms < 0 {
             return Err(InvalidConfig {
                 key: "dedup_retention",
-                expected: "zero or more",
+                expected: "zero or more".into(),
             });
         }
         Ok(())
