@@ -7,7 +7,7 @@
 //! only).
 
 use crate::replay::{replay, Actuator, SimulatedOutcome};
-use salve_connectors::file_source::read_lines;
+use salve_connectors::file_source::LineReader;
 use salve_engine::{Engine, EngineConfig};
 use salve_rules::{LoadErrors, ParamOverrides};
 use serde::Deserialize;
@@ -161,19 +161,19 @@ pub fn run(
     })?;
     let events = case.dir.join("events.jsonl");
     let file = std::fs::File::open(&events).map_err(io(&events))?;
-    let lines = read_lines(std::io::BufReader::new(file)).map_err(io(&events))?;
+    let mut lines = LineReader::new(std::io::BufReader::new(file));
     let mut output = Vec::new();
     replay(
         &mut engine,
-        &lines,
+        &mut lines,
         actuator(case, settings)?,
-        config.max_event_bytes,
         &mut |line| {
             output.push(
                 serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
             );
         },
-    );
+    )
+    .map_err(io(&events))?;
     Ok(output)
 }
 

@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand};
 use salve::config::{Config, LogFormat};
 use salve::replay::{replay, Actuator, SimulatedOutcome};
-use salve_connectors::file_source::read_lines;
+use salve_connectors::file_source::LineReader;
 use salve_connectors::Shutdown;
 use salve_engine::Engine;
 use std::io::Write;
@@ -48,7 +48,8 @@ enum Command {
         /// Event time from a command to its simulated ack, e.g. 2s.
         #[arg(long, default_value = "1s")]
         ack_delay: String,
-        /// The events file.
+        /// The events file, one JSON event per line; `-` reads standard input. Read as it
+        /// is replayed, so a file of any size fits.
         events: PathBuf,
     },
     /// Check rule files and report every problem with file:line:column.
@@ -539,14 +540,18 @@ fn replay_command(
             return ExitCode::from(2);
         }
     };
-    let lines =
-        match std::fs::File::open(events).and_then(|f| read_lines(std::io::BufReader::new(f))) {
-            Ok(lines) => lines,
+    // `-` reads standard input, so that `salve replay` can sit at the end of a pipe.
+    let input: Box<dyn std::io::BufRead> = if events == std::path::Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        match std::fs::File::open(events) {
+            Ok(file) => Box::new(std::io::BufReader::new(file)),
             Err(error) => {
                 eprintln!("salve: cannot read {}: {error}", events.display());
                 return ExitCode::from(2);
             }
-        };
+        }
+    };
     let rules_dir = rules.or(config.rules.dir.clone());
     let mut engine = match Engine::new(config.engine.clone(), |rt| {
         salve::load_rules_with(rt, rules_dir.as_deref(), &config.rules.params)
@@ -563,14 +568,13 @@ fn replay_command(
         delay_ms,
         operator: Vec::new(),
     };
-    let stdout = std::io::stdout();
-    let mut stdout = stdout.lock();
+    // Buffered: standard output alone would write each line with a system call of its own.
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let mut failed = None;
-    replay(
+    let read = replay(
         &mut engine,
-        &lines,
+        &mut LineReader::new(input),
         actuator,
-        config.engine.max_event_bytes,
         &mut |line| {
             if failed.is_none() {
                 if let Err(error) = serde_json::to_writer(&mut stdout, &line)
@@ -582,9 +586,13 @@ fn replay_command(
             }
         },
     );
-    if let Some(error) = failed {
+    if let Err(error) = failed.map_or_else(|| stdout.flush(), Err) {
         eprintln!("salve: writing output: {error}");
         return ExitCode::FAILURE;
+    }
+    if let Err(error) = read {
+        eprintln!("salve: cannot read {}: {error}", events.display());
+        return ExitCode::from(2);
     }
     ExitCode::SUCCESS
 }

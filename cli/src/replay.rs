@@ -5,9 +5,9 @@
 //! be seen and tested from a file. This is the rule author's workbench and the golden-test
 //! harness.
 
-use salve_connectors::file_source::Line;
+use salve_connectors::file_source::LineReader;
 use salve_engine::wire::{Ack, AckStatus};
-use salve_engine::{decode, Engine, Output, RecordPosition};
+use salve_engine::{Engine, Output, RecordPosition};
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -201,7 +201,9 @@ impl Replay<'_> {
     }
 
     fn flush(&mut self) {
-        for output in std::mem::take(&mut self.out) {
+        // Drained from a vector taken and put back, so its allocation serves every event.
+        let mut out = std::mem::take(&mut self.out);
+        for output in out.drain(..) {
             // State for the changelog topic: a replay starts from nothing and keeps nothing.
             if matches!(output, Output::Changelog(_)) {
                 continue;
@@ -219,6 +221,7 @@ impl Replay<'_> {
             }
             (self.emit)(ReplayLine::Engine(output));
         }
+        self.out = out;
     }
 
     /// Delivers every ack and fires every deadline up to `until`, in time order; acks first
@@ -265,15 +268,15 @@ impl Replay<'_> {
     }
 }
 
-/// Replays `lines` through `engine`, calling `emit` for each output line. After the last
-/// event, time runs on until every pending ack and deadline has fired.
-pub fn replay(
+/// Replays the lines of `lines` through `engine`, calling `emit` for each output line. After
+/// the last event, time runs on until every pending ack and deadline has fired. Only a read
+/// error stops it; a line that is not an event is emitted as a dead letter.
+pub fn replay<R: std::io::BufRead>(
     engine: &mut Engine,
-    lines: &[Line],
+    lines: &mut LineReader<R>,
     actuator: Actuator,
-    max_event_bytes: usize,
     emit: &mut dyn FnMut(ReplayLine),
-) {
+) -> std::io::Result<()> {
     let mut operator = actuator.operator.clone();
     // Popped from the end: latest first, and in file order among equal times.
     operator.reverse();
@@ -288,30 +291,27 @@ pub fn replay(
         out: Vec::new(),
         emit,
     };
-    for line in lines {
-        // Peek at the event time first: everything due before it happens before it.
-        if let Some(ts) = decode(&line.bytes, None, max_event_bytes)
-            .ok()
-            .and_then(|event| event.ts_ms)
-        {
-            replay.advance(ts);
-        }
-        // An event without `ts` happens at the replay clock (0 before any timestamped event).
-        replay.now = replay.now.max(0);
-        let now = replay.now;
-        // The line number stands in for the Kafka offset: it names the record that opens an
-        // incident.
-        let position = RecordPosition {
-            offset: i64::try_from(line.number).unwrap_or(i64::MAX),
-            ..RecordPosition::default()
-        };
-        let result =
+    while let Some((number, bytes)) = lines.next_line()? {
+        let result = replay.engine.decode_message(None, bytes).and_then(|event| {
+            // Everything due before the event happens before it. An event without `ts`
+            // happens at the replay clock (0 before any timestamped event).
+            if let Some(ts) = event.ts_ms {
+                replay.advance(ts);
+            }
+            replay.now = replay.now.max(0);
+            // The line number stands in for the Kafka offset: it names the record that opens
+            // an incident.
+            let position = RecordPosition {
+                offset: i64::try_from(number).unwrap_or(i64::MAX),
+                ..RecordPosition::default()
+            };
             replay
                 .engine
-                .on_message(position, None, &line.bytes, None, now, &mut replay.out);
+                .on_decoded(position, event, None, replay.now, &mut replay.out)
+        });
         if let Err(error) = result {
             (replay.emit)(ReplayLine::DeadLetter {
-                line: line.number,
+                line: number,
                 code: error.code(),
                 reason: error.to_string(),
             });
@@ -319,4 +319,5 @@ pub fn replay(
         replay.flush();
     }
     replay.advance(i64::MAX);
+    Ok(())
 }

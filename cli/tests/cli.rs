@@ -249,6 +249,34 @@ fn replay_prints_typed_json_lines() {
         ]
     );
 
+    // `-` reads the same events from standard input, to the same lines.
+    let mut piped = salve()
+        .args([
+            "replay",
+            "--ack-map",
+            r#"{"restart":"succeeded"}"#,
+            "--ack-delay",
+            "2s",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    {
+        use std::io::Write as _;
+        let mut stdin = piped.stdin.take().expect("stdin");
+        stdin
+            .write_all(&std::fs::read(&events).expect("read back"))
+            .expect("pipe");
+    }
+    let from_stdin = piped.wait_with_output().expect("exits");
+    assert!(from_stdin.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&from_stdin.stdout),
+        String::from_utf8_lossy(&output.stdout)
+    );
+
     let output = salve()
         .args(["replay", "--ack", "sometimes"])
         .arg(&events)

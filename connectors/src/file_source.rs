@@ -2,30 +2,48 @@
 
 use std::io::BufRead;
 
-/// One line of the file, with its 1-based number.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line {
-    /// 1-based line number.
-    pub number: usize,
-    /// The bytes, without the newline.
-    pub bytes: Vec<u8>,
+/// Reads a JSON-lines file one line at a time into one buffer, so that a file of any size
+/// replays in the memory of its longest line.
+#[derive(Debug)]
+pub struct LineReader<R> {
+    reader: R,
+    buffer: Vec<u8>,
+    number: usize,
 }
 
-/// Reads every non-blank line.
-pub fn read_lines(reader: impl BufRead) -> std::io::Result<Vec<Line>> {
-    let mut lines = Vec::new();
-    for (index, line) in reader.split(b'\n').enumerate() {
-        let mut bytes = line?;
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
+impl<R: BufRead> LineReader<R> {
+    /// Reads from `reader`, from its first line.
+    pub fn new(reader: R) -> Self {
+        Self {
+            reader,
+            buffer: Vec::new(),
+            number: 0,
         }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        lines.push(Line {
-            number: index + 1,
-            bytes,
-        });
     }
-    Ok(lines)
+
+    /// The next line that is not blank, with its 1-based number and without its line ending;
+    /// `None` at the end of the file.
+    pub fn next_line(&mut self) -> std::io::Result<Option<(usize, &[u8])>> {
+        loop {
+            self.buffer.clear();
+            if self.reader.read_until(b'\n', &mut self.buffer)? == 0 {
+                return Ok(None);
+            }
+            self.number += 1;
+            let mut line = self.buffer.as_slice();
+            if let Some(rest) = line.strip_suffix(b"\n") {
+                line = rest;
+            }
+            if let Some(rest) = line.strip_suffix(b"\r") {
+                line = rest;
+            }
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                let end = line.len();
+                return Ok(Some((self.number, &self.buffer[..end])));
+            }
+        }
+    }
 }
+
+#[cfg(test)]
+mod tests;

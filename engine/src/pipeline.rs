@@ -431,20 +431,41 @@ impl Engine {
         now_ms: i64,
         out: &mut Vec<Output>,
     ) -> Result<(), Rejection> {
+        let event = self.decode_message(key, payload)?;
+        self.on_decoded(position, event, record_ts_ms, now_ms, out)
+    }
+
+    /// The first half of [`Engine::on_message`]: counts a message in and decodes it as
+    /// configured. For a caller that picks `now_ms` from the event's own time, as
+    /// `salve replay` does, without decoding it twice.
+    pub fn decode_message<'p>(
+        &mut self,
+        key: Option<&[u8]>,
+        payload: &'p [u8],
+    ) -> Result<TelemetryEvent<'p>, Rejection> {
         self.stats.events_in += 1;
-        let decoded = decode_partitioned(
+        decode_partitioned(
             payload,
             key,
             self.config.max_event_bytes,
             &self.config.partition_by,
-        );
-        let mut event = match decoded {
-            Ok(event) => event,
-            Err(error) => {
-                self.stats.decode_errors += 1;
-                return Err(error.into());
-            }
-        };
+        )
+        .map_err(|error| {
+            self.stats.decode_errors += 1;
+            error.into()
+        })
+    }
+
+    /// The second half of [`Engine::on_message`], for an event from
+    /// [`Engine::decode_message`].
+    pub fn on_decoded(
+        &mut self,
+        position: RecordPosition,
+        mut event: TelemetryEvent<'_>,
+        record_ts_ms: Option<i64>,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Rejection> {
         let ts = *event.ts_ms.get_or_insert(record_ts_ms.unwrap_or(now_ms));
         let ahead_ms = ts.saturating_sub(now_ms);
         if ahead_ms > self.config.max_future_ms {
