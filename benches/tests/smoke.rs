@@ -25,6 +25,7 @@ fn throughput_runs_every_phase_on_a_small_topic() {
         "(b) salve runner",
         "(c) salve engine",
         "(d) BaseConsumer",
+        "(e) salve replay",
     ] {
         assert!(out.contains(phase), "{phase} missing from:\n{out}");
     }

@@ -52,8 +52,6 @@ use std::time::{Duration, Instant};
 const BACKLOG: &str = "bench.backlog";
 /// Stay well under the ~5 MiB the mock cluster keeps per partition.
 const BYTES_PER_PARTITION: usize = 4 * 1024 * 1024;
-/// Partitions of each live topic, as `topics.partitions` creates them by default.
-const LIVE_PARTITIONS: i32 = 4;
 const BURST_PREFIX: &str = "lat/burst-";
 /// The slowest crash loops listed per phase, with when they were sent: periodic stalls show.
 const WORST: usize = 12;
@@ -103,6 +101,11 @@ struct Args {
     /// Crash loops of each steady phase's first seconds that are not recorded.
     #[arg(long, default_value_t = 2.0)]
     warmup_seconds: f64,
+    /// Partitions of each live topic; 4 is what `topics.partitions` creates by default. The
+    /// mock cluster answers a fetch with one message set per partition, so more partitions let
+    /// the agents send sooner (`--producer linger.ms=0`) without every detector falling behind.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..))]
+    live_partitions: i32,
     /// Python interpreter for the python detector.
     #[arg(long, default_value = "/usr/bin/python3")]
     python: String,
@@ -210,7 +213,7 @@ fn main() -> Result<(), Failure> {
     );
 
     // The agents' events for the steady phases: one round of the realistic mix, recycled.
-    let pool_spec = WorkloadSpec::new(args.entities * 6, args.entities, LIVE_PARTITIONS);
+    let pool_spec = WorkloadSpec::new(args.entities * 6, args.entities, args.live_partitions);
     let pool: Vec<(Message, usize)> = Stream::new(&pool_spec)
         .take(args.entities * 6)
         .filter_map(|m| ts_offset(&m.payload).map(|at| (m, at)))
@@ -220,11 +223,11 @@ fn main() -> Result<(), Failure> {
     let mut next_burst = 0_u64;
     for name in &args.detector {
         let live = format!("bench.live.{name}");
-        broker.create_topic(&live, LIVE_PARTITIONS)?;
+        broker.create_topic(&live, args.live_partitions)?;
         // Partitioned like the widest telemetry topic, as the changelog must be.
         broker.create_topic(
             &format!("{}.{live}", service_topics.changelog),
-            partitions.max(LIVE_PARTITIONS),
+            partitions.max(args.live_partitions),
         )?;
         let observer = tail_consumer(
             &bootstrap,
@@ -385,6 +388,7 @@ fn steady_phase(
         seconds: args.seconds,
         first_burst,
         topic: live.to_owned(),
+        partitions: args.live_partitions,
     };
     let mut producer_config = ClientConfig::new();
     producer_config
@@ -514,6 +518,7 @@ struct Offer {
     seconds: f64,
     first_burst: u64,
     topic: String,
+    partitions: i32,
 }
 
 /// What the agents sent.
@@ -548,7 +553,7 @@ impl Offer {
             while (bursts as f64) < elapsed * self.bursts_per_second {
                 let burst = self.first_burst + bursts;
                 let entity = format!("{BURST_PREFIX}{burst:07}");
-                let partition = partition_for(&entity, LIVE_PARTITIONS);
+                let partition = partition_for(&entity, self.partitions);
                 let ts = wall_ms();
                 for exit in 0..3 {
                     let payload = format!(

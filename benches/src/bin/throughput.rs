@@ -5,7 +5,10 @@
 //!   topic in a fresh consumer group, publishing commands and decisions, committing;
 //! - (c) the same engine fed the same messages from memory: the engine's own cost;
 //! - (d) a plain `BaseConsumer` poll loop that hands each message to the engine, publishing
-//!   and committing nothing: what the runner adds on top of polling and the engine.
+//!   and committing nothing: what the runner adds on top of polling and the engine;
+//! - (e) `salve replay`'s pipeline over the same events in a JSON-lines file, no broker: read
+//!   the file, decode, run the engine on event time, write every output as a JSON line (to a
+//!   sink). What a user's `salve replay` or `salve test` run costs per event.
 //!
 //! The topic is pre-produced before any measurement. Each partition starts and ends with a
 //! burst of three `process_exit` events of a sentinel entity, which the `crash_loop` rule
@@ -58,8 +61,9 @@ struct Args {
     repeat: usize,
     /// Which phases to run, e.g. `b` alone for profiling: a = bare consumer, b = salve's
     /// runner, c = the engine from memory, d = a bare consumer loop that calls the engine
-    /// (no publishing, no commits: splits (b)'s cost between the engine and the runner).
-    #[arg(long, default_value = "abcd")]
+    /// (no publishing, no commits: splits (b)'s cost between the engine and the runner),
+    /// e = `salve replay` over a JSON-lines file.
+    #[arg(long, default_value = "abcde")]
     phases: String,
     /// An extra librdkafka consumer property, KEY=VALUE, for (a), (b) and (d) alike; repeatable.
     /// For tuning experiments: the documented figures use none.
@@ -225,6 +229,21 @@ fn main() -> Result<(), Failure> {
         }
     }
 
+    // (e) before the broker exists too: salve replay's pipeline, from a file.
+    let mut from_file = Vec::new();
+    if run('e') {
+        let path = std::env::temp_dir().join(format!("salve-bench-{}.jsonl", std::process::id()));
+        write_json_lines(&path, &messages)?;
+        let replayed = (1..=repeat).try_for_each(|round| -> Result<(), Failure> {
+            let phase = replay_file(&path, total)?;
+            println!("(e) #{round}: {:.0} events/s", phase.rate());
+            from_file.push(phase);
+            Ok(())
+        });
+        let _ = std::fs::remove_file(&path);
+        replayed?;
+    }
+
     let mut bare = Vec::new();
     let mut runner = Vec::new();
     let mut polled = Vec::new();
@@ -336,7 +355,7 @@ fn main() -> Result<(), Failure> {
         "{:<36} {:>10} {:>8} {:>12} {:>8} {:>11} {:>12}",
         "phase", "events", "seconds", "events/s", "vs (a)", "thread CPU", "process CPU"
     );
-    let medians: Vec<Option<Phase>> = [&bare, &runner, &in_memory, &polled]
+    let medians: Vec<Option<Phase>> = [&bare, &runner, &in_memory, &polled, &from_file]
         .into_iter()
         .map(|phases| median(phases))
         .collect();
@@ -369,6 +388,69 @@ fn main() -> Result<(), Failure> {
         println!("runner: {:.0} ns/event of wall time", 1e9 / b.rate());
     }
     Ok(())
+}
+
+/// Writes each payload as one line: the file `salve replay` reads.
+fn write_json_lines(path: &std::path::Path, messages: &[Message]) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for message in messages {
+        if message.payload.contains(&b'\n') {
+            return Err("a generated payload holds a newline".into());
+        }
+        file.write_all(&message.payload)?;
+        file.write_all(b"\n")?;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+/// (e): what `salve replay FILE` does, timed from opening the file to the last output line
+/// written. Nothing acknowledges the commands, as in (b) and (c).
+fn replay_file(path: &std::path::Path, total: u64) -> Result<Phase, Failure> {
+    use std::io::Write as _;
+    let tid = current_tid();
+    let mut engine = shipped_engine();
+    let actuator = salve::replay::Actuator {
+        default: salve::replay::SimulatedOutcome::Silent,
+        by_action: BTreeMap::new(),
+        delay_ms: 0,
+        operator: Vec::new(),
+    };
+    let mut sink = std::io::BufWriter::new(std::io::sink());
+    let mut lines_out = 0_u64;
+    let mut failed = None;
+    let start = Sample::now(tid);
+    let mut lines = salve_connectors::file_source::LineReader::new(std::io::BufReader::new(
+        std::fs::File::open(path)?,
+    ));
+    salve::replay::replay(&mut engine, &mut lines, actuator, &mut |line| {
+        let written = serde_json::to_writer(&mut sink, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| sink.write_all(b"\n"));
+        match written {
+            Ok(()) => lines_out += 1,
+            Err(error) => failed = Some(error),
+        }
+    })?;
+    sink.flush()?;
+    let end = Sample::now(tid);
+    if let Some(error) = failed {
+        return Err(error.into());
+    }
+    let events_in = engine.stats().events_in;
+    if events_in != total {
+        return Err(format!("the engine saw {events_in} events; {total} were written").into());
+    }
+    if lines_out == 0 {
+        return Err("replay wrote no output".into());
+    }
+    Ok(Phase::between(
+        "(e) salve replay, from a file",
+        total,
+        start,
+        end,
+    ))
 }
 
 /// The phase with the median rate.
