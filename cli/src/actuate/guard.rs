@@ -11,6 +11,10 @@
 //! everything after it. Options of programs that parse code are refused placeholders
 //! altogether (`perl -M{x}` loads a module of the command's choosing).
 //!
+//! Some programs take their operands as data but run the value of an option (`rsync -e`),
+//! and `find` reads an expression in which a value could add `-exec`: the guard knows those
+//! options, and where in a find expression a value is only data (`-name {entity}`).
+//!
 //! A program it cannot classify (`systemctl`, a runbook script) gets its arguments as data;
 //! what such a program does with them is beyond the guard. Any later argument that names a
 //! shell or an interpreter is checked as a program too, in case the program before it runs it
@@ -64,6 +68,18 @@ pub enum GuardError {
         /// How it builds the command line.
         how: &'static str,
     },
+    /// A placeholder sits where `find` reads its expression, not a test's value.
+    #[error("argument {position} (`{text}`) is {what} of `find`, and contains a placeholder: a value there could add `-exec` or `-delete` to what find does; {fix}")]
+    FindExpression {
+        /// Where.
+        position: usize,
+        /// The element.
+        text: String,
+        /// What the element is to find.
+        what: &'static str,
+        /// How to write it instead.
+        fix: &'static str,
+    },
     /// An option the guard does not know comes before a placeholder.
     #[error("salve does not know option `{option}` of `{program}` (argument {position}), so it cannot tell whether the placeholder in argument {placeholder} is code or chooses the program; drop the option or the placeholder")]
     UnknownOption {
@@ -83,7 +99,7 @@ pub enum GuardError {
 pub fn check(argv: &[Element<'_>]) -> Result<(), GuardError> {
     let mut guard = Guard {
         argv,
-        dollar_zero: HashSet::new(),
+        not_run: HashSet::new(),
         data_only: false,
     };
     guard.program(0, None)?;
@@ -93,7 +109,7 @@ pub fn check(argv: &[Element<'_>]) -> Result<(), GuardError> {
         return Ok(());
     }
     for (position, element) in argv.iter().enumerate().skip(1) {
-        if element.placeholder || guard.dollar_zero.contains(&position) {
+        if element.placeholder || guard.not_run.contains(&position) {
             continue;
         }
         if let Some(spec) = lookup(element.text) {
@@ -168,6 +184,13 @@ enum Kind {
     UserSwitch,
     /// `kubectl exec ... -- PROGRAM ARGS`.
     AfterDoubleDash { subcommand: &'static str },
+    /// `rsync`: runs the value of some options as a program or a shell command line (`-e`,
+    /// `--rsync-path`), and, before 3.2.4 and without `-s`, hands the paths of a `HOST:PATH`
+    /// operand to the remote shell, which splits them. Options may follow operands.
+    Rsync,
+    /// `find`: its expression is code (a value there could add `-exec` or `-delete`), the
+    /// value of a test such as `-name` is data, and `-exec` runs the program after it.
+    Find,
 }
 
 struct Spec {
@@ -508,7 +531,105 @@ const SPECS: &[Spec] = &[
         short: "",
         long: &[],
     },
+    Spec {
+        names: &["find"],
+        kind: Kind::Find,
+        short: "",
+        long: &[],
+    },
+    Spec {
+        names: &["rsync"],
+        kind: Kind::Rsync,
+        // `-e` is the remote shell's command line, `-M` an option for the remote rsync
+        // (which may be `--rsync-path`): both code.
+        short: "vqcarRbudlLkKHpEAXogDtUNOJSnWxyzCFhPi8460sme!M!B:f:T:",
+        long: &[
+            "verbose", "info:", "debug:", "stderr:", "quiet", "no-motd", "checksum", "archive",
+            "recursive", "no-recursive", "relative", "no-relative", "no-implied-dirs", "backup",
+            "backup-dir:", "suffix:", "update", "inplace", "append", "append-verify", "dirs",
+            "mkpath", "links", "copy-links", "copy-unsafe-links", "safe-links", "munge-links",
+            "copy-dirlinks", "keep-dirlinks", "hard-links", "perms", "no-perms", "executability",
+            "chmod:", "acls", "xattrs", "owner", "no-owner", "group", "no-group", "devices",
+            "specials", "times", "no-times", "atimes", "crtimes", "omit-dir-times",
+            "omit-link-times", "super", "fake-super", "sparse", "preallocate", "dry-run",
+            "whole-file", "no-whole-file", "checksum-choice:", "one-file-system", "block-size:",
+            "rsh!", "rsync-path!", "remote-option!", "existing", "ignore-existing",
+            "remove-source-files", "del", "delete", "delete-before", "delete-during",
+            "delete-delay", "delete-after", "delete-excluded", "ignore-missing-args",
+            "delete-missing-args", "ignore-errors", "force", "max-delete:", "max-size:",
+            "min-size:", "partial", "partial-dir:", "delay-updates", "prune-empty-dirs",
+            "numeric-ids", "usermap:", "groupmap:", "chown:", "timeout:", "contimeout:",
+            "ignore-times", "size-only", "modify-window:", "temp-dir:", "fuzzy", "compare-dest:",
+            "copy-dest:", "link-dest:", "compress", "no-compress", "compress-choice:",
+            "compress-level:", "skip-compress:", "cvs-exclude", "filter:", "exclude:",
+            "exclude-from:", "include:", "include-from:", "files-from:", "from0",
+            "protect-args", "secluded-args", "address:", "port:", "blocking-io", "stats",
+            "human-readable", "progress", "itemize-changes", "out-format:", "log-file:",
+            "log-file-format:", "password-file:", "list-only", "bwlimit:", "fsync", "ipv4",
+            "ipv6", "version", "help",
+        ],
+    },
 ];
+
+/// A starting point of `find` that begins with a placeholder.
+const STARTING_POINT: &str = "a starting point that begins with a value";
+
+/// How many values follow a test or action of `find` (`-name PATTERN`, `-fprintf FILE FMT`).
+fn find_values(primary: &str) -> usize {
+    const ONE: &[&str] = &[
+        "-name",
+        "-iname",
+        "-path",
+        "-ipath",
+        "-wholename",
+        "-iwholename",
+        "-regex",
+        "-iregex",
+        "-lname",
+        "-ilname",
+        "-regextype",
+        "-user",
+        "-group",
+        "-uid",
+        "-gid",
+        "-size",
+        "-perm",
+        "-type",
+        "-xtype",
+        "-mtime",
+        "-mmin",
+        "-atime",
+        "-amin",
+        "-ctime",
+        "-cmin",
+        "-used",
+        "-newer",
+        "-anewer",
+        "-cnewer",
+        "-samefile",
+        "-inum",
+        "-links",
+        "-fstype",
+        "-context",
+        "-maxdepth",
+        "-mindepth",
+        "-printf",
+        "-fprint",
+        "-fprint0",
+        "-fls",
+        "-files0-from",
+    ];
+    if primary == "-fprintf" {
+        2
+    } else if ONE.contains(&primary)
+        // `-newerXY REFERENCE`, e.g. `-newermt 2024-01-01`.
+        || (primary.len() == 8 && primary.starts_with("-newer"))
+    {
+        1
+    } else {
+        0
+    }
+}
 
 /// The spec for a program, by its file name without a version suffix (`python3.12`).
 fn lookup(program: &str) -> Option<&'static Spec> {
@@ -544,8 +665,10 @@ struct Parsed {
 
 struct Guard<'a, 'b> {
     argv: &'a [Element<'b>],
-    /// The `$0` of `sh -c SCRIPT NAME`: by convention the shell's name, not run.
-    dollar_zero: HashSet<usize>,
+    /// Arguments that name a program without running it: the `$0` of `sh -c SCRIPT NAME`
+    /// (by convention the shell's name), and option values that a program has already been
+    /// checked for (`rsync -e ssh`).
+    not_run: HashSet<usize>,
     /// The program reached from argument 0 is known to take all its arguments as data.
     data_only: bool,
 }
@@ -629,6 +752,28 @@ impl Guard<'_, '_> {
                 let parsed = self.parse(spec, from, false, false);
                 self.wrapper(name, spec.kind, &parsed)
             }
+            Kind::Rsync => {
+                let parsed = self.parse(spec, position + 1, true, false);
+                self.refuse_unknown(name, &parsed)?;
+                self.refuse_in_options(name, &parsed, |role| role == Role::Value)?;
+                self.not_run
+                    .extend(parsed.options.iter().map(|&(position, _)| position));
+                // Any operand can become `HOST:PATH`, since a value may hold a colon.
+                let protected = parsed
+                    .used
+                    .iter()
+                    .any(|u| matches!(u.as_str(), "s" | "protect-args" | "secluded-args"));
+                match parsed.operands.iter().find(|&&i| self.argv[i].placeholder) {
+                    Some(&operand) if !protected => Err(GuardError::ShellLine {
+                        position: operand,
+                        text: self.text(operand),
+                        program: name.to_owned(),
+                        how: "hands the paths of a HOST:PATH operand to the remote shell, which splits them (rsync before 3.2.4), unless `-s`/`--protect-args` is given; add it",
+                    }),
+                    _ => Ok(()),
+                }
+            }
+            Kind::Find => self.find(position),
             Kind::AfterDoubleDash { subcommand } => {
                 let args = &self.argv[position + 1..];
                 let dashes = args.iter().position(|e| e.text == "--");
@@ -656,6 +801,71 @@ impl Guard<'_, '_> {
         }
     }
 
+    /// `find [-H|-L|-P|-D OPTS|-OLEVEL] [STARTING POINTS] [EXPRESSION]`. A placeholder may
+    /// be the value of a test, or a starting point with a fixed beginning; anywhere else in
+    /// the expression a value could add `-exec` or `-delete`.
+    fn find(&mut self, position: usize) -> Result<(), GuardError> {
+        let mut i = position + 1;
+        while let Some(element) = self.argv.get(i) {
+            let text = element.text;
+            let own = matches!(text, "-H" | "-L" | "-P" | "-D") || text.starts_with("-O");
+            if !own {
+                break;
+            }
+            let end = if text == "-D" { i + 1 } else { i };
+            if let Some(at) = (i..=end.min(self.argv.len() - 1)).find(|&j| self.argv[j].placeholder)
+            {
+                return Err(self.refused_by_find(at, "an option"));
+            }
+            i = end + 1;
+        }
+        let starts_expression =
+            |text: &str| text.starts_with('-') || matches!(text, "(" | ")" | "!" | ",");
+        while let Some(element) = self.argv.get(i) {
+            if starts_expression(element.text) {
+                break;
+            }
+            if element.placeholder && element.text.starts_with('{') {
+                return Err(self.refused_by_find(i, STARTING_POINT));
+            }
+            i += 1;
+        }
+        while let Some(element) = self.argv.get(i) {
+            if element.placeholder {
+                return Err(self.refused_by_find(i, "part of the expression"));
+            }
+            if matches!(element.text, "-exec" | "-execdir" | "-ok" | "-okdir") {
+                self.program(i + 1, Some("find"))?;
+                // The program's arguments run up to `;` or `+`: data to find, and checked as
+                // the program's own above.
+                let end = self.argv[i + 1..]
+                    .iter()
+                    .position(|e| !e.placeholder && matches!(e.text, ";" | "+"))
+                    .map_or(self.argv.len(), |at| i + 1 + at);
+                i = end + 1;
+                continue;
+            }
+            // A test's value is a pattern or a name (`-name sh`), never run.
+            let values = find_values(element.text);
+            self.not_run.extend(i + 1..=i + values);
+            i += 1 + values;
+        }
+        Ok(())
+    }
+
+    fn refused_by_find(&self, position: usize, what: &'static str) -> GuardError {
+        let fix = match what {
+            STARTING_POINT => "begin it with fixed text, such as `./` or `/srv/`",
+            _ => "keep it fixed, or make it the value of a test such as `-name {entity}`",
+        };
+        GuardError::FindExpression {
+            position,
+            text: self.text(position),
+            what,
+            fix,
+        }
+    }
+
     fn interpreter(&mut self, name: &str, parsed: &Parsed) -> Result<(), GuardError> {
         self.refuse_unknown(name, parsed)?;
         self.refuse_in_options(name, parsed, |_| false)?;
@@ -666,7 +876,7 @@ impl Guard<'_, '_> {
             return Ok(());
         };
         if parsed.first_operand_is_code {
-            self.dollar_zero.insert(first + 1);
+            self.not_run.insert(first + 1);
         }
         if self.argv[first].placeholder {
             return Err(GuardError::Code {

@@ -331,6 +331,62 @@ fn placeholders_that_would_reach_code_are_refused_at_load() {
             &["sudo", "--frobnicate", "sh", "x", "{entity}"],
             "does not know option `--frobnicate`",
         ),
+        // find runs the program after -exec, and its expression is code.
+        (
+            &[
+                "find",
+                "/var/log",
+                "-name",
+                "x",
+                "-exec",
+                "sh",
+                "-c",
+                "rm {entity}",
+                ";",
+            ],
+            code,
+        ),
+        (
+            &["find", "/tmp", "-execdir", "{entity}", ";"],
+            "is the program that `find` runs",
+        ),
+        (
+            &["find", "{entity}"],
+            "a starting point that begins with a value",
+        ),
+        (
+            &["find", "/tmp", "-name", "x", "{entity}"],
+            "part of the expression of `find`",
+        ),
+        (&["find", "-O{entity}", "/tmp"], "an option of `find`"),
+        // rsync runs the remote shell's command line and a remote rsync path.
+        (&["rsync", "-e", "ssh {entity}", "a", "b"], code),
+        (&["rsync", "-ae", "ssh {entity}", "a", "b"], code),
+        (&["rsync", "-a", "--rsync-path={entity}", "a", "b:c"], code),
+        // Options after operands, as rsync's parser allows.
+        (
+            &[
+                "rsync",
+                "-a",
+                "src/",
+                "host:/dst/",
+                "--rsh",
+                "ssh -oProxyCommand={entity}",
+            ],
+            code,
+        ),
+        (
+            &["rsync", "--frobnicate", "a", "{entity}:/b"],
+            "does not know option `--frobnicate`",
+        ),
+        (
+            &["rsync", "-az", "/srv/data/", "backup@{entity}:/srv/data/"],
+            "unless `-s`/`--protect-args` is given",
+        ),
+        (
+            &["rsync", "-az", "/srv/data/", "/mnt/{entity}"],
+            "unless `-s`/`--protect-args` is given",
+        ),
     ];
     for (argv, expected) in cases {
         let items: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
@@ -413,6 +469,54 @@ fn placeholders_as_data_still_load() {
             "salve=drain:NoSchedule",
         ],
         &["sudo", "kubectl", "cordon", "node", "{entity}"],
+        &[
+            "find",
+            "/var/lib/app/{entity}",
+            "-name",
+            "*.lock",
+            "-delete",
+        ],
+        &[
+            "find",
+            "/srv",
+            "-maxdepth",
+            "1",
+            "-name",
+            "{entity}.pid",
+            "-exec",
+            "rm",
+            "{{}}",
+            ";",
+        ],
+        &[
+            "rsync",
+            "-azs",
+            "--delete",
+            "-e",
+            "ssh -p 2222",
+            "/srv/data/",
+            "backup@{entity}:/srv/data/",
+        ],
+        // `python` here is a file name that find looks for.
+        &[
+            "find",
+            "/srv",
+            "-name",
+            "python",
+            "-exec",
+            "rm",
+            "/srv/{entity}",
+            ";",
+        ],
+        // `ssh` here is rsync's remote shell, not a program that gets the operands.
+        &[
+            "rsync",
+            "-as",
+            "-e",
+            "ssh",
+            "/srv/data/",
+            "{entity}:/srv/data/",
+        ],
     ];
     for argv in cases {
         let items: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
