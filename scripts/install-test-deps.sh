@@ -4,6 +4,7 @@
 #   grpcio, grpcio-reflection, protobuf  (PyPI, into python3 on PATH: the generic gRPC client
 #                        that calls salve's API through reflection; grpcurl has no Debian package)
 #   python3-prometheus-client  (Debian: the Prometheus org's reference parsers, for the /metrics test)
+#   libssl-dev, pkg-config  (Debian: OpenSSL for the cargo feature `tls`, which the suite builds)
 #   tansu                (a standalone Kafka-protocol broker, from crates.io; ~10 min to build)
 set -euo pipefail
 
@@ -16,6 +17,9 @@ as_root() {
 
 missing=()
 command -v kcat >/dev/null || missing+=(kcat)
+# salve's cargo feature `tls` builds librdkafka with OpenSSL.
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 /usr/bin/python3 -c 'import kafka' 2>/dev/null || missing+=(python3-kafka)
 /usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || missing+=(python3-prometheus-client)
 if [ ${#missing[@]} -gt 0 ]; then

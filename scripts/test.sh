@@ -24,8 +24,9 @@ export SALVE_REQUIRE_INTEROP=1
 
 # Every invocation selects the same packages and features, so cargo builds the dependencies once:
 # a narrower `-p` or feature set would resolve features differently and build them all again.
-# The Kubernetes actuator (cargo feature k8s) is tested against a stand-in API server.
-features=(--workspace --features salve/k8s)
+# The Kubernetes actuator (cargo feature k8s) is tested against a stand-in API server, and
+# the TLS build (cargo feature tls) by its configuration checks.
+features=(--workspace --features salve/k8s,salve/tls)
 
 echo "== the whole workspace, integration tests on librdkafka's mock cluster"
 cargo test "${features[@]}" "$@"

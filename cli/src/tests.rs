@@ -186,6 +186,38 @@ fn librdkafka_properties_are_checked_at_load_with_their_table_named() {
             "{toml}: {error}"
         );
     }
+    // Another name of a reserved property is refused as the property is.
+    for (toml, property) in [
+        (
+            "[kafka.producer]\n\"metadata.broker.list\" = \"k:9092\"\n",
+            "metadata.broker.list",
+        ),
+        (
+            "[kafka.consumer]\n\"auto.commit.enable\" = true\n",
+            "auto.commit.enable",
+        ),
+    ] {
+        let f = file(toml);
+        let error = Config::load(Some(f.path()), env(&[]))
+            .expect_err(toml)
+            .to_string();
+        assert!(
+            error.contains(property) && error.contains("under any of their names"),
+            "{error}"
+        );
+    }
+    // One property under both its names would leave librdkafka to pick one.
+    let f = file("[kafka.producer]\n\"linger.ms\" = 5\n\"queue.buffering.max.ms\" = 0\n");
+    let error = Config::load(Some(f.path()), env(&[]))
+        .expect_err("twins")
+        .to_string();
+    assert!(error.contains("two names of one property"), "{error}");
+    // A secret's value is not repeated in the error.
+    let f = file("[kafka.producer]\n\"sasl.password\" = \"hunter2\"\n\"ssl.key.password\" = \"hunter2\"\n\"linger.ms\" = \"x\"\n");
+    let error = Config::load(Some(f.path()), env(&[]))
+        .expect_err("refused")
+        .to_string();
+    assert!(!error.contains("hunter2"), "{error}");
     let f = file("[kafka.record_producer]\n\"linger.ms\" = 5\n[kafka.producer]\n\"compression.type\" = \"lz4\"\n");
     let config = Config::load(Some(f.path()), env(&[])).expect("valid properties");
     assert_eq!(
@@ -196,6 +228,40 @@ fn librdkafka_properties_are_checked_at_load_with_their_table_named() {
             .map(String::as_str),
         Some("5")
     );
+}
+
+/// TLS settings load in a build with TLS, and are refused with the feature to build with
+/// otherwise.
+#[test]
+fn tls_settings_need_the_tls_feature() {
+    let f = file("[kafka.consumer]\n\"security.protocol\" = \"ssl\"\n\"ssl.endpoint.identification.algorithm\" = \"https\"\n[kafka.producer]\n\"security.protocol\" = \"sasl_ssl\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"salve\"\n\"sasl.password\" = \"hunter2\"\n");
+    let loaded = Config::load(Some(f.path()), env(&[]));
+    if cfg!(feature = "tls") {
+        let config = loaded.expect("TLS settings load with the tls feature");
+        assert_eq!(
+            config
+                .kafka
+                .consumer
+                .get("security.protocol")
+                .map(String::as_str),
+            Some("ssl")
+        );
+    } else {
+        let error = loaded.expect_err("refused").to_string();
+        assert!(
+            error.contains("kafka.consumer") && error.contains("cargo feature `tls`"),
+            "{error}"
+        );
+        // librdkafka itself accepts this one alone, and fails only when the client starts.
+        let f = file("[kafka.producer]\n\"security.protocol\" = \"SASL_SSL\"\n");
+        let error = Config::load(Some(f.path()), env(&[]))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.contains("SASL_SSL") && error.contains("cargo feature `tls`"),
+            "{error}"
+        );
+    }
 }
 
 #[test]

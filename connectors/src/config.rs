@@ -21,8 +21,8 @@ pub struct KafkaConfig {
     /// Extra librdkafka consumer properties, e.g. `"security.protocol" = "ssl"`.
     #[serde(deserialize_with = "properties")]
     pub consumer: BTreeMap<String, String>,
-    /// Extra librdkafka producer properties, for both producers; `linger.ms` only for the
-    /// one of commands and escalations.
+    /// Extra librdkafka producer properties, for both producers; `linger.ms` (also known as
+    /// `queue.buffering.max.ms`) only for the one of commands and escalations.
     #[serde(deserialize_with = "properties")]
     pub producer: BTreeMap<String, String>,
     /// Extra librdkafka properties for the producer of decisions, changelog records and dead
@@ -45,7 +45,10 @@ impl Default for KafkaConfig {
 }
 
 /// A librdkafka client configuration: the bootstrap servers, then salve's `defaults`, then the
-/// user's `overrides` from `[kafka.consumer]` or `[kafka.producer]`, which win.
+/// user's `overrides` from `[kafka.consumer]` or `[kafka.producer]`, which win. A default is
+/// left out when the user sets its property under another name (`queue.buffering.max.ms` for
+/// `linger.ms`): librdkafka would take whichever name it met last, and rust-rdkafka hands
+/// them over in no fixed order.
 pub(crate) fn client_config(
     bootstrap: &str,
     defaults: &[(&str, String)],
@@ -54,12 +57,65 @@ pub(crate) fn client_config(
     let mut config = rdkafka::ClientConfig::new();
     config.set("bootstrap.servers", bootstrap);
     for (key, value) in defaults {
-        config.set(*key, value);
+        let overridden = overrides.keys().any(|k| canonical(k) == canonical(key));
+        if !overridden {
+            config.set(*key, value);
+        }
     }
     for (key, value) in overrides {
         config.set(key, value);
     }
     config
+}
+
+/// What to do about a TLS setting in a build without TLS.
+const NO_TLS: &str =
+    "this salve was built without TLS, which TLS and SASL need: build it with the cargo feature `tls` (see the README)";
+
+/// librdkafka's second names for its properties, each with the name it stands for
+/// (`rdkafka_conf.c`, `_RK_C_ALIAS`).
+const ALIASES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "metadata.broker.list"),
+    ("max.in.flight", "max.in.flight.requests.per.connection"),
+    ("sasl.mechanism", "sasl.mechanisms"),
+    (
+        "sasl.oauthbearer.client.credentials.client.id",
+        "sasl.oauthbearer.client.id",
+    ),
+    (
+        "sasl.oauthbearer.client.credentials.client.secret",
+        "sasl.oauthbearer.client.secret",
+    ),
+    ("max.partition.fetch.bytes", "fetch.message.max.bytes"),
+    ("linger.ms", "queue.buffering.max.ms"),
+    ("retries", "message.send.max.retries"),
+    ("compression.type", "compression.codec"),
+    ("acks", "request.required.acks"),
+    ("delivery.timeout.ms", "message.timeout.ms"),
+    ("enable.auto.commit", "auto.commit.enable"),
+];
+
+/// The one name of a property that librdkafka knows by two.
+pub(crate) fn canonical(name: &str) -> &str {
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map_or(name, |(_, target)| target)
+}
+
+/// Whether librdkafka treats a property as a secret, or its name says it is one: its value is
+/// never repeated in an error.
+fn secret(name: &str) -> bool {
+    [
+        "password",
+        "secret",
+        "passphrase",
+        "key",
+        "sasl.username",
+        "sasl.oauthbearer.config",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 /// librdkafka properties are strings, but `linger.ms = 5` should not need quotes.
@@ -236,6 +292,7 @@ impl TopicsConfig {
 }
 
 /// librdkafka properties that salve owns: changing them would break at-least-once delivery.
+/// Their other names (`metadata.broker.list`, `auto.commit.enable`) are refused too.
 pub const RESERVED_CONSUMER_PROPERTIES: &[&str] = &[
     "enable.auto.commit",
     "enable.auto.offset.store",
@@ -259,35 +316,82 @@ const PRODUCER_RESERVED: Reserved = (
     "salve sends outside transactions, to the brokers of kafka.brokers",
 );
 
-/// Checks a table of librdkafka properties the way librdkafka will when the client is
-/// created, so that a misspelt name or a bad value is reported with its table at start-up
-/// (and by `salve check`) rather than by a client deep inside a run.
+/// Checks each property of a table as librdkafka will when the client is created, so that a
+/// misspelt name or a bad value is reported with its table when the configuration loads
+/// rather than by a client deep inside a run. Checks that span properties (`acks=1` with
+/// `enable.idempotence`) are librdkafka's, when salve creates the client.
 fn check_properties(
     key: &'static str,
     properties: &BTreeMap<String, String>,
     (reserved, why): Reserved,
 ) -> Result<(), InvalidConfig> {
-    if let Some(owned) = properties.keys().find(|k| reserved.contains(&k.as_str())) {
-        return Err(InvalidConfig {
-            key,
-            expected: format!("no {owned:?} ({}): {why}", reserved.join(", ")).into(),
-        });
+    let refuse = |expected: String| InvalidConfig {
+        key,
+        expected: expected.into(),
+    };
+    if let Some(owned) = properties
+        .keys()
+        .find(|k| reserved.iter().any(|r| canonical(r) == canonical(k)))
+    {
+        return Err(refuse(format!(
+            "no {owned:?} ({}, under any of their names): {why}",
+            reserved.join(", ")
+        )));
+    }
+    for (index, name) in properties.keys().enumerate() {
+        if let Some(twin) = properties
+            .keys()
+            .skip(index + 1)
+            .find(|other| canonical(other) == canonical(name))
+        {
+            return Err(refuse(format!(
+                "each property once: {name:?} and {twin:?} are two names of one property"
+            )));
+        }
+    }
+    if let Some((name, _)) = properties
+        .iter()
+        .find(|(name, value)| name.contains('\0') || value.contains('\0'))
+    {
+        return Err(refuse(format!("no NUL character in {name:?} or its value")));
+    }
+    // librdkafka accepts this one without OpenSSL and fails only when the client starts.
+    if let Some(protocol) = properties.get("security.protocol") {
+        let encrypted = ["ssl", "sasl_ssl"].contains(&protocol.to_ascii_lowercase().as_str());
+        if encrypted && !cfg!(feature = "tls") {
+            return Err(refuse(format!(
+                "a security.protocol this salve was built with, not {protocol:?}: {NO_TLS}"
+            )));
+        }
     }
     let mut config = rdkafka::ClientConfig::new();
     for (name, value) in properties {
         config.set(name, value);
     }
     config.create_native_config().map_err(|error| {
-        let expected = match error {
+        refuse(match error {
             rdkafka::error::KafkaError::ClientConfig(_, description, name, value) => {
-                format!("librdkafka properties it accepts, not {name:?} = {value:?}: {description}")
+                let (value, description) = if secret(&name) && !value.is_empty() {
+                    let description = if description.contains(&value) {
+                        "librdkafka refused it".to_owned()
+                    } else {
+                        description
+                    };
+                    ("(hidden)".to_owned(), description)
+                } else {
+                    (format!("{value:?}"), description)
+                };
+                let hint = if description.contains("not available at build time") {
+                    format!("; {NO_TLS}")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "librdkafka properties it accepts, not {name:?} = {value}: {description}{hint}"
+                )
             }
             other => format!("librdkafka properties it accepts: {other}"),
-        };
-        InvalidConfig {
-            key,
-            expected: expected.into(),
-        }
+        })
     })?;
     Ok(())
 }

@@ -949,15 +949,12 @@ fn record_producer_overrides(kafka: &KafkaConfig) -> std::collections::BTreeMap<
     let mut overrides: std::collections::BTreeMap<String, String> = kafka
         .producer
         .iter()
-        .filter(|(key, _)| !LINGER_PROPERTIES.contains(&key.as_str()))
+        .filter(|(key, _)| crate::config::canonical(key) != crate::config::canonical("linger.ms"))
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
     overrides.extend(kafka.record_producer.clone());
     overrides
 }
-
-/// librdkafka's batching delay, under both of its names.
-const LINGER_PROPERTIES: [&str; 2] = ["linger.ms", "queue.buffering.max.ms"];
 
 /// The producer settings salve relies on; `[kafka.producer]` overrides them.
 fn producer_defaults(topics: &TopicsConfig) -> [(&'static str, String); 4] {
