@@ -161,7 +161,7 @@ pub fn run(
     })?;
     let events = case.dir.join("events.jsonl");
     let file = std::fs::File::open(&events).map_err(io(&events))?;
-    let mut lines = LineReader::new(std::io::BufReader::new(file));
+    let mut lines = LineReader::new(std::io::BufReader::new(file), config.max_event_bytes);
     let mut output = Vec::new();
     replay(
         &mut engine,

@@ -569,17 +569,20 @@ fn replay_command(
         operator: Vec::new(),
     };
     // Buffered: standard output alone would write each line with a system call of its own.
+    // From standard input, which may be a live stream, each line goes out as it comes.
+    let live = events == std::path::Path::new("-");
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let mut failed = None;
     let read = replay(
         &mut engine,
-        &mut LineReader::new(input),
+        &mut LineReader::new(input, config.engine.max_event_bytes),
         actuator,
         &mut |line| {
             if failed.is_none() {
                 if let Err(error) = serde_json::to_writer(&mut stdout, &line)
                     .map_err(std::io::Error::from)
                     .and_then(|()| stdout.write_all(b"\n"))
+                    .and_then(|()| if live { stdout.flush() } else { Ok(()) })
                 {
                     failed = Some(error);
                 }

@@ -7,7 +7,7 @@
 
 use salve_connectors::file_source::LineReader;
 use salve_engine::wire::{Ack, AckStatus};
-use salve_engine::{Engine, Output, RecordPosition};
+use salve_engine::{DecodeError, Engine, Output, RecordPosition, Rejection};
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -291,8 +291,19 @@ pub fn replay<R: std::io::BufRead>(
         out: Vec::new(),
         emit,
     };
-    while let Some((number, bytes)) = lines.next_line()? {
-        let result = replay.engine.decode_message(None, bytes).and_then(|event| {
+    let limit = lines.max_bytes();
+    while let Some(line) = lines.next_line()? {
+        let number = line.number;
+        let decoded = if line.cut() {
+            // Only its beginning was kept: refused for its whole size, as the engine would.
+            Err(Rejection::from(DecodeError::TooLarge {
+                size: line.length,
+                limit,
+            }))
+        } else {
+            replay.engine.decode_message(None, line.bytes)
+        };
+        let result = decoded.and_then(|event| {
             // Everything due before the event happens before it. An event without `ts`
             // happens at the replay clock (0 before any timestamped event).
             if let Some(ts) = event.ts_ms {

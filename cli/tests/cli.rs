@@ -207,7 +207,10 @@ fn replay_prints_typed_json_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
     let events = dir.path().join("events.jsonl");
     let lines = exits_of_a(&[1_000, 2_000, 3_000]);
-    std::fs::write(&events, lines + "oops\n").expect("write");
+    // The unreadable line stamped 9 s does not move the clock: both dead letters come before
+    // the ack due at 5 s.
+    let bad = "{\"entity\":\"a\",\"ts\":9000,\"kind\":\"bogus\"}\n";
+    std::fs::write(&events, lines + bad + "oops\n").expect("write");
     let output = salve()
         .args([
             "replay",
@@ -240,6 +243,7 @@ fn replay_prints_typed_json_lines() {
             "decision",
             "command",
             "decision",
+            "dead_letter",
             "dead_letter",
             "ack",
             "decision",
@@ -284,6 +288,52 @@ fn replay_prints_typed_json_lines() {
         .expect("runs");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("sometimes"));
+}
+
+#[test]
+fn replay_refuses_a_line_over_the_limit_by_its_whole_size_and_an_unreadable_input_with_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("salve.toml");
+    std::fs::write(&config, "[engine]\nmax_event_bytes = 100\n").expect("write");
+    let events = dir.path().join("events.jsonl");
+    let long = format!("{{\"entity\":\"{}\"}}\n", "x".repeat(5_000));
+    std::fs::write(&events, format!("{long}{}", exits_of_a(&[1_000]))).expect("write");
+    let output = salve()
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg(&events)
+        .output()
+        .expect("runs");
+    assert!(output.status.success());
+    let first: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .next()
+            .expect("a line"),
+    )
+    .expect("JSON");
+    assert_eq!(first["type"], "dead_letter");
+    assert_eq!(first["code"], "too_large");
+    assert_eq!(first["line"], 1);
+    assert!(
+        first["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("5013 bytes")),
+        "{first}"
+    );
+
+    // A directory opens, and fails on its first read.
+    let output = salve()
+        .arg("replay")
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot read"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]

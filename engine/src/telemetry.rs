@@ -138,7 +138,7 @@ pub struct TelemetryEvent<'a> {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
     /// Larger than the configured limit.
-    #[error("message is {size} bytes, over the limit of {limit} bytes (limits.max_event_bytes)")]
+    #[error("message is {size} bytes, over the limit of {limit} bytes (engine.max_event_bytes)")]
     TooLarge {
         /// The message's size.
         size: usize,

@@ -69,9 +69,14 @@ struct Args {
     /// For tuning experiments: the documented figures use none.
     #[arg(long = "consumer", value_parser = property)]
     consumer: Vec<(String, String)>,
-    /// An extra librdkafka producer property for salve's output producer in (b); repeatable.
+    /// An extra librdkafka producer property for salve's producers in (b), as
+    /// `[kafka.producer]` (whose `linger.ms` reaches only the producer of commands); repeatable.
     #[arg(long = "producer", value_parser = property)]
     producer: Vec<(String, String)>,
+    /// An extra librdkafka property for the producer of decisions and changelog records in
+    /// (b), as `[kafka.record_producer]`; repeatable.
+    #[arg(long = "record-producer", value_parser = property)]
+    record_producer: Vec<(String, String)>,
     /// Give up on a phase after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -88,6 +93,7 @@ fn property(text: &str) -> Result<(String, String), String> {
 struct Extra {
     consumer: BTreeMap<String, String>,
     producer: BTreeMap<String, String>,
+    record_producer: BTreeMap<String, String>,
 }
 
 /// A point in time, with the CPU time spent so far.
@@ -159,8 +165,10 @@ fn main() -> Result<(), Failure> {
     let extra = Extra {
         consumer: args.consumer.iter().cloned().collect(),
         producer: args.producer.iter().cloned().collect(),
+        record_producer: args.record_producer.iter().cloned().collect(),
     };
-    if !extra.consumer.is_empty() || !extra.producer.is_empty() {
+    if !extra.consumer.is_empty() || !extra.producer.is_empty() || !extra.record_producer.is_empty()
+    {
         println!("extra client properties: {extra:?}");
     }
     println!("machine: {}", machine());
@@ -421,9 +429,10 @@ fn replay_file(path: &std::path::Path, total: u64) -> Result<Phase, Failure> {
     let mut lines_out = 0_u64;
     let mut failed = None;
     let start = Sample::now(tid);
-    let mut lines = salve_connectors::file_source::LineReader::new(std::io::BufReader::new(
-        std::fs::File::open(path)?,
-    ));
+    let mut lines = salve_connectors::file_source::LineReader::new(
+        std::io::BufReader::new(std::fs::File::open(path)?),
+        salve_engine::EngineConfig::default().max_event_bytes,
+    );
     salve::replay::replay(&mut engine, &mut lines, actuator, &mut |line| {
         let written = serde_json::to_writer(&mut sink, &line)
             .map_err(std::io::Error::from)
@@ -438,9 +447,13 @@ fn replay_file(path: &std::path::Path, total: u64) -> Result<Phase, Failure> {
     if let Some(error) = failed {
         return Err(error.into());
     }
-    let events_in = engine.stats().events_in;
-    if events_in != total {
-        return Err(format!("the engine saw {events_in} events; {total} were written").into());
+    let stats = engine.stats();
+    if stats.events_in != total || stats.decode_errors != 0 || stats.late_events != 0 {
+        return Err(format!(
+            "the engine saw {} events, {} unreadable and {} late; {total} were written, all readable and in time",
+            stats.events_in, stats.decode_errors, stats.late_events
+        )
+        .into());
     }
     if lines_out == 0 {
         return Err("replay wrote no output".into());
@@ -586,11 +599,12 @@ fn salve_runner(
 ) -> Result<(Phase, RunReport), Failure> {
     // Watches the commands topic for the sentinels' commands.
     let observer = tail_consumer(bootstrap, "bench.observer", &topics.commands)?;
-    let kafka = embedded_kafka_config(
+    let mut kafka = embedded_kafka_config(
         &format!("bench.salve.{round}"),
         extra.consumer.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         extra.producer.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     );
+    kafka.record_producer.extend(extra.record_producer.clone());
     let runner = RunningSalve::start(bootstrap, topics, kafka, shipped_engine)?;
     let tid = runner.tid;
     let deadline = Instant::now() + timeout;
