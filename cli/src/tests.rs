@@ -14,6 +14,14 @@ fn file(text: &str) -> tempfile::NamedTempFile {
     file
 }
 
+/// The error that loading `toml` as the config file gives.
+fn refusal(toml: &str) -> String {
+    let f = file(toml);
+    Config::load(Some(f.path()), env(&[]))
+        .expect_err(toml)
+        .to_string()
+}
+
 #[test]
 fn no_file_and_no_env_gives_the_documented_defaults() {
     let config = Config::load(None, env(&[])).expect("defaults");
@@ -177,10 +185,7 @@ fn librdkafka_properties_are_checked_at_load_with_their_table_named() {
         ),
     ];
     for (toml, table, property) in cases {
-        let f = file(toml);
-        let error = Config::load(Some(f.path()), env(&[]))
-            .expect_err(toml)
-            .to_string();
+        let error = refusal(toml);
         assert!(
             error.contains(table) && error.contains(property),
             "{toml}: {error}"
@@ -197,26 +202,17 @@ fn librdkafka_properties_are_checked_at_load_with_their_table_named() {
             "auto.commit.enable",
         ),
     ] {
-        let f = file(toml);
-        let error = Config::load(Some(f.path()), env(&[]))
-            .expect_err(toml)
-            .to_string();
+        let error = refusal(toml);
         assert!(
             error.contains(property) && error.contains("under any of their names"),
             "{error}"
         );
     }
     // One property under both its names would leave librdkafka to pick one.
-    let f = file("[kafka.producer]\n\"linger.ms\" = 5\n\"queue.buffering.max.ms\" = 0\n");
-    let error = Config::load(Some(f.path()), env(&[]))
-        .expect_err("twins")
-        .to_string();
+    let error = refusal("[kafka.producer]\n\"linger.ms\" = 5\n\"queue.buffering.max.ms\" = 0\n");
     assert!(error.contains("two names of one property"), "{error}");
     // A secret's value is not repeated in the error.
-    let f = file("[kafka.producer]\n\"sasl.password\" = \"hunter2\"\n\"ssl.key.password\" = \"hunter2\"\n\"linger.ms\" = \"x\"\n");
-    let error = Config::load(Some(f.path()), env(&[]))
-        .expect_err("refused")
-        .to_string();
+    let error = refusal("[kafka.producer]\n\"sasl.password\" = \"hunter2\"\n\"ssl.key.password\" = \"hunter2\"\n\"linger.ms\" = \"x\"\n");
     assert!(!error.contains("hunter2"), "{error}");
     let f = file("[kafka.record_producer]\n\"linger.ms\" = 5\n[kafka.producer]\n\"compression.type\" = \"lz4\"\n");
     let config = Config::load(Some(f.path()), env(&[])).expect("valid properties");
@@ -253,10 +249,7 @@ fn tls_settings_need_the_tls_feature() {
             "{error}"
         );
         // librdkafka itself accepts this one alone, and fails only when the client starts.
-        let f = file("[kafka.producer]\n\"security.protocol\" = \"SASL_SSL\"\n");
-        let error = Config::load(Some(f.path()), env(&[]))
-            .expect_err("refused")
-            .to_string();
+        let error = refusal("[kafka.producer]\n\"security.protocol\" = \"SASL_SSL\"\n");
         assert!(
             error.contains("SASL_SSL") && error.contains("cargo feature `tls`"),
             "{error}"

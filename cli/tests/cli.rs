@@ -211,17 +211,14 @@ fn replay_prints_typed_json_lines() {
     // the ack due at 5 s.
     let bad = "{\"entity\":\"a\",\"ts\":9000,\"kind\":\"bogus\"}\n";
     std::fs::write(&events, lines + bad + "oops\n").expect("write");
-    let output = salve()
-        .args([
-            "replay",
-            "--ack-map",
-            r#"{"restart":"succeeded"}"#,
-            "--ack-delay",
-            "2s",
-        ])
-        .arg(&events)
-        .output()
-        .expect("runs");
+    let replay = [
+        "replay",
+        "--ack-map",
+        r#"{"restart":"succeeded"}"#,
+        "--ack-delay",
+        "2s",
+    ];
+    let output = salve().args(replay).arg(&events).output().expect("runs");
     assert!(
         output.status.success(),
         "{}",
@@ -255,14 +252,8 @@ fn replay_prints_typed_json_lines() {
 
     // `-` reads the same events from standard input, to the same lines.
     let mut piped = salve()
-        .args([
-            "replay",
-            "--ack-map",
-            r#"{"restart":"succeeded"}"#,
-            "--ack-delay",
-            "2s",
-            "-",
-        ])
+        .args(replay)
+        .arg("-")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -49,8 +49,8 @@ struct Args {
     /// Telemetry events to pre-produce (6 sentinel events per partition come on top).
     #[arg(long, env = "SALVE_BENCH_EVENTS", default_value_t = 50_000)]
     events: usize,
-    /// Distinct entities, each reporting 5 series per round. Default: events / 50 (10 rounds),
-    /// at least 1000.
+    /// Distinct entities, each reporting 5 series per round. Default: events / 50, so 10
+    /// rounds, between 1,000 and the 100,000 (which `--events 5000000` reaches).
     #[arg(long, env = "SALVE_BENCH_ENTITIES")]
     entities: Option<usize>,
     /// Partitions of the telemetry topic. Default: enough to keep each under 4 MiB.
@@ -158,7 +158,9 @@ fn percent(part: Option<Duration>, whole: Duration) -> String {
 
 fn main() -> Result<(), Failure> {
     let args = Args::parse();
-    let entities = args.entities.unwrap_or((args.events / 50).max(1_000));
+    let entities = args
+        .entities
+        .unwrap_or((args.events / 50).clamp(1_000, 100_000));
     let timeout = Duration::from_secs(args.timeout);
     let repeat = args.repeat.max(1);
     let run = |phase: char| args.phases.contains(phase);
