@@ -11,9 +11,11 @@
 //! everything after it. Options of programs that parse code are refused placeholders
 //! altogether (`perl -M{x}` loads a module of the command's choosing).
 //!
-//! Some programs take their operands as data but run the value of an option (`rsync -e`),
-//! and `find` reads an expression in which a value could add `-exec`: the guard knows those
-//! options, and where in a find expression a value is only data (`-name {entity}`).
+//! Some programs take their operands as data but run the value of an option (`rsync -e`,
+//! `git -c core.sshCommand=`, `git clone --upload-pack`) or run commands from a subcommand's
+//! arguments (`git submodule foreach`), and `find` reads an expression in which a value could
+//! add `-exec`: the guard knows those, and where a value is only data (`find -name {entity}`,
+//! `git -C /srv/{entity}`).
 //!
 //! A program it cannot classify (`systemctl`, a runbook script) gets its arguments as data;
 //! what such a program does with them is beyond the guard. Any later argument that names a
@@ -191,6 +193,10 @@ enum Kind {
     /// `find`: its expression is code (a value there could add `-exec` or `-delete`), the
     /// value of a test such as `-name` is data, and `-exec` runs the program after it.
     Find,
+    /// `git`: `-c` configuration can name programs (`core.sshCommand`), some subcommands run
+    /// commands from their arguments (`submodule foreach`, `rebase --exec`), and some options
+    /// name the program to run on the remote (`--upload-pack`).
+    Git,
 }
 
 struct Spec {
@@ -538,6 +544,12 @@ const SPECS: &[Spec] = &[
         long: &[],
     },
     Spec {
+        names: &["git"],
+        kind: Kind::Git,
+        short: "",
+        long: &[],
+    },
+    Spec {
         names: &["rsync"],
         kind: Kind::Rsync,
         // `-e` is the remote shell's command line, `-M` an option for the remote rsync
@@ -570,6 +582,85 @@ const SPECS: &[Spec] = &[
         ],
     },
 ];
+
+/// git's global options that take a value that is data (a path, a namespace).
+const GIT_DATA_OPTIONS: &[&str] = &[
+    "-C",
+    "--git-dir",
+    "--work-tree",
+    "--namespace",
+    "--attr-source",
+    "--list-cmds",
+];
+/// git's global flags.
+const GIT_FLAGS: &[&str] = &[
+    "--bare",
+    "--no-pager",
+    "-p",
+    "--paginate",
+    "-P",
+    "--no-replace-objects",
+    "--no-lazy-fetch",
+    "--literal-pathspecs",
+    "--glob-pathspecs",
+    "--noglob-pathspecs",
+    "--icase-pathspecs",
+    "--no-optional-locks",
+    "--no-advice",
+    "--exec-path",
+    "--html-path",
+    "--man-path",
+    "--info-path",
+    "--version",
+    "-v",
+    "--help",
+    "-h",
+];
+/// git subcommands that run commands given in their arguments, or write configuration that
+/// names programs: no placeholder anywhere in them.
+const GIT_RUNS_ARGUMENTS: &[&str] = &[
+    "submodule",
+    "rebase",
+    "bisect",
+    "filter-branch",
+    "filter-repo",
+    "config",
+    "daemon",
+    "difftool",
+    "mergetool",
+    "send-email",
+    "instaweb",
+    "credential",
+    "archive",
+    "grep",
+    "help",
+    "shell",
+    "upload-pack",
+    "receive-pack",
+    "remote-ext",
+    "web--browse",
+    "var",
+    "alias",
+];
+/// Options of the other subcommands whose value is a program, a command line or
+/// configuration (`clone --upload-pack`, `clone -c`, `push --receive-pack`).
+const GIT_COMMAND_OPTIONS: &[&str] = &[
+    "-u",
+    "-c",
+    "-x",
+    "--upload-pack",
+    "--receive-pack",
+    "--exec",
+    "--config",
+    "--extcmd",
+    "--server-option",
+    "-o",
+];
+
+/// An option's name, without an attached `=value`.
+fn option_name(text: &str) -> &str {
+    text.split_once('=').map_or(text, |(name, _)| name)
+}
 
 /// A starting point of `find` that begins with a placeholder.
 const STARTING_POINT: &str = "a starting point that begins with a value";
@@ -774,6 +865,7 @@ impl Guard<'_, '_> {
                 }
             }
             Kind::Find => self.find(position),
+            Kind::Git => self.git(position),
             Kind::AfterDoubleDash { subcommand } => {
                 let args = &self.argv[position + 1..];
                 let dashes = args.iter().position(|e| e.text == "--");
@@ -849,6 +941,96 @@ impl Guard<'_, '_> {
             let values = find_values(element.text);
             self.not_run.extend(i + 1..=i + values);
             i += 1 + values;
+        }
+        Ok(())
+    }
+
+    /// `git [GLOBAL OPTIONS] SUBCOMMAND [ARGS]`: global option values that are paths may hold
+    /// a placeholder, `-c` values may not; the subcommand is fixed; the subcommands that run
+    /// their arguments take none; elsewhere no placeholder in an option that names a program.
+    fn git(&mut self, position: usize) -> Result<(), GuardError> {
+        let code = |guard: &Self, at: usize, what: &'static str| GuardError::Code {
+            position: at,
+            text: guard.text(at),
+            program: "git".to_owned(),
+            what,
+        };
+        let mut i = position + 1;
+        while let Some(element) = self.argv.get(i) {
+            let text = element.text;
+            if !text.starts_with('-') || text == "--" {
+                break;
+            }
+            let name = option_name(text);
+            if matches!(name, "-c" | "--config-env") {
+                // `-c core.sshCommand=...`: the value may name a program.
+                let value = if text.contains('=') && name == "--config-env" {
+                    i
+                } else {
+                    i + 1
+                };
+                if let Some(at) =
+                    (i..=value.min(self.argv.len() - 1)).find(|&j| self.argv[j].placeholder)
+                {
+                    return Err(code(
+                        self,
+                        at,
+                        "a `-c` configuration setting (one can name a program: core.sshCommand, core.pager)",
+                    ));
+                }
+                i = value + 1;
+            } else if GIT_DATA_OPTIONS.contains(&name) {
+                i += if text.contains('=') { 1 } else { 2 };
+            } else if GIT_FLAGS.contains(&name) {
+                if element.placeholder {
+                    return Err(code(self, i, "an option"));
+                }
+                i += 1;
+            } else {
+                return match self.first_placeholder(i) {
+                    Some(placeholder) => Err(GuardError::UnknownOption {
+                        position: i,
+                        option: text.to_owned(),
+                        program: "git".to_owned(),
+                        placeholder,
+                    }),
+                    None => Ok(()),
+                };
+            }
+        }
+        if self.argv.get(i).is_some_and(|e| e.text == "--") {
+            i += 1;
+        }
+        let Some(subcommand) = self.argv.get(i).copied() else {
+            return Ok(());
+        };
+        if subcommand.placeholder {
+            return Err(GuardError::ChosenProgram {
+                position: i,
+                text: subcommand.text.to_owned(),
+                runner: "git".to_owned(),
+            });
+        }
+        if GIT_RUNS_ARGUMENTS.contains(&subcommand.text) {
+            return self.refuse_shell_line(
+                "git",
+                i + 1,
+                "runs commands given in the arguments of this subcommand, or writes configuration that names them",
+            );
+        }
+        for at in i + 1..self.argv.len() {
+            let text = self.argv[at].text;
+            let named = GIT_COMMAND_OPTIONS.contains(&option_name(text));
+            let value_of_named = at > i + 1
+                && !text.starts_with('-')
+                && GIT_COMMAND_OPTIONS.contains(&self.argv[at - 1].text);
+            if self.argv[at].placeholder && (named || value_of_named) {
+                return Err(code(
+                    self,
+                    at,
+                    "an option value that names a program or configuration",
+                ));
+            }
         }
         Ok(())
     }

@@ -387,6 +387,36 @@ fn placeholders_that_would_reach_code_are_refused_at_load() {
             &["rsync", "-az", "/srv/data/", "/mnt/{entity}"],
             "unless `-s`/`--protect-args` is given",
         ),
+        // git: configuration that names programs, subcommands that run their arguments.
+        (
+            &["git", "-c", "core.sshCommand={entity}", "fetch"],
+            "configuration setting",
+        ),
+        (&["git", "-c", "{entity}", "pull"], "configuration setting"),
+        (
+            &["git", "-C", "/srv/app", "{entity}"],
+            "is the program that `git` runs",
+        ),
+        (
+            &["git", "-C", "/srv/app", "submodule", "foreach", "{entity}"],
+            "runs commands given in the arguments",
+        ),
+        (
+            &["git", "config", "core.pager", "{entity}"],
+            "runs commands given in the arguments",
+        ),
+        (
+            &["git", "clone", "--upload-pack={entity}", "https://git/repo"],
+            "names a program",
+        ),
+        (
+            &["git", "clone", "-u", "{entity}", "https://git/repo"],
+            "names a program",
+        ),
+        (
+            &["git", "--frobnicate", "pull", "{entity}"],
+            "does not know option `--frobnicate`",
+        ),
     ];
     for (argv, expected) in cases {
         let items: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
@@ -497,6 +527,9 @@ fn placeholders_as_data_still_load() {
             "/srv/data/",
             "backup@{entity}:/srv/data/",
         ],
+        &["git", "-C", "/srv/repos/{entity}", "pull", "--ff-only"],
+        &["git", "-C", "/srv/app", "checkout", "{params.revision}"],
+        &["git", "--git-dir=/srv/{entity}/.git", "fetch", "origin"],
         // `python` here is a file name that find looks for.
         &[
             "find",
