@@ -584,78 +584,84 @@ const SPECS: &[Spec] = &[
 ];
 
 /// git's global options that take a value that is data (a path, a namespace).
+#[rustfmt::skip]
 const GIT_DATA_OPTIONS: &[&str] = &[
-    "-C",
-    "--git-dir",
-    "--work-tree",
-    "--namespace",
-    "--attr-source",
-    "--list-cmds",
+    "-C", "--git-dir", "--work-tree", "--namespace", "--attr-source", "--list-cmds",
 ];
+
 /// git's global flags.
+#[rustfmt::skip]
 const GIT_FLAGS: &[&str] = &[
-    "--bare",
-    "--no-pager",
-    "-p",
-    "--paginate",
-    "-P",
-    "--no-replace-objects",
-    "--no-lazy-fetch",
-    "--literal-pathspecs",
-    "--glob-pathspecs",
-    "--noglob-pathspecs",
-    "--icase-pathspecs",
-    "--no-optional-locks",
-    "--no-advice",
-    "--exec-path",
-    "--html-path",
-    "--man-path",
-    "--info-path",
-    "--version",
-    "-v",
-    "--help",
-    "-h",
+    "--bare", "--no-pager", "-p", "--paginate", "-P", "--no-replace-objects", "--no-lazy-fetch",
+    "--literal-pathspecs", "--glob-pathspecs", "--noglob-pathspecs", "--icase-pathspecs",
+    "--no-optional-locks", "--no-advice", "--exec-path", "--html-path", "--man-path",
+    "--info-path", "--version", "-v", "--help", "-h",
 ];
+
 /// git subcommands that run commands given in their arguments, or write configuration that
 /// names programs: no placeholder anywhere in them.
+#[rustfmt::skip]
 const GIT_RUNS_ARGUMENTS: &[&str] = &[
-    "submodule",
-    "rebase",
-    "bisect",
-    "filter-branch",
-    "filter-repo",
-    "config",
-    "daemon",
-    "difftool",
-    "mergetool",
-    "send-email",
-    "instaweb",
-    "credential",
-    "archive",
-    "grep",
-    "help",
-    "shell",
-    "upload-pack",
-    "receive-pack",
-    "remote-ext",
-    "web--browse",
-    "var",
-    "alias",
+    "submodule", "rebase", "bisect", "filter-branch", "filter-repo", "config", "daemon",
+    "difftool", "mergetool", "send-email", "instaweb", "credential", "archive", "grep", "help",
+    "shell", "upload-pack", "receive-pack", "remote-ext", "web--browse", "var", "alias", "hook",
+    "submodule--helper",
 ];
-/// Options of the other subcommands whose value is a program, a command line or
-/// configuration (`clone --upload-pack`, `clone -c`, `push --receive-pack`).
-const GIT_COMMAND_OPTIONS: &[&str] = &[
-    "-u",
-    "-c",
-    "-x",
-    "--upload-pack",
-    "--receive-pack",
-    "--exec",
-    "--config",
-    "--extcmd",
-    "--server-option",
-    "-o",
+
+/// Flags of the other subcommands that take no value, so that a placeholder after one is an
+/// operand. git also takes clusters, attached values and unique prefixes of long options
+/// (`-u{x}`, `--upload={x}` for `--upload-pack`), so any other option before a placeholder
+/// may be the one that names a program.
+#[rustfmt::skip]
+const GIT_SUBCOMMAND_FLAGS: &[&str] = &[
+    "--hard", "--soft", "--mixed", "--keep", "--merge", "--ff-only", "--no-ff", "--ff",
+    "--rebase", "--no-rebase", "--force", "-f", "--quiet", "-q", "--verbose", "-v", "--prune",
+    "--all", "--tags", "--no-tags", "--detach", "--no-edit", "--autostash",
 ];
+
+/// Environment variables that a program loads or runs code from (`LD_PRELOAD`,
+/// `GIT_SSH_COMMAND`, `BASH_ENV`), or that pick where it finds its programs and configuration
+/// (`PATH`, `HOME`): a value there is code.
+fn code_variable(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "PATH",
+        "HOME",
+        "XDG_CONFIG_HOME",
+        "XDG_CONFIG_DIRS",
+        "BASH_ENV",
+        "ENV",
+        "PS4",
+        "PROMPT_COMMAND",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "IFS",
+        "EDITOR",
+        "VISUAL",
+        "PAGER",
+        "MANPAGER",
+        "LESSOPEN",
+        "LESSCLOSE",
+        "BROWSER",
+        "SSH_ASKPASS",
+        "SUDO_ASKPASS",
+        "PERL5OPT",
+        "PERL5LIB",
+        "PERLLIB",
+        "PYTHONSTARTUP",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "RUBYOPT",
+        "RUBYLIB",
+        "KUBECONFIG",
+        "DOCKER_CONFIG",
+        "DOCKER_HOST",
+        "SSH_AUTH_SOCK",
+    ];
+    const PREFIXES: &[&str] = &["LD_", "DYLD_", "GIT_", "BASH_FUNC_", "RSYNC_", "GCONV_"];
+    NAMES.contains(&name) || PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}
 
 /// An option's name, without an attached `=value`.
 fn option_name(text: &str) -> &str {
@@ -845,7 +851,18 @@ impl Guard<'_, '_> {
             }
             Kind::Rsync => {
                 let parsed = self.parse(spec, position + 1, true, false);
-                self.refuse_unknown(name, &parsed)?;
+                // Options may follow operands, so one salve does not know (`--no-s`,
+                // `--old-args`) may undo what came before it: refuse any placeholder at all.
+                if let Some((at, option)) = &parsed.unknown {
+                    if let Some(placeholder) = self.first_placeholder(position + 1) {
+                        return Err(GuardError::UnknownOption {
+                            position: *at,
+                            option: option.clone(),
+                            program: name.to_owned(),
+                            placeholder,
+                        });
+                    }
+                }
                 self.refuse_in_options(name, &parsed, |role| role == Role::Value)?;
                 self.not_run
                     .extend(parsed.options.iter().map(|&(position, _)| position));
@@ -927,6 +944,7 @@ impl Guard<'_, '_> {
                 return Err(self.refused_by_find(i, "part of the expression"));
             }
             if matches!(element.text, "-exec" | "-execdir" | "-ok" | "-okdir") {
+                self.found_file_as_code(i + 1)?;
                 self.program(i + 1, Some("find"))?;
                 // The program's arguments run up to `;` or `+`: data to find, and checked as
                 // the program's own above.
@@ -956,6 +974,7 @@ impl Guard<'_, '_> {
             what,
         };
         let mut i = position + 1;
+        let mut configured = false;
         while let Some(element) = self.argv.get(i) {
             let text = element.text;
             if !text.starts_with('-') || text == "--" {
@@ -963,6 +982,7 @@ impl Guard<'_, '_> {
             }
             let name = option_name(text);
             if matches!(name, "-c" | "--config-env") {
+                configured = true;
                 // `-c core.sshCommand=...`: the value may name a program.
                 let value = if text.contains('=') && name == "--config-env" {
                     i
@@ -980,7 +1000,20 @@ impl Guard<'_, '_> {
                 }
                 i = value + 1;
             } else if GIT_DATA_OPTIONS.contains(&name) {
-                i += if text.contains('=') { 1 } else { 2 };
+                // A repository's configuration can name programs (core.fsmonitor): the value
+                // may only extend a fixed directory, which the runtime keeps `..` out of.
+                let (at, value) = match text.split_once('=') {
+                    Some((_, value)) => (i, value),
+                    None => (i + 1, self.argv.get(i + 1).map_or("", |e| e.text)),
+                };
+                if self.argv.get(at).is_some_and(|e| e.placeholder) && value.starts_with('{') {
+                    return Err(code(
+                        self,
+                        at,
+                        "a repository path that begins with a value (begin it with a fixed directory, such as `/srv/repos/{entity}`)",
+                    ));
+                }
+                i = at + 1;
             } else if GIT_FLAGS.contains(&name) {
                 if element.placeholder {
                     return Err(code(self, i, "an option"));
@@ -1019,17 +1052,64 @@ impl Guard<'_, '_> {
             );
         }
         for at in i + 1..self.argv.len() {
-            let text = self.argv[at].text;
-            let named = GIT_COMMAND_OPTIONS.contains(&option_name(text));
-            let value_of_named = at > i + 1
-                && !text.starts_with('-')
-                && GIT_COMMAND_OPTIONS.contains(&self.argv[at - 1].text);
-            if self.argv[at].placeholder && (named || value_of_named) {
+            let element = self.argv[at];
+            if element.text == "--" && !element.placeholder {
+                // Pathspecs from here on.
+                break;
+            }
+            if !element.placeholder {
+                continue;
+            }
+            if configured {
                 return Err(code(
                     self,
                     at,
-                    "an option value that names a program or configuration",
+                    "an argument after `-c` settings (they can make git run a value: protocol.ext.allow, alias.*)",
                 ));
+            }
+            let previous = self.argv[at - 1].text;
+            let operand = !element.text.starts_with('-')
+                && (at == i + 1
+                    || !previous.starts_with('-')
+                    || GIT_SUBCOMMAND_FLAGS.contains(&previous));
+            if !operand {
+                return Err(code(
+                    self,
+                    at,
+                    "an option, or the value of one, that salve does not know to take data (it could name a program: `--upload-pack`, `-u`, `--exec`, `--template`)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// With a placeholder anywhere, which may steer what find finds, a found file (`{}`)
+    /// may not be the program `-exec` runs, nor be spliced into a shell's or interpreter's
+    /// code (`sh -c 'rm {}'`); `sh -c 'rm "$1"' sh {}` passes it as data.
+    fn found_file_as_code(&self, program: usize) -> Result<(), GuardError> {
+        if self.first_placeholder(0).is_none() {
+            return Ok(());
+        }
+        let Some(element) = self.argv.get(program) else {
+            return Ok(());
+        };
+        let reads_code = lookup(element.text).is_some_and(|spec| {
+            matches!(spec.kind, Kind::Interpreter { .. } | Kind::ShellLine { .. })
+        });
+        let end = self.argv[program..]
+            .iter()
+            .position(|e| !e.placeholder && matches!(e.text, ";" | "+"))
+            .map_or(self.argv.len(), |at| program + at);
+        for at in program..end {
+            let text = self.argv[at].text;
+            let spliced = text.contains("{{}}") && text != "{{}}";
+            if (at == program && text.contains("{{}}")) || (reads_code && spliced) {
+                return Err(GuardError::FindExpression {
+                    position: at,
+                    text: self.text(at),
+                    what: "a found file run as a program or spliced into code",
+                    fix: "with a value choosing where find looks, pass the file as an argument: `-exec sh -c '... \"$1\"' sh {{}} ;`",
+                });
             }
         }
         Ok(())
@@ -1105,6 +1185,14 @@ impl Guard<'_, '_> {
             while let Some(element) = self.argv.get(next) {
                 match element.text.split_once('=') {
                     Some((variable, _)) if !variable.is_empty() && !variable.contains('{') => {
+                        if element.placeholder && code_variable(variable) {
+                            return Err(GuardError::Code {
+                                position: next,
+                                text: self.text(next),
+                                program: name.to_owned(),
+                                what: "an environment variable that programs load or run code from",
+                            });
+                        }
                         next += 1;
                     }
                     _ => break,

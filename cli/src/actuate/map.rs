@@ -99,7 +99,7 @@ impl Template {
                     Segment::Text(literal) => text.push_str(literal),
                     Segment::Field(field) => {
                         let value = field_value(field, command)?;
-                        refuse_value(field, &value, text.is_empty(), index + 1)?;
+                        refuse_value(field, &value, &text, index + 1)?;
                         text.push_str(&value);
                     }
                 }
@@ -112,21 +112,29 @@ impl Template {
 
 /// Refuses, at run time, a value no command field legitimately holds in an argument: one that
 /// starts the argument with `-` (the program would read it as an option: an entity called
-/// `-oProxyCommand=...` or `--help`), and one with a control character (a newline splits a
-/// line-based protocol or config the program writes). The guard at load time cannot see these:
-/// they are about the values, not where they go.
-fn refuse_value(
-    field: &Field,
-    value: &str,
-    starts_argument: bool,
-    position: usize,
-) -> Result<(), String> {
+/// `-oProxyCommand=...` or `--help`), or starts the host of `USER@HOST` with it (rsync and scp
+/// hand the host to ssh as an argument of its own); one with a `..` path segment (it would
+/// climb out of the directory the template names: `rm -r /srv/cache/{entity}`); and one with a
+/// control character (a newline splits a line-based protocol or config the program writes).
+/// The guard at load time cannot see these: they are about the values, not where they go.
+fn refuse_value(field: &Field, value: &str, before: &str, position: usize) -> Result<(), String> {
     // The value comes from the command and goes into the ack: show a little of it.
     let shown = || value.chars().take(40).collect::<String>();
-    if starts_argument && value.starts_with('-') {
+    if (before.is_empty() || before.ends_with('@')) && value.starts_with('-') {
+        let shown = shown();
+        let what = if before.is_empty() {
+            format!("start argument {position}")
+        } else {
+            format!("start the host after `{before}` in argument {position}")
+        };
+        return Err(format!(
+            "{field} = {shown:?} would {what} with `-`, and the program could read it as an option; refused (for a value that may be negative, write it after an option, e.g. `--delta={field}`)"
+        ));
+    }
+    if value.split('/').any(|segment| segment == "..") {
         let shown = shown();
         return Err(format!(
-            "{field} = {shown:?} would start argument {position} with `-`, and the program could read it as an option; refused (for a value that may be negative, write it after an option, e.g. `--delta={field}`)"
+            "{field} = {shown:?} has a `..` path segment, which would climb out of the directory the template names; refused"
         ));
     }
     if value.chars().any(char::is_control) {

@@ -96,6 +96,33 @@ scale = ["printf", "<%s>", "--by={params.by}"]"#;
             "{entity:?}: {outcome:?}"
         );
     }
+    // The host of USER@HOST, which rsync and scp pass to ssh as an argument of its own; and a
+    // `..` that climbs out of the template's directory.
+    let map_with_host = r#"[actions]
+restart = ["printf", "<%s>", "backup@{entity}:/srv/data/"]
+clean = ["printf", "<%s>", "/srv/cache/{entity}"]"#;
+    for (action, entity) in [
+        ("restart", "-oProxyCommand=sh -c id"),
+        ("clean", ".."),
+        ("clean", "../../etc"),
+        ("clean", "a/../../etc"),
+    ] {
+        let outcome = handle(
+            map_with_host,
+            &command(action, entity, serde_json::json!({})),
+        )
+        .await;
+        assert!(
+            matches!(&outcome, Outcome::Rejected(d) if d.starts_with("{entity} = ")),
+            "{entity:?}: {outcome:?}"
+        );
+    }
+    let outcome = handle(
+        map_with_host,
+        &command("clean", "a..b/c...", serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(outcome, Outcome::Succeeded("</srv/cache/a..b/c...>".into()));
     // A dash inside an argument, or after a literal prefix, is no option.
     let outcome = handle(map, &command("restart", "pod-1", serde_json::json!({}))).await;
     assert_eq!(outcome, Outcome::Succeeded("<pod-1>".into()));
@@ -407,15 +434,91 @@ fn placeholders_that_would_reach_code_are_refused_at_load() {
         ),
         (
             &["git", "clone", "--upload-pack={entity}", "https://git/repo"],
-            "names a program",
+            "does not know to take data",
         ),
         (
             &["git", "clone", "-u", "{entity}", "https://git/repo"],
-            "names a program",
+            "does not know to take data",
         ),
         (
             &["git", "--frobnicate", "pull", "{entity}"],
             "does not know option `--frobnicate`",
+        ),
+        // git takes attached values, clusters and prefixes of long options.
+        (
+            &["git", "clone", "-u{entity}", "/srv/r.git", "/tmp/x"],
+            "does not know to take data",
+        ),
+        (
+            &["git", "clone", "--upload={entity}", "/srv/r.git"],
+            "does not know to take data",
+        ),
+        (
+            &[
+                "git",
+                "clone",
+                "--template=/srv/tpl/{entity}",
+                "https://git/r",
+                "/srv/app",
+            ],
+            "does not know to take data",
+        ),
+        (
+            &["git", "-C", "/srv/app", "hook", "run", "{entity}"],
+            "runs commands given in the arguments",
+        ),
+        (
+            &[
+                "git",
+                "-c",
+                "protocol.ext.allow=always",
+                "-C",
+                "/srv/app",
+                "fetch",
+                "{entity}",
+            ],
+            "after `-c` settings",
+        ),
+        (
+            &["git", "--git-dir", "{entity}", "fetch"],
+            "repository path that begins with a value",
+        ),
+        // An option salve does not know may undo -s after the operands.
+        (
+            &[
+                "rsync",
+                "-as",
+                "/srv/data/",
+                "backup@host:/srv/{entity}/",
+                "--no-protect-args",
+            ],
+            "does not know option `--no-protect-args`",
+        ),
+        // find runs, or splices into code, a file that a value may have chosen.
+        (
+            &[
+                "find",
+                "/srv/jobs/{entity}",
+                "-type",
+                "f",
+                "-exec",
+                "{{}}",
+                ";",
+            ],
+            "a found file run as a program",
+        ),
+        (
+            &["find", "/srv/{entity}", "-exec", "sh", "-c", "rm {{}}", ";"],
+            "spliced into code",
+        ),
+        // Environment variables that programs run or load code from.
+        (
+            &["env", "GIT_SSH_COMMAND={entity}", "git", "fetch"],
+            "environment variable that programs load or run code from",
+        ),
+        (
+            &["env", "LD_PRELOAD=/tmp/{entity}.so", "/opt/restart"],
+            "environment variable that programs load or run code from",
         ),
     ];
     for (argv, expected) in cases {
@@ -528,6 +631,25 @@ fn placeholders_as_data_still_load() {
             "backup@{entity}:/srv/data/",
         ],
         &["git", "-C", "/srv/repos/{entity}", "pull", "--ff-only"],
+        &[
+            "git",
+            "-C",
+            "/srv/app",
+            "reset",
+            "--hard",
+            "{params.revision}",
+        ],
+        &[
+            "find",
+            "/srv/{entity}",
+            "-exec",
+            "sh",
+            "-c",
+            "rm \"$1\"",
+            "sh",
+            "{{}}",
+            ";",
+        ],
         &["git", "-C", "/srv/app", "checkout", "{params.revision}"],
         &["git", "--git-dir=/srv/{entity}/.git", "fetch", "origin"],
         // `python` here is a file name that find looks for.
