@@ -114,7 +114,8 @@ impl Template {
 /// starts the argument with `-` (the program would read it as an option: an entity called
 /// `-oProxyCommand=...` or `--help`), or starts the host of `USER@HOST` with it (rsync and scp
 /// hand the host to ssh as an argument of its own); one with a `..` path segment (it would
-/// climb out of the directory the template names: `rm -r /srv/cache/{entity}`); and one with a
+/// climb out of the directory the template names: `rm -r /srv/cache/{entity}`); an empty one
+/// (the same template would name the whole cache, and `find "!{x}"` would be an operator); and one with a
 /// control character (a newline splits a line-based protocol or config the program writes).
 /// The guard at load time cannot see these: they are about the values, not where they go.
 fn refuse_value(field: &Field, value: &str, before: &str, position: usize) -> Result<(), String> {
@@ -129,6 +130,11 @@ fn refuse_value(field: &Field, value: &str, before: &str, position: usize) -> Re
         };
         return Err(format!(
             "{field} = {shown:?} would {what} with `-`, and the program could read it as an option; refused (for a value that may be negative, write it after an option, e.g. `--delta={field}`)"
+        ));
+    }
+    if value.is_empty() {
+        return Err(format!(
+            "{field} = \"\" is empty, which would leave argument {position} as the template's fixed text alone (`rm -r /srv/cache/{{entity}}` would name the whole cache); refused"
         ));
     }
     if value.split('/').any(|segment| segment == "..") {

@@ -106,6 +106,7 @@ clean = ["printf", "<%s>", "/srv/cache/{entity}"]"#;
         ("clean", ".."),
         ("clean", "../../etc"),
         ("clean", "a/../../etc"),
+        ("clean", ""),
     ] {
         let outcome = handle(
             map_with_host,
