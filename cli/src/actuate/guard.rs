@@ -47,7 +47,7 @@ pub enum GuardError {
         runner: String,
     },
     /// A placeholder sits where a program reads code, a script path or an option.
-    #[error("argument {position} (`{text}`) is {what} of `{program}`, and contains a placeholder that would be parsed as code; keep it fixed and pass values as arguments after the script (a shell script reads them as \"$1\", \"$2\"...)")]
+    #[error("argument {position} (`{text}`) is {what} of `{program}`, and contains a placeholder that would be parsed as code; {fix}")]
     Code {
         /// Where.
         position: usize,
@@ -57,6 +57,8 @@ pub enum GuardError {
         program: String,
         /// What the element is to the program.
         what: &'static str,
+        /// How to write it instead.
+        fix: &'static str,
     },
     /// A placeholder sits in arguments that a program joins into a shell command line.
     #[error("argument {position} (`{text}`) contains a placeholder, and `{program}` {how}, where the value would be parsed as shell code")]
@@ -663,6 +665,9 @@ fn code_variable(name: &str) -> bool {
     NAMES.contains(&name) || PREFIXES.iter().any(|prefix| name.starts_with(prefix))
 }
 
+/// How to pass a value to code instead of splicing it in.
+const SCRIPT_ADVICE: &str = "keep it fixed and pass values as arguments after the script (a shell script reads them as \"$1\", \"$2\"...)";
+
 /// An option's name, without an attached `=value`.
 fn option_name(text: &str) -> &str {
     text.split_once('=').map_or(text, |(name, _)| name)
@@ -967,11 +972,14 @@ impl Guard<'_, '_> {
     /// a placeholder, `-c` values may not; the subcommand is fixed; the subcommands that run
     /// their arguments take none; elsewhere no placeholder in an option that names a program.
     fn git(&mut self, position: usize) -> Result<(), GuardError> {
-        let code = |guard: &Self, at: usize, what: &'static str| GuardError::Code {
+        let code = |guard: &Self, at: usize, what: &'static str| {
+            GuardError::Code {
             position: at,
             text: guard.text(at),
             program: "git".to_owned(),
             what,
+            fix: "keep it fixed; values may be operands, such as a revision, a remote, or a path under a fixed directory",
+        }
         };
         let mut i = position + 1;
         let mut configured = false;
@@ -1150,6 +1158,7 @@ impl Guard<'_, '_> {
                 } else {
                     "the script (or program text)"
                 },
+                fix: SCRIPT_ADVICE,
             });
         }
         Ok(())
@@ -1191,6 +1200,7 @@ impl Guard<'_, '_> {
                                 text: self.text(next),
                                 program: name.to_owned(),
                                 what: "an environment variable that programs load or run code from",
+                                fix: "keep it fixed, and pass the value in a variable of your own or as an argument",
                             });
                         }
                         next += 1;
@@ -1254,6 +1264,7 @@ impl Guard<'_, '_> {
                         Role::Code => "the code",
                         Role::Flag | Role::Value => "an option",
                     },
+                    fix: SCRIPT_ADVICE,
                 });
             }
         }
