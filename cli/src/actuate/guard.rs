@@ -781,7 +781,12 @@ impl Guard<'_, '_> {
     }
 
     fn first_placeholder(&self, from: usize) -> Option<usize> {
-        (from..self.argv.len()).find(|&i| self.argv[i].placeholder)
+        self.placeholder_in(from, self.argv.len())
+    }
+
+    /// The first placeholder among arguments `from` to `to`, both included, as far as they go.
+    fn placeholder_in(&self, from: usize, to: usize) -> Option<usize> {
+        (from..self.argv.len().min(to.saturating_add(1))).find(|&i| self.argv[i].placeholder)
     }
 
     /// Checks the program at `position`, run by `runner` if a wrapper runs it.
@@ -859,14 +864,7 @@ impl Guard<'_, '_> {
                 // Options may follow operands, so one salve does not know (`--no-s`,
                 // `--old-args`) may undo what came before it: refuse any placeholder at all.
                 if let Some((at, option)) = &parsed.unknown {
-                    if let Some(placeholder) = self.first_placeholder(position + 1) {
-                        return Err(GuardError::UnknownOption {
-                            position: *at,
-                            option: option.clone(),
-                            program: name.to_owned(),
-                            placeholder,
-                        });
-                    }
+                    self.refuse_unknown_option(name, *at, option, position + 1)?;
                 }
                 self.refuse_in_options(name, &parsed, |role| role == Role::Value)?;
                 self.not_run
@@ -901,15 +899,12 @@ impl Guard<'_, '_> {
                     Some(dashes) if dashes > exec => {
                         self.program(position + 1 + dashes + 1, Some(name))
                     }
-                    _ => match self.first_placeholder(position + 1 + exec + 1) {
-                        Some(placeholder) => Err(GuardError::UnknownOption {
-                            position: position + 1 + exec,
-                            option: subcommand.to_owned(),
-                            program: name.to_owned(),
-                            placeholder,
-                        }),
-                        None => Ok(()),
-                    },
+                    _ => self.refuse_unknown_option(
+                        name,
+                        position + 1 + exec,
+                        subcommand,
+                        position + 1 + exec + 1,
+                    ),
                 }
             }
         }
@@ -927,8 +922,7 @@ impl Guard<'_, '_> {
                 break;
             }
             let end = if text == "-D" { i + 1 } else { i };
-            if let Some(at) = (i..=end.min(self.argv.len() - 1)).find(|&j| self.argv[j].placeholder)
-            {
+            if let Some(at) = self.placeholder_in(i, end) {
                 return Err(self.refused_by_find(at, "an option"));
             }
             i = end + 1;
@@ -951,13 +945,9 @@ impl Guard<'_, '_> {
             if matches!(element.text, "-exec" | "-execdir" | "-ok" | "-okdir") {
                 self.found_file_as_code(i + 1)?;
                 self.program(i + 1, Some("find"))?;
-                // The program's arguments run up to `;` or `+`: data to find, and checked as
-                // the program's own above.
-                let end = self.argv[i + 1..]
-                    .iter()
-                    .position(|e| !e.placeholder && matches!(e.text, ";" | "+"))
-                    .map_or(self.argv.len(), |at| i + 1 + at);
-                i = end + 1;
+                // The program's arguments are data to find, and checked as the program's own
+                // above.
+                i = self.exec_end(i + 1) + 1;
                 continue;
             }
             // A test's value is a pattern or a name (`-name sh`), never run.
@@ -997,9 +987,7 @@ impl Guard<'_, '_> {
                 } else {
                     i + 1
                 };
-                if let Some(at) =
-                    (i..=value.min(self.argv.len() - 1)).find(|&j| self.argv[j].placeholder)
-                {
+                if let Some(at) = self.placeholder_in(i, value) {
                     return Err(code(
                         self,
                         at,
@@ -1028,15 +1016,7 @@ impl Guard<'_, '_> {
                 }
                 i += 1;
             } else {
-                return match self.first_placeholder(i) {
-                    Some(placeholder) => Err(GuardError::UnknownOption {
-                        position: i,
-                        option: text.to_owned(),
-                        program: "git".to_owned(),
-                        placeholder,
-                    }),
-                    None => Ok(()),
-                };
+                return self.refuse_unknown_option("git", i, text, i);
             }
         }
         if self.argv.get(i).is_some_and(|e| e.text == "--") {
@@ -1104,11 +1084,7 @@ impl Guard<'_, '_> {
         let reads_code = lookup(element.text).is_some_and(|spec| {
             matches!(spec.kind, Kind::Interpreter { .. } | Kind::ShellLine { .. })
         });
-        let end = self.argv[program..]
-            .iter()
-            .position(|e| !e.placeholder && matches!(e.text, ";" | "+"))
-            .map_or(self.argv.len(), |at| program + at);
-        for at in program..end {
+        for at in program..self.exec_end(program) {
             let text = self.argv[at].text;
             let spliced = text.contains("{{}}") && text != "{{}}";
             if (at == program && text.contains("{{}}")) || (reads_code && spliced) {
@@ -1121,6 +1097,15 @@ impl Guard<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// Where the arguments of the program that find's `-exec` runs from `program` end: at the
+    /// `;` or `+` after them, else at the end of the template.
+    fn exec_end(&self, program: usize) -> usize {
+        self.argv[program.min(self.argv.len())..]
+            .iter()
+            .position(|e| !e.placeholder && matches!(e.text, ";" | "+"))
+            .map_or(self.argv.len(), |at| program + at)
     }
 
     fn refused_by_find(&self, position: usize, what: &'static str) -> GuardError {
@@ -1234,13 +1219,27 @@ impl Guard<'_, '_> {
     }
 
     fn refuse_unknown(&self, name: &str, parsed: &Parsed) -> Result<(), GuardError> {
-        let Some((position, option)) = &parsed.unknown else {
-            return Ok(());
-        };
-        match self.first_placeholder(*position) {
+        match &parsed.unknown {
+            Some((position, option)) => {
+                self.refuse_unknown_option(name, *position, option, *position)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses an option salve does not know, `option` at `position`, when a placeholder
+    /// comes at `from` or after it.
+    fn refuse_unknown_option(
+        &self,
+        name: &str,
+        position: usize,
+        option: &str,
+        from: usize,
+    ) -> Result<(), GuardError> {
+        match self.first_placeholder(from) {
             Some(placeholder) => Err(GuardError::UnknownOption {
-                position: *position,
-                option: option.clone(),
+                position,
+                option: option.to_owned(),
                 program: name.to_owned(),
                 placeholder,
             }),
