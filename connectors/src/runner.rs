@@ -781,9 +781,9 @@ pub fn run_with(
         }
     }
     flush_outputs(&*producer, &delivery)?;
+    // What that confirms is changelog records, for the record producer alone.
     engine.confirm_delivered(&mut out);
     publisher.outputs(&mut out)?;
-    flush_outputs(&*producer, &delivery)?;
     flush_outputs(&*records, &delivery)?;
     if shutdown.aborted() {
         // A second stop request while the records were flushing: commit nothing.
