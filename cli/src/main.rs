@@ -540,8 +540,10 @@ fn replay_command(
             return ExitCode::from(2);
         }
     };
-    // `-` reads standard input, so that `salve replay` can sit at the end of a pipe.
-    let input: Box<dyn std::io::BufRead> = if events == std::path::Path::new("-") {
+    // `-` reads standard input, so that `salve replay` can sit at the end of a pipe; it may
+    // be a live stream.
+    let live = events == std::path::Path::new("-");
+    let input: Box<dyn std::io::BufRead> = if live {
         Box::new(std::io::stdin().lock())
     } else {
         match std::fs::File::open(events) {
@@ -569,8 +571,7 @@ fn replay_command(
         operator: Vec::new(),
     };
     // Buffered: standard output alone would write each line with a system call of its own.
-    // From standard input, which may be a live stream, each line goes out as it comes.
-    let live = events == std::path::Path::new("-");
+    // From a live stream, each line goes out as it comes.
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let mut failed = None;
     let read = replay(
