@@ -7,7 +7,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use salve_connectors::{KafkaConfig, RunReport, Shutdown, TopicsConfig};
+use salve_connectors::{EmbeddedBroker, KafkaConfig, RunReport, Shutdown, TopicsConfig};
 use salve_engine::Engine;
 use std::error::Error;
 use std::sync::{mpsc, Arc};
@@ -172,9 +172,7 @@ pub fn embedded_kafka_config<'a>(
         group_id: group.to_owned(),
         ..KafkaConfig::default()
     };
-    kafka
-        .consumer
-        .insert("session.timeout.ms".into(), "6000".into());
+    EmbeddedBroker::tune(&mut kafka);
     for (key, value) in consumer {
         kafka.consumer.insert(key.into(), value.into());
     }

@@ -45,18 +45,7 @@ pub fn run(
     };
     let mut kafka = config.kafka.clone();
     if embedded.is_some() {
-        // One process owns the embedded broker, so group members come and go only on restarts;
-        // a short session lets a restart rejoin in seconds rather than the default 45.
-        kafka
-            .consumer
-            .entry("session.timeout.ms".into())
-            .or_insert_with(|| "6000".into());
-        // The mock broker holds an empty fetch for the whole of fetch.wait.max.ms (500 ms by
-        // default), where a real broker answers as soon as data arrives.
-        kafka
-            .consumer
-            .entry("fetch.wait.max.ms".into())
-            .or_insert_with(|| "5".into());
+        EmbeddedBroker::tune(&mut kafka);
     }
     let bootstrap = match &embedded {
         Some(broker) => broker.bootstrap_servers(),

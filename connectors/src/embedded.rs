@@ -4,7 +4,7 @@
 //! only about 5 MiB per partition, a limit fixed in librdkafka: it is for trying salve out and
 //! for tests. Production runs against a Kafka cluster.
 
-use crate::config::TopicsConfig;
+use crate::config::{KafkaConfig, TopicsConfig};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
@@ -19,6 +19,24 @@ pub struct EmbeddedBroker {
 pub struct EmbeddedError(#[from] rdkafka::error::KafkaError);
 
 impl EmbeddedBroker {
+    /// Consumer settings for the embedded broker, where it differs from a Kafka cluster. Its
+    /// coordinator delays a group's first assignment by the session timeout less a second, and
+    /// one process owns it, so members come and go only on restarts: a short session rejoins
+    /// in seconds. It holds an empty fetch for the whole of `fetch.wait.max.ms`, even when
+    /// data arrives meanwhile, where a Kafka broker answers as soon as there is data.
+    pub const CONSUMER_SETTINGS: [(&'static str, &'static str); 2] =
+        [("session.timeout.ms", "6000"), ("fetch.wait.max.ms", "5")];
+
+    /// Adds [`Self::CONSUMER_SETTINGS`] to `kafka.consumer` where the user did not set them.
+    pub fn tune(kafka: &mut KafkaConfig) {
+        for (key, value) in Self::CONSUMER_SETTINGS {
+            kafka
+                .consumer
+                .entry(key.to_owned())
+                .or_insert_with(|| value.to_owned());
+        }
+    }
+
     /// Starts a one-broker cluster and creates the configured topics.
     pub fn start(topics: &TopicsConfig) -> Result<Self, EmbeddedError> {
         let cluster = MockCluster::new(1)?;
@@ -61,5 +79,21 @@ impl std::fmt::Debug for EmbeddedBroker {
         f.debug_struct("EmbeddedBroker")
             .field("bootstrap", &self.bootstrap_servers())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuning_for_the_embedded_broker_keeps_what_the_user_set() {
+        let mut kafka = KafkaConfig::default();
+        kafka
+            .consumer
+            .insert("fetch.wait.max.ms".into(), "50".into());
+        EmbeddedBroker::tune(&mut kafka);
+        assert_eq!(kafka.consumer["fetch.wait.max.ms"], "50");
+        assert_eq!(kafka.consumer["session.timeout.ms"], "6000");
     }
 }

@@ -920,7 +920,7 @@ fn ack_follower(
 
 /// The consumer settings salve relies on. `[kafka.consumer]` may override the tuning ones;
 /// validation refuses overrides of the ones that delivery depends on.
-pub(crate) fn consumer_defaults() -> [(&'static str, String); 5] {
+pub fn consumer_defaults() -> [(&'static str, String); 6] {
     [
         // Offsets are committed by the runner, after outputs are flushed.
         ("enable.auto.commit", "false".into()),
@@ -928,6 +928,11 @@ pub(crate) fn consumer_defaults() -> [(&'static str, String); 5] {
         ("auto.offset.reset", "earliest".into()),
         // The default of 1 s idles the consumer whenever processing outpaces fetching.
         ("fetch.queue.backoff.ms", "10".into()),
+        // librdkafka keeps one fetch in flight per broker, and leaves out of it the partitions
+        // whose queue is full. When the fetch names only partitions with nothing new, the
+        // broker holds it for the whole wait, and the partitions with a backlog wait with it:
+        // catching up while other partitions are idle went in steps of the default 500 ms.
+        ("fetch.wait.max.ms", "100".into()),
         // Incremental rebalancing: a member joining or leaving moves only the partitions
         // that change owner, and the others keep their state.
         ("partition.assignment.strategy", "cooperative-sticky".into()),
@@ -994,6 +999,17 @@ mod tests {
             .insert("linger.ms".into(), "20".into());
         let overrides = record_producer_overrides(&kafka);
         assert_eq!(overrides.get("linger.ms").map(String::as_str), Some("20"));
+    }
+
+    #[test]
+    fn a_fetch_is_held_at_most_100_ms_unless_the_user_says_otherwise() {
+        let none = std::collections::BTreeMap::new();
+        let config = client_config("localhost:9092", &consumer_defaults(), &none);
+        assert_eq!(config.get("fetch.wait.max.ms"), Some("100"));
+        let mut own = std::collections::BTreeMap::new();
+        own.insert("fetch.wait.max.ms".to_owned(), "500".to_owned());
+        let config = client_config("localhost:9092", &consumer_defaults(), &own);
+        assert_eq!(config.get("fetch.wait.max.ms"), Some("500"));
     }
 
     fn partition(partition: i32) -> PartitionId {

@@ -33,6 +33,7 @@ use salve_benches::{
     current_tid, feed, generate, machine, process_cpu, shipped_engine, thousands, thread_cpu,
     wall_ms, Message, WorkloadSpec, BASE_TS_MS,
 };
+use salve_connectors::runner::consumer_defaults;
 use salve_connectors::{EmbeddedBroker, RunReport, TopicsConfig};
 use salve_engine::{Engine, Output, PartitionId, RecordPosition};
 use std::collections::{BTreeMap, HashSet};
@@ -483,12 +484,14 @@ fn plain_consumer(
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        // The same as salve's runner sets.
-        .set("fetch.queue.backoff.ms", "10");
+        .set("group.id", group);
+    // What salve's runner sets on the embedded broker, so that only the work differs.
+    for (key, value) in consumer_defaults() {
+        config.set(key, value);
+    }
+    for (key, value) in EmbeddedBroker::CONSUMER_SETTINGS {
+        config.set(key, value);
+    }
     for (key, value) in extra {
         config.set(key, value);
     }

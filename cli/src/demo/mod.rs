@@ -194,15 +194,7 @@ fn demo_kafka(bootstrap: &str) -> KafkaConfig {
         commit_interval_ms: 500,
         ..KafkaConfig::default()
     };
-    // As `salve run` sets them on the embedded broker: the mock coordinator delays a group's
-    // first assignment by the session timeout less a second, and holds an empty fetch for the
-    // whole of fetch.wait.max.ms.
-    kafka
-        .consumer
-        .insert("session.timeout.ms".into(), "6000".into());
-    kafka
-        .consumer
-        .insert("fetch.wait.max.ms".into(), "5".into());
+    EmbeddedBroker::tune(&mut kafka);
     kafka
 }
 
