@@ -94,6 +94,7 @@ impl Template {
         argv.push(self.program.clone());
         for (index, arg) in self.args.iter().enumerate() {
             let mut text = String::new();
+            let mut filled = None;
             for segment in arg {
                 match segment {
                     Segment::Text(literal) => text.push_str(literal),
@@ -101,8 +102,12 @@ impl Template {
                         let value = field_value(field, command)?;
                         refuse_value(field, &value, &text, index + 1)?;
                         text.push_str(&value);
+                        filled = Some(field);
                     }
                 }
+            }
+            if let Some(field) = filled {
+                refuse_terminator(field, &text, index + 1)?;
             }
             argv.push(text);
         }
@@ -147,6 +152,18 @@ fn refuse_value(field: &Field, value: &str, before: &str, position: usize) -> Re
         let shown = shown();
         return Err(format!(
             "{field} = {shown:?} contains a control character (a newline, a tab...), which no entity or parameter needs; refused"
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an argument that a value made exactly `;` or `+`: find reads either as the end of
+/// `-exec`'s command (`+` right after `{}`), and the template's arguments after it would become
+/// find's expression.
+fn refuse_terminator(field: &Field, argument: &str, position: usize) -> Result<(), String> {
+    if argument == ";" || argument == "+" {
+        return Err(format!(
+            "{field} would make argument {position} exactly {argument:?}, which ends find's `-exec` command early; refused"
         ));
     }
     Ok(())

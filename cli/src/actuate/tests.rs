@@ -118,6 +118,35 @@ clean = ["printf", "<%s>", "/srv/cache/{entity}"]"#;
             "{entity:?}: {outcome:?}"
         );
     }
+    // A value that makes a whole argument find's `-exec` terminator.
+    let map_with_find = r#"[actions]
+restart = ["printf", "<%s>", "{entity}", "{params.extra}"]"#;
+    for value in [";", "+"] {
+        let outcome = handle(
+            map_with_find,
+            &command("restart", value, serde_json::json!({"extra": "x"})),
+        )
+        .await;
+        assert!(
+            matches!(&outcome, Outcome::Rejected(d) if d.starts_with("{entity} would make argument 2 exactly")),
+            "{value:?}: {outcome:?}"
+        );
+        let outcome = handle(
+            map_with_find,
+            &command("restart", "pod", serde_json::json!({"extra": value})),
+        )
+        .await;
+        assert!(
+            matches!(&outcome, Outcome::Rejected(d) if d.starts_with("{params.extra} would make argument 3 exactly")),
+            "{value:?}: {outcome:?}"
+        );
+    }
+    let outcome = handle(
+        map_with_find,
+        &command("restart", "a;b", serde_json::json!({"extra": "c+"})),
+    )
+    .await;
+    assert_eq!(outcome, Outcome::Succeeded("<a;b><c+>".into()));
     let outcome = handle(
         map_with_host,
         &command("clean", "a..b/c...", serde_json::json!({})),
