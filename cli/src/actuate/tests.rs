@@ -122,24 +122,17 @@ clean = ["printf", "<%s>", "/srv/cache/{entity}"]"#;
     let map_with_find = r#"[actions]
 restart = ["printf", "<%s>", "{entity}", "{params.extra}"]"#;
     for value in [";", "+"] {
-        let outcome = handle(
-            map_with_find,
-            &command("restart", value, serde_json::json!({"extra": "x"})),
-        )
-        .await;
-        assert!(
-            matches!(&outcome, Outcome::Rejected(d) if d.starts_with("{entity} would make argument 2 exactly")),
-            "{value:?}: {outcome:?}"
-        );
-        let outcome = handle(
-            map_with_find,
-            &command("restart", "pod", serde_json::json!({"extra": value})),
-        )
-        .await;
-        assert!(
-            matches!(&outcome, Outcome::Rejected(d) if d.starts_with("{params.extra} would make argument 3 exactly")),
-            "{value:?}: {outcome:?}"
-        );
+        for (entity, extra, refused) in [
+            (value, "x", "{entity} would make argument 2 exactly"),
+            ("pod", value, "{params.extra} would make argument 3 exactly"),
+        ] {
+            let params = serde_json::json!({ "extra": extra });
+            let outcome = handle(map_with_find, &command("restart", entity, params)).await;
+            assert!(
+                matches!(&outcome, Outcome::Rejected(d) if d.starts_with(refused)),
+                "{value:?}: {outcome:?}"
+            );
+        }
     }
     let outcome = handle(
         map_with_find,
