@@ -7,7 +7,7 @@
 
 use salve_connectors::file_source::LineReader;
 use salve_engine::wire::{Ack, AckStatus};
-use salve_engine::{DecodeError, Engine, Output, RecordPosition, Rejection};
+use salve_engine::{Engine, Output, RecordPosition};
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -291,15 +291,11 @@ pub fn replay<R: std::io::BufRead>(
         out: Vec::new(),
         emit,
     };
-    let limit = lines.max_bytes();
     while let Some(line) = lines.next_line()? {
         let number = line.number;
         let decoded = if line.cut() {
-            // Only its beginning was kept: refused for its whole size, as the engine would.
-            Err(Rejection::from(DecodeError::TooLarge {
-                size: line.length,
-                limit,
-            }))
+            // Only its beginning was kept: refused for its whole size.
+            Err(replay.engine.refuse_too_large(line.length))
         } else {
             replay.engine.decode_message(None, line.bytes)
         };

@@ -303,3 +303,41 @@ fn rule_parameters_from_the_config_replace_the_rule_s_defaults() {
         "{err}"
     );
 }
+
+#[test]
+fn a_replayed_line_over_the_limit_is_counted_as_the_engine_counts_a_message() {
+    use crate::replay::{replay, Actuator, ReplayLine, SimulatedOutcome};
+    use salve_connectors::file_source::LineReader;
+    use salve_engine::wire::AckStatus;
+    let config = salve_engine::EngineConfig {
+        max_event_bytes: 100,
+        ..salve_engine::EngineConfig::default()
+    };
+    let mut engine =
+        salve_engine::Engine::new(config, |rt| crate::load_rules(rt, None)).expect("rules");
+    let long = format!("{{\"entity\":\"{}\"}}\n", "x".repeat(5_000));
+    let input =
+        format!("{long}{{\"entity\":\"a\",\"kind\":\"metric\",\"name\":\"cpu\",\"value\":1}}\n");
+    let actuator = Actuator {
+        default: SimulatedOutcome::Ack(AckStatus::Succeeded),
+        by_action: std::collections::BTreeMap::new(),
+        delay_ms: 1_000,
+        operator: Vec::new(),
+    };
+    let mut dead_letters = Vec::new();
+    replay(
+        &mut engine,
+        &mut LineReader::new(input.as_bytes(), 100),
+        actuator,
+        &mut |line| {
+            if let ReplayLine::DeadLetter { reason, .. } = line {
+                dead_letters.push(reason);
+            }
+        },
+    )
+    .expect("replays");
+    assert_eq!(dead_letters.len(), 1, "{dead_letters:?}");
+    assert!(dead_letters[0].contains("5013 bytes"), "{dead_letters:?}");
+    assert_eq!(engine.stats().events_in, 2);
+    assert_eq!(engine.stats().decode_errors, 1);
+}

@@ -43,11 +43,6 @@ impl<R: BufRead> LineReader<R> {
         }
     }
 
-    /// The limit given to [`LineReader::new`].
-    pub fn max_bytes(&self) -> usize {
-        self.max_bytes
-    }
-
     /// The next line that is not blank; `None` at the end of the input.
     pub fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
         loop {

@@ -23,7 +23,7 @@ use crate::native::Plan;
 use crate::retention::RetentionPlan;
 use crate::router::Router;
 use crate::stats::Stats;
-use crate::telemetry::{decode_partitioned, Kind, Rejection, TelemetryEvent};
+use crate::telemetry::{decode_partitioned, DecodeError, Kind, Rejection, TelemetryEvent};
 use crate::wire::{
     Ack, AckDecodeError, AckStatus, ChangelogRecord, Command, Decision, DecisionKind, Escalation,
     EscalationCause, IncidentState, Output, Verdict, WIRE_VERSION,
@@ -454,6 +454,18 @@ impl Engine {
             self.stats.decode_errors += 1;
             error.into()
         })
+    }
+
+    /// Refuses, as [`Engine::decode_message`] would, a message known to be `size` bytes that
+    /// the caller kept only the beginning of, as `salve replay` does with an overlong line.
+    pub fn refuse_too_large(&mut self, size: usize) -> Rejection {
+        self.stats.events_in += 1;
+        self.stats.decode_errors += 1;
+        DecodeError::TooLarge {
+            size,
+            limit: self.config.max_event_bytes,
+        }
+        .into()
     }
 
     /// The second half of [`Engine::on_message`], for an event from
