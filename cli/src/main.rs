@@ -580,10 +580,9 @@ fn replay_command(
         actuator,
         &mut |line| {
             if failed.is_none() {
-                if let Err(error) = serde_json::to_writer(&mut stdout, &line)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| stdout.write_all(b"\n"))
-                    .and_then(|()| if live { stdout.flush() } else { Ok(()) })
+                if let Err(error) =
+                    line.write_to(&mut stdout)
+                        .and_then(|()| if live { stdout.flush() } else { Ok(()) })
                 {
                     failed = Some(error);
                 }

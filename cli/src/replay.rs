@@ -128,6 +128,14 @@ pub enum ReplayLine {
     Engine(Output),
 }
 
+impl ReplayLine {
+    /// Writes the line as `salve replay` prints it: one JSON object and a newline.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer(&mut *out, self)?;
+        out.write_all(b"\n")
+    }
+}
+
 /// An ack the simulated actuator will send; ordered by time, then by issue order.
 #[derive(Debug)]
 struct ScheduledAck {

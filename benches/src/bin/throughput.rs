@@ -436,14 +436,11 @@ fn replay_file(path: &std::path::Path, total: u64) -> Result<Phase, Failure> {
         std::io::BufReader::new(std::fs::File::open(path)?),
         salve_engine::EngineConfig::default().max_event_bytes,
     );
-    salve::replay::replay(&mut engine, &mut lines, actuator, &mut |line| {
-        let written = serde_json::to_writer(&mut sink, &line)
-            .map_err(std::io::Error::from)
-            .and_then(|()| sink.write_all(b"\n"));
-        match written {
-            Ok(()) => lines_out += 1,
-            Err(error) => failed = Some(error),
-        }
+    salve::replay::replay(&mut engine, &mut lines, actuator, &mut |line| match line
+        .write_to(&mut sink)
+    {
+        Ok(()) => lines_out += 1,
+        Err(error) => failed = Some(error),
     })?;
     sink.flush()?;
     let end = Sample::now(tid);
