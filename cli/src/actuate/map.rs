@@ -120,9 +120,10 @@ impl Template {
 /// `-oProxyCommand=...` or `--help`), or starts the host of `USER@HOST` with it (rsync and scp
 /// hand the host to ssh as an argument of its own); one with a `..` path segment (it would
 /// climb out of the directory the template names: `rm -r /srv/cache/{entity}`); an empty one
-/// (the same template would name the whole cache, and `find "!{x}"` would be an operator); and one with a
-/// control character (a newline splits a line-based protocol or config the program writes).
-/// The guard at load time cannot see these: they are about the values, not where they go.
+/// (the same template would name the whole cache, and `find "!{x}"` would be an operator);
+/// and one with a control character (a newline splits a line-based protocol or config the
+/// program writes). The guard at load time cannot see these: they are about the values, not
+/// where they go.
 fn refuse_value(field: &Field, value: &str, before: &str, position: usize) -> Result<(), String> {
     // The value comes from the command and goes into the ack: show a little of it.
     let shown = || value.chars().take(40).collect::<String>();
