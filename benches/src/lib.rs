@@ -543,7 +543,7 @@ mod tests {
         for message in &workload.messages {
             let event = salve_engine::decode(&message.payload, Some(message.key.as_bytes()), 4096)
                 .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&message.payload)));
-            assert_eq!(event.labels.0.len(), 4);
+            assert_eq!(event.labels.len(), 4);
             assert!((0..8).contains(&message.partition));
         }
         let mean = workload.bytes() as f64 / workload.messages.len() as f64;

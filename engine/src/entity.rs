@@ -229,23 +229,18 @@ impl EntityState {
         labels: &Labels<'_>,
         mut intern: impl FnMut(&str) -> Arc<str>,
     ) -> Option<InternedLabels> {
-        if labels.0.is_empty() {
+        if labels.is_empty() {
             return None;
         }
-        let same = labels.0.len() == self.labels.len()
+        let same = labels.len() == self.labels.len()
             && labels
-                .0
                 .iter()
                 .zip(self.labels.iter())
-                .all(|((k, v), (k2, v2))| k.as_ref() == &**k2 && v.as_ref() == &**v2);
+                .all(|((k, v), (k2, v2))| k == &**k2 && v == &**v2);
         if same {
             return None;
         }
-        let fresh = labels
-            .0
-            .iter()
-            .map(|(k, v)| (intern(k), intern(v)))
-            .collect();
+        let fresh = labels.iter().map(|(k, v)| (intern(k), intern(v))).collect();
         Some(std::mem::replace(&mut self.labels, fresh))
     }
 

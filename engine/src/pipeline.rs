@@ -1208,12 +1208,8 @@ impl Engine {
             let entity = found.get_mut();
             entity.subject = durable.subject;
             entity.last_heard_ms = state.watermark_ms;
-            let labels = crate::telemetry::Labels(
-                durable
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
-                    .collect(),
+            let labels = crate::telemetry::Labels::borrowed(
+                durable.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             );
             let interned = &mut self.interned;
             if let Some(old) = entity.update_labels(&labels, |text| intern(interned, text)) {

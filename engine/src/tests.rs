@@ -16,8 +16,27 @@ fn decodes_a_full_event_borrowing_its_strings() {
     assert_eq!(event.kind, Kind::Metric);
     assert_eq!(event.value, Some(12.5));
     assert_eq!(event.labels.get("service"), Some("checkout"));
-    assert!(matches!(event.labels.0[0].1, Cow::Borrowed(_)));
+    assert!(event.labels.is_borrowed());
+    let within = bytes.as_ptr_range();
+    assert!(event
+        .labels
+        .iter()
+        .all(|(k, v)| within.contains(&k.as_ptr()) && within.contains(&v.as_ptr())));
     assert_eq!(event.attrs.map(|a| a.get()), Some(r#"{"x":[1,2]}"#));
+}
+
+#[test]
+fn labels_with_escapes_are_unescaped_and_keep_their_order() {
+    let bytes = br#"{"entity":"a","kind":"event","name":"x","labels":{"z":"1","q\"uote":"tab\tbed","a":"\u00e9"}}"#;
+    let event = decode(bytes, None, MB).expect("valid");
+    assert!(!event.labels.is_borrowed());
+    let labels: Vec<_> = event.labels.iter().collect();
+    assert_eq!(
+        labels,
+        [("z", "1"), ("q\"uote", "tab\tbed"), ("a", "\u{e9}")]
+    );
+    assert_eq!(event.labels.get("q\"uote"), Some("tab\tbed"));
+    assert_eq!(event.labels.len(), 3);
 }
 
 #[test]

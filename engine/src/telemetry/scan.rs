@@ -5,7 +5,7 @@
 //! range, malformed JSON) makes it give up, and serde reads the event instead: so the scanner never accepts what serde would
 //! refuse, and never reads a value differently (both parse numbers exactly).
 
-use super::{BorrowedStr, HealthStatus, Kind, Labels, RawEvent};
+use super::{BorrowedStr, HealthStatus, Kind, Labels, RawEvent, Repr};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
@@ -67,16 +67,19 @@ pub(super) fn scan(text: &str) -> Option<RawEvent<'_>> {
     (scanner.at == text.len()).then_some(raw)
 }
 
-/// Whether any byte of `word` is a quote, a backslash or a control character (the classic
-/// bit tricks: a byte's high bit survives only where it was zero, or below the bound).
-fn may_end_string(word: u64) -> bool {
+/// The index of the first byte of `word` (in memory order) that is a quote, a backslash or a
+/// control character, if any. The classic bit tricks set a byte's high bit where it was zero,
+/// or below the bound; a borrow can flag bytes after a true hit, never before one, so the
+/// lowest flag is exact.
+fn first_string_stop(word: u64) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
     let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
     let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
     let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-    quote | backslash | control != 0
+    let flags = quote | backslash | control;
+    (flags != 0).then(|| flags.trailing_zeros() as usize / 8)
 }
 
 struct Scanner<'a> {
@@ -111,20 +114,27 @@ impl<'a> Scanner<'a> {
         self.expect(b'"')?;
         let start = self.at;
         let bytes = self.text.as_bytes();
-        // Eight bytes at a time while none of them can end the string.
-        while let Some(chunk) = bytes.get(self.at..self.at + 8) {
-            let word = u64::from_le_bytes(chunk.try_into().ok()?);
-            if may_end_string(word) {
-                break;
-            }
-            self.at += 8;
-        }
+        // Eight bytes at a time, up to the first byte that can end the string; the last few
+        // bytes of the text one at a time.
         loop {
-            match *bytes.get(self.at)? {
-                b'"' => break,
-                b'\\' | 0..=0x1f => return None,
-                _ => self.at += 1,
+            if let Some(chunk) = bytes.get(self.at..self.at + 8) {
+                let word = u64::from_le_bytes(chunk.try_into().ok()?);
+                match first_string_stop(word) {
+                    Some(index) => {
+                        self.at += index;
+                        break;
+                    }
+                    None => self.at += 8,
+                }
+            } else {
+                match *bytes.get(self.at)? {
+                    b'"' | b'\\' | 0..=0x1f => break,
+                    _ => self.at += 1,
+                }
             }
+        }
+        if bytes.get(self.at) != Some(&b'"') {
+            return None;
         }
         // Both ends are ASCII quotes, so the slice is on character boundaries.
         let text = self.text.get(start..self.at)?;
@@ -240,7 +250,7 @@ impl<'a> Scanner<'a> {
         self.whitespace();
         if self.peek()? == b'}' {
             self.at += 1;
-            return Some(Labels(labels));
+            return Some(Labels(Repr::Borrowed(labels)));
         }
         loop {
             let key = self.string()?;
@@ -248,11 +258,11 @@ impl<'a> Scanner<'a> {
             self.expect(b':')?;
             self.whitespace();
             let value = self.string()?;
-            labels.push((Cow::Borrowed(key), Cow::Borrowed(value)));
+            labels.push((key, value));
             self.whitespace();
             match self.next()? {
                 b',' => self.whitespace(),
-                b'}' => return Some(Labels(labels)),
+                b'}' => return Some(Labels(Repr::Borrowed(labels))),
                 _ => return None,
             }
         }
