@@ -328,19 +328,18 @@ pub fn decode_partitioned<'a>(
         ))
     })?;
     // Most events are plain: the scanner reads them, and leaves anything else to serde.
-    let raw: RawEvent<'a> = match scan::scan(text) {
-        Some(raw) => raw,
-        None => match serde_json::from_str(text) {
-            Ok(raw) => raw,
-            Err(_) => return Err(explain(bytes)),
-        },
-    };
-    let event = validate(raw)?;
+    let mut raw = RawEvent::default();
+    if scan::scan(text, &mut raw).is_none() {
+        raw = serde_json::from_str(text).map_err(|_| explain(bytes))?;
+    }
+    let fields = validate(&mut raw)?;
     if let Some(key) = key {
-        let by_label = partition_by
-            .iter()
-            .find_map(|label| event.labels.get(label).map(|value| (label, value)));
-        let expected = by_label.map_or(event.entity.as_ref(), |(_, value)| value);
+        let labels = raw.labels.as_ref();
+        let by_label = partition_by.iter().find_map(|label| {
+            let value = labels?.get(label)?;
+            Some((label, value))
+        });
+        let expected = by_label.map_or(fields.entity.as_ref(), |(_, value)| value);
         if key != expected.as_bytes() {
             // Named only here: formatting it for every event cost an allocation each.
             let source_field = match by_label {
@@ -354,7 +353,28 @@ pub fn decode_partitioned<'a>(
             });
         }
     }
-    Ok(event)
+    // Built here, in the caller's slot: assembled inside `validate`, the event and its
+    // labels were copied once more on the way out through its `Result`.
+    Ok(TelemetryEvent {
+        entity: fields.entity,
+        ts_ms: fields.ts_ms,
+        kind: fields.kind,
+        name: fields.name,
+        value: fields.value,
+        status: fields.status,
+        labels: raw.labels.take().unwrap_or_default(),
+        attrs: raw.attrs,
+    })
+}
+
+/// An event's checked fields but its labels and attrs, which stay in the [`RawEvent`].
+struct Validated<'a> {
+    entity: Cow<'a, str>,
+    ts_ms: Option<i64>,
+    kind: Kind,
+    name: Cow<'a, str>,
+    value: Option<f64>,
+    status: Option<HealthStatus>,
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> DecodeError {
@@ -364,7 +384,8 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> DecodeError {
     }
 }
 
-fn validate(raw: RawEvent<'_>) -> Result<TelemetryEvent<'_>, DecodeError> {
+/// Checks the fields of `raw` and takes out those it checked.
+fn validate<'a>(raw: &mut RawEvent<'a>) -> Result<Validated<'a>, DecodeError> {
     if let Some(v) = raw.v {
         if v != TELEMETRY_VERSION {
             return Err(invalid(
@@ -375,12 +396,12 @@ fn validate(raw: RawEvent<'_>) -> Result<TelemetryEvent<'_>, DecodeError> {
             ));
         }
     }
-    let entity = raw.entity.ok_or(DecodeError::Missing("entity"))?.0;
+    let entity = raw.entity.take().ok_or(DecodeError::Missing("entity"))?.0;
     if entity.is_empty() {
         return Err(invalid("entity", "must not be empty"));
     }
     let kind = raw.kind.ok_or(DecodeError::Missing("kind"))?;
-    let name = raw.name.ok_or(DecodeError::Missing("name"))?.0;
+    let name = raw.name.take().ok_or(DecodeError::Missing("name"))?.0;
     if name.is_empty() {
         return Err(invalid("name", "must not be empty"));
     }
@@ -423,15 +444,13 @@ fn validate(raw: RawEvent<'_>) -> Result<TelemetryEvent<'_>, DecodeError> {
     if value.is_some_and(|v| !v.is_finite()) {
         return Err(invalid("value", "must be a finite number"));
     }
-    Ok(TelemetryEvent {
+    Ok(Validated {
         entity,
         ts_ms,
         kind,
         name,
         value,
         status,
-        labels: raw.labels.unwrap_or_default(),
-        attrs: raw.attrs,
     })
 }
 

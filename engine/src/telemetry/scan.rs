@@ -7,14 +7,16 @@
 
 use super::{BorrowedStr, HealthStatus, Kind, Labels, RawEvent, Repr};
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 use std::borrow::Cow;
 
-/// Reads `text` when it is a plain event; `None` leaves it to serde.
-pub(super) fn scan(text: &str) -> Option<RawEvent<'_>> {
+/// Reads `text` into `raw`, which must be empty, when it is a plain event; `None` leaves it to
+/// serde, with `raw` partly filled. Filling the caller's `raw` in place, rather than returning
+/// one, saves copying the whole event, labels and all, on every message.
+pub(super) fn scan<'a>(text: &'a str, raw: &mut RawEvent<'a>) -> Option<()> {
     let mut scanner = Scanner { text, at: 0 };
     scanner.whitespace();
     scanner.expect(b'{')?;
-    let mut raw = RawEvent::default();
     scanner.whitespace();
     if scanner.peek()? == b'}' {
         scanner.at += 1;
@@ -51,7 +53,12 @@ pub(super) fn scan(text: &str) -> Option<RawEvent<'_>> {
                         _ => return None,
                     })
                 }
-                "labels" if raw.labels.is_none() => raw.labels = Some(scanner.labels()?),
+                "labels" if raw.labels.is_none() => {
+                    let Repr::Borrowed(pairs) = &mut raw.labels.insert(Labels::default()).0 else {
+                        return None;
+                    };
+                    scanner.labels(pairs)?;
+                }
                 "attrs" if raw.attrs.is_none() => raw.attrs = Some(scanner.raw_value()?),
                 _ => return None,
             }
@@ -64,7 +71,7 @@ pub(super) fn scan(text: &str) -> Option<RawEvent<'_>> {
         }
     }
     scanner.whitespace();
-    (scanner.at == text.len()).then_some(raw)
+    (scanner.at == text.len()).then_some(())
 }
 
 /// The index of the first byte of `word` (in memory order) that is a quote, a backslash or a
@@ -243,14 +250,14 @@ impl<'a> Scanner<'a> {
         (raw.get() != "null").then_some(raw)
     }
 
-    /// An object of strings to strings.
-    fn labels(&mut self) -> Option<Labels<'a>> {
+    /// An object of strings to strings, pushed onto `pairs` in place (returning a list
+    /// would copy it once more).
+    fn labels(&mut self, pairs: &mut SmallVec<[(&'a str, &'a str); 4]>) -> Option<()> {
         self.expect(b'{')?;
-        let mut labels = smallvec::SmallVec::new();
         self.whitespace();
         if self.peek()? == b'}' {
             self.at += 1;
-            return Some(Labels(Repr::Borrowed(labels)));
+            return Some(());
         }
         loop {
             let key = self.string()?;
@@ -258,11 +265,11 @@ impl<'a> Scanner<'a> {
             self.expect(b':')?;
             self.whitespace();
             let value = self.string()?;
-            labels.push((key, value));
+            pairs.push((key, value));
             self.whitespace();
             match self.next()? {
                 b',' => self.whitespace(),
-                b'}' => return Some(Labels(Repr::Borrowed(labels))),
+                b'}' => return Some(()),
                 _ => return None,
             }
         }

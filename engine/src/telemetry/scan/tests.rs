@@ -15,6 +15,11 @@ const PLAIN: &[&str] = &[
 ];
 
 /// What serde makes of `text`, for comparison.
+fn scan_plain(text: &str) -> Option<RawEvent<'_>> {
+    let mut raw = RawEvent::default();
+    scan(text, &mut raw).map(|()| raw)
+}
+
 fn serde(text: &str) -> Option<String> {
     serde_json::from_str::<RawEvent<'_>>(text)
         .ok()
@@ -24,7 +29,7 @@ fn serde(text: &str) -> Option<String> {
 #[test]
 fn plain_events_are_scanned_as_serde_reads_them() {
     for text in PLAIN {
-        let scanned = scan(text).map(|raw| format!("{raw:?}"));
+        let scanned = scan_plain(text).map(|raw| format!("{raw:?}"));
         assert!(scanned.is_some(), "scanned: {text}");
         assert_eq!(scanned, serde(text), "{text}");
     }
@@ -54,7 +59,7 @@ fn anything_unusual_is_left_to_serde() {
         r#"[1,2]"#,
         "",
     ] {
-        assert!(scan(text).is_none(), "{text}");
+        assert!(scan_plain(text).is_none(), "{text}");
     }
 }
 
@@ -86,7 +91,7 @@ fn the_scanner_never_disagrees_with_serde() {
             continue;
         };
         tried += 1;
-        if let Some(raw) = scan(text) {
+        if let Some(raw) = scan_plain(text) {
             scanned += 1;
             assert_eq!(Some(format!("{raw:?}")), serde(text), "{text}");
         };
