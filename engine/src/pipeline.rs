@@ -1647,11 +1647,7 @@ impl Judge<'_> {
         safety: &mut GroupSafety,
         out: &mut Vec<Output>,
     ) {
-        let subject_key = group
-            .as_ref()
-            .map_or(entity_key, |(key, _)| *key)
-            .to_owned();
-        let subject_key = subject_key.as_str();
+        let subject_key = group.as_ref().map_or(entity_key, |(key, _)| *key);
         let rule = self.rule;
         let rule_name = Arc::clone(&self.rule_name);
         let now_ms = self.now_ms;
