@@ -110,7 +110,8 @@ impl<'a> Labels<'a> {
         self.len() == 0
     }
 
-    /// Whether every key and value points into the decoded message.
+    /// Whether the labels borrow their strings (from the decoded message, or from what was
+    /// given to [`Labels::borrowed`]) rather than own unescaped copies.
     pub fn is_borrowed(&self) -> bool {
         matches!(self.0, Repr::Borrowed(_))
     }

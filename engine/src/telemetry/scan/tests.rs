@@ -14,12 +14,13 @@ const PLAIN: &[&str] = &[
     r#"{"entity":"e","kind":"event","name":"x","attrs":[] }"#,
 ];
 
-/// What serde makes of `text`, for comparison.
+/// What the scanner makes of `text`, from an empty `RawEvent` as the decoder gives it.
 fn scan_plain(text: &str) -> Option<RawEvent<'_>> {
     let mut raw = RawEvent::default();
     scan(text, &mut raw).map(|()| raw)
 }
 
+/// What serde makes of `text`, for comparison.
 fn serde(text: &str) -> Option<String> {
     serde_json::from_str::<RawEvent<'_>>(text)
         .ok()
