@@ -37,3 +37,7 @@ echo "== integration tests, and salve killed with SIGKILL and restarted, on Tans
 SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test "${features[@]}" \
   --test broker --test interop --test actuators --test kill \
   --test operate --test reload --test hangup "$@"
+
+echo "== the latency benchmark, briefly, on Tansu at 127.0.0.1:$port"
+SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test "${features[@]}" \
+  --test smoke "$@" -- external_broker

@@ -178,11 +178,24 @@ pub fn embedded_kafka_config<'a>(
     consumer: impl IntoIterator<Item = (&'a str, &'a str)>,
     producer: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> KafkaConfig {
+    runner_kafka_config(group, true, consumer, producer)
+}
+
+/// The runner's Kafka settings as `salve run` sets them, tuned for the embedded broker only
+/// when `embedded`, in group `group`, plus `consumer` and `producer` properties on top.
+pub fn runner_kafka_config<'a>(
+    group: &str,
+    embedded: bool,
+    consumer: impl IntoIterator<Item = (&'a str, &'a str)>,
+    producer: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> KafkaConfig {
     let mut kafka = KafkaConfig {
         group_id: group.to_owned(),
         ..KafkaConfig::default()
     };
-    EmbeddedBroker::tune(&mut kafka);
+    if embedded {
+        EmbeddedBroker::tune(&mut kafka);
+    }
     for (key, value) in consumer {
         kafka.consumer.insert(key.into(), value.into());
     }
@@ -190,4 +203,63 @@ pub fn embedded_kafka_config<'a>(
         kafka.producer.insert(key.into(), value.into());
     }
     kafka
+}
+
+/// The broker a benchmark runs against: the embedded mock cluster in this process, or an
+/// external Kafka-protocol broker (a Kafka cluster, Tansu) that outlives the run.
+pub enum BenchBroker {
+    /// librdkafka's mock cluster, started by the benchmark.
+    Embedded(EmbeddedBroker),
+    /// A broker at this `host:port` list. Its topics stay after the run, so the benchmark
+    /// names its own with [`BenchBroker::topic_prefix`].
+    External(String),
+}
+
+impl BenchBroker {
+    /// Starts the embedded broker with `topics`, or creates `topics` on `external`.
+    pub fn start(external: Option<&str>, topics: &TopicsConfig) -> Result<Self, Failure> {
+        match external {
+            None => Ok(Self::Embedded(EmbeddedBroker::start(topics)?)),
+            Some(bootstrap) => {
+                salve_connectors::topics::ensure_topics(bootstrap, &Default::default(), topics)?;
+                Ok(Self::External(bootstrap.to_owned()))
+            }
+        }
+    }
+
+    /// A prefix for this run's topic names: none on the embedded broker, which starts empty;
+    /// `bench-<wall ms>.` on an external one, whose topics may hold an earlier run's data.
+    pub fn topic_prefix(external: Option<&str>) -> String {
+        match external {
+            None => String::new(),
+            Some(_) => format!("bench-{}.", crate::wall_ms()),
+        }
+    }
+
+    /// The `host:port` list that clients bootstrap from.
+    pub fn bootstrap_servers(&self) -> String {
+        match self {
+            Self::Embedded(broker) => broker.bootstrap_servers(),
+            Self::External(bootstrap) => bootstrap.clone(),
+        }
+    }
+
+    /// True for the mock cluster, whose quirks some settings work around.
+    pub fn is_embedded(&self) -> bool {
+        matches!(self, Self::Embedded(_))
+    }
+
+    /// Creates `topic` with `partitions` (replication 1 on an external broker).
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), Failure> {
+        match self {
+            Self::Embedded(broker) => Ok(broker.create_topic(topic, partitions)?),
+            Self::External(bootstrap) => Ok(salve_connectors::topics::ensure_topic(
+                bootstrap,
+                &Default::default(),
+                topic,
+                partitions,
+                1,
+            )?),
+        }
+    }
 }

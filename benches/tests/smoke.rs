@@ -76,6 +76,52 @@ fn latency_measures_salve_and_the_python_detector() {
     assert!(out.contains("max throughput"), "{out}");
 }
 
+/// Against the broker in `SALVE_TEST_BROKERS` (Tansu, in scripts/test.sh); on the mock-only
+/// pass it has nothing to run against and returns.
+#[test]
+fn latency_runs_against_an_external_broker() {
+    let Some(brokers) = std::env::var("SALVE_TEST_BROKERS")
+        .ok()
+        .filter(|b| !b.is_empty())
+    else {
+        return;
+    };
+    let out = run(
+        env!("CARGO_BIN_EXE_latency"),
+        &[
+            "--brokers",
+            &brokers,
+            "--detector",
+            "relay,salve",
+            "--backlog",
+            "500",
+            "--entities",
+            "50",
+            "--rate",
+            "500",
+            "--seconds",
+            "2",
+            "--warmup-seconds",
+            "0",
+            "--bursts-per-second",
+            "5",
+            "--timeout",
+            "60",
+        ],
+    );
+    assert!(
+        out.contains(&format!("broker: external at {brokers}")),
+        "{out}"
+    );
+    for detector in ["relay ", "salve "] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(detector) && l.contains(" ms")),
+            "no latency line for {detector:?} in:\n{out}"
+        );
+    }
+}
+
 #[test]
 fn scaling_runs_entity_and_rule_scenarios() {
     let out = run(

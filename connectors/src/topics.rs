@@ -29,8 +29,6 @@ pub fn ensure_topics(
     client: &std::collections::BTreeMap<String, String>,
     topics: &TopicsConfig,
 ) -> Result<(), TopicError> {
-    let admin: AdminClient<DefaultClientContext> =
-        crate::config::client_config(bootstrap, &[], client).create()?;
     let names = topics.all();
     let new_topics: Vec<NewTopic<'_>> = names
         .iter()
@@ -48,12 +46,36 @@ pub fn ensure_topics(
             }
         })
         .collect();
+    create(bootstrap, client, &new_topics)
+}
+
+/// Creates one topic with its own partition count unless it exists: a telemetry topic sized
+/// for its load, say, or a changelog partitioned like the widest telemetry topic.
+pub fn ensure_topic(
+    bootstrap: &str,
+    client: &std::collections::BTreeMap<String, String>,
+    name: &str,
+    partitions: i32,
+    replication: i32,
+) -> Result<(), TopicError> {
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+    create(bootstrap, client, &[topic])
+}
+
+/// Sends one CreateTopics request; a topic that exists already is not an error.
+fn create(
+    bootstrap: &str,
+    client: &std::collections::BTreeMap<String, String>,
+    new_topics: &[NewTopic<'_>],
+) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> =
+        crate::config::client_config(bootstrap, &[], client).create()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| TopicError::Client(KafkaError::AdminOpCreation(e.to_string())))?;
-    let results = runtime.block_on(admin.create_topics(&new_topics, &options))?;
+    let results = runtime.block_on(admin.create_topics(new_topics, &options))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -1,6 +1,7 @@
 //! Detection latency: from producing the event that completes a crash loop to its restart
 //! command being readable on the commands topic, through a real detector on the embedded
-//! broker (librdkafka's mock cluster, in this process).
+//! broker (librdkafka's mock cluster, in this process), or on the broker that `--brokers`
+//! names (a Kafka cluster, Tansu).
 //!
 //! For each detector named by `--detector`, in one run:
 //!
@@ -33,7 +34,7 @@ use rdkafka::producer::{
     BaseProducer, BaseRecord, DefaultProducerContext, Producer, ThreadedProducer,
 };
 use salve_benches::kafka::{
-    embedded_kafka_config, produce_all, send_waiting, sentinel, tail_consumer, Failure,
+    produce_all, runner_kafka_config, send_waiting, sentinel, tail_consumer, BenchBroker, Failure,
     RunningSalve,
 };
 use salve_benches::relay::Relay;
@@ -41,7 +42,7 @@ use salve_benches::{
     load_average, machine, partition_for, patch_ts, shipped_engine_with, thousands, ts_offset,
     wall_ms, Message, Stream, WorkloadSpec,
 };
-use salve_connectors::{EmbeddedBroker, TopicsConfig};
+use salve_connectors::TopicsConfig;
 use salve_engine::EngineConfig;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -49,6 +50,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The backlog topic's name, after the run's topic prefix.
 const BACKLOG: &str = "bench.backlog";
 /// Stay well under the ~5 MiB the mock cluster keeps per partition.
 const BYTES_PER_PARTITION: usize = 4 * 1024 * 1024;
@@ -130,6 +132,11 @@ struct Args {
     /// Give up on a phase after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Run against this Kafka-protocol broker (`host:port,...`) instead of the embedded mock
+    /// cluster: a Kafka cluster, or Tansu. The run creates topics of its own, named
+    /// `bench-<wall ms>.*`, and leaves them there. The runner is not tuned for the mock.
+    #[arg(long)]
+    brokers: Option<String>,
 }
 
 fn property(text: &str) -> Result<(String, String), String> {
@@ -173,12 +180,26 @@ fn main() -> Result<(), Failure> {
     println!("machine: {}", machine());
     println!("load average at start: {}", load_average());
 
+    let prefix = BenchBroker::topic_prefix(args.brokers.as_deref());
     let service_topics = TopicsConfig {
         telemetry: Vec::new(),
-        ..TopicsConfig::default()
+        ..if prefix.is_empty() {
+            TopicsConfig::default()
+        } else {
+            TopicsConfig::with_prefix(prefix.trim_end_matches('.'))
+        }
     };
-    let broker = EmbeddedBroker::start(&service_topics)?;
+    let broker = BenchBroker::start(args.brokers.as_deref(), &service_topics)?;
     let bootstrap = broker.bootstrap_servers();
+    println!(
+        "broker: {}",
+        match &broker {
+            BenchBroker::Embedded(_) =>
+                format!("embedded (librdkafka's mock cluster) at {bootstrap}"),
+            BenchBroker::External(_) => format!("external at {bootstrap}, topics {prefix}*"),
+        }
+    );
+    let backlog_topic = format!("{prefix}{BACKLOG}");
     if let Some(times) = args.flush_probe {
         return flush_probe(&bootstrap, &service_topics.decisions, times);
     }
@@ -191,7 +212,7 @@ fn main() -> Result<(), Failure> {
             .max(4),
     )
     .unwrap_or(i32::MAX);
-    broker.create_topic(BACKLOG, partitions)?;
+    broker.create_topic(&backlog_topic, partitions)?;
     let spec = WorkloadSpec::new(args.backlog, args.entities, partitions);
     let now = wall_ms();
     let mut backlog: Vec<Message> = (0..partitions)
@@ -204,7 +225,7 @@ fn main() -> Result<(), Failure> {
         m
     }));
     backlog.extend((0..partitions).flat_map(|p| (0..3).map(move |i| sentinel("end", p, i, now))));
-    produce_all(&bootstrap, BACKLOG, &backlog)?;
+    produce_all(&bootstrap, &backlog_topic, &backlog)?;
     println!(
         "backlog: {} events ({} sentinels) in {partitions} partitions, {} entities",
         thousands(backlog.len() as u64),
@@ -222,7 +243,7 @@ fn main() -> Result<(), Failure> {
     let mut results: Vec<DetectorResult> = Vec::new();
     let mut next_burst = 0_u64;
     for name in &args.detector {
-        let live = format!("bench.live.{name}");
+        let live = format!("{prefix}bench.live.{name}");
         broker.create_topic(&live, args.live_partitions)?;
         // Partitioned like the widest telemetry topic, as the changelog must be.
         broker.create_topic(
@@ -234,7 +255,13 @@ fn main() -> Result<(), Failure> {
             &format!("bench.observer.{name}"),
             &service_topics.commands,
         )?;
-        let detector = Detector::start(name, &args, &bootstrap, &live, &service_topics)?;
+        let detector = Detector::start(
+            name,
+            &args,
+            &broker,
+            [backlog_topic.as_str(), live.as_str()],
+            &service_topics,
+        )?;
         let first_max = results
             .first()
             .map(|r| r.max_rate)
@@ -284,6 +311,14 @@ fn measure(
         elapsed,
         load_average()
     );
+    if elapsed < Duration::from_millis(100) {
+        // A broker that hands the observer the commands in one late batch (Tansu) makes the
+        // span between the first and the last sentinel's command meaningless.
+        println!(
+            "{name}: warning: the backlog took {elapsed:.2?} from the first command to the last; \
+             too short to time, so offer a load with --rate or produce a larger --backlog"
+        );
+    }
     let rates: Vec<(f64, f64)> = if args.rate.is_empty() {
         let base = first_max.unwrap_or(max_rate);
         args.load
@@ -619,13 +654,14 @@ impl Detector {
     fn start(
         name: &str,
         args: &Args,
-        bootstrap: &str,
-        live: &str,
+        broker: &BenchBroker,
+        [backlog, live]: [&str; 2],
         service_topics: &TopicsConfig,
     ) -> Result<Self, Failure> {
+        let bootstrap = &broker.bootstrap_servers();
         // Each detector run starts from no incidents: a changelog of its own.
         let topics = TopicsConfig {
-            telemetry: vec![BACKLOG.to_owned(), live.to_owned()],
+            telemetry: vec![backlog.to_owned(), live.to_owned()],
             create: false,
             changelog: format!("{}.{live}", service_topics.changelog),
             ..service_topics.clone()
@@ -634,9 +670,9 @@ impl Detector {
         let engine = || shipped_engine_with(EngineConfig::default());
         let extra = |tuned: bool| {
             let mut kafka = if tuned {
-                embedded_kafka_config(&group, TUNED_CONSUMER, TUNED_PRODUCER)
+                runner_kafka_config(&group, broker.is_embedded(), TUNED_CONSUMER, TUNED_PRODUCER)
             } else {
-                embedded_kafka_config(&group, [], [])
+                runner_kafka_config(&group, broker.is_embedded(), [], [])
             };
             kafka.consumer.extend(args.salve_consumer.iter().cloned());
             kafka.producer.extend(args.salve_producer.iter().cloned());
@@ -672,7 +708,7 @@ impl Detector {
                 let mut child = Command::new(&args.python)
                     .arg(script)
                     .args(["--bootstrap", bootstrap])
-                    .args(["--telemetry", &format!("{BACKLOG},{live}")])
+                    .args(["--telemetry", &format!("{backlog},{live}")])
                     .args(["--commands", &service_topics.commands])
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
