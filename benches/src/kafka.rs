@@ -5,12 +5,14 @@ use crate::{current_tid, Message};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 use salve_connectors::{EmbeddedBroker, KafkaConfig, RunReport, Shutdown, TopicsConfig};
 use salve_engine::Engine;
 use std::error::Error;
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -43,14 +45,14 @@ pub fn sentinel(kind: &str, partition: i32, index: i64, ts_ms: i64) -> Message {
 /// read one run's topic at 0.7M events/s and the next one's at 1.4M. A Kafka broker returns up
 /// to `max.partition.fetch.bytes` per partition, whatever the batches.
 pub fn produce_all(bootstrap: &str, topic: &str, messages: &[Message]) -> Result<(), Failure> {
-    let producer: BaseProducer = ClientConfig::new()
+    let producer: BaseProducer<Undelivered> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
-        .create()?;
+        .create_with_context(Undelivered::default())?;
     let mut by_partition: Vec<&Message> = messages.iter().collect();
     by_partition.sort_by_key(|message| message.partition);
     for message in by_partition {
@@ -61,12 +63,46 @@ pub fn produce_all(bootstrap: &str, topic: &str, messages: &[Message]) -> Result
         send_waiting(&producer, record)?;
     }
     producer.flush(Duration::from_secs(300))?;
-    Ok(())
+    let context = producer.context();
+    match context.count.load(Ordering::SeqCst) {
+        0 => Ok(()),
+        failed => Err(format!(
+            "{failed} of {} messages were not delivered to {topic}, the first: {}",
+            messages.len(),
+            context
+                .first
+                .lock()
+                .map(|first| first.clone().unwrap_or_default())
+                .unwrap_or_default()
+        )
+        .into()),
+    }
+}
+
+/// Counts the messages that the broker did not take, and keeps the first error.
+#[derive(Default)]
+struct Undelivered {
+    count: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl ClientContext for Undelivered {}
+
+impl ProducerContext for Undelivered {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.count.fetch_add(1, Ordering::SeqCst);
+            if let Ok(mut first) = self.first.lock() {
+                first.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
 }
 
 /// Sends `record`, waiting for room in the producer's queue rather than dropping it.
-pub fn send_waiting(
-    producer: &BaseProducer,
+pub fn send_waiting<C: ProducerContext<DeliveryOpaque = ()>>(
+    producer: &BaseProducer<C>,
     mut record: BaseRecord<'_, str, [u8]>,
 ) -> Result<(), KafkaError> {
     loop {

@@ -76,14 +76,46 @@ fn latency_measures_salve_and_the_python_detector() {
     assert!(out.contains("max throughput"), "{out}");
 }
 
-/// Against the broker in `SALVE_TEST_BROKERS` (Tansu, in scripts/test.sh); on the mock-only
-/// pass it has nothing to run against and returns.
-#[test]
-fn latency_runs_against_an_external_broker() {
-    let Some(brokers) = std::env::var("SALVE_TEST_BROKERS")
+/// The broker in `SALVE_TEST_BROKERS` (Tansu, in scripts/test.sh's second pass); `None` on the
+/// mock-only pass, where the external-broker tests have nothing to run against and return.
+fn external_broker() -> Option<String> {
+    std::env::var("SALVE_TEST_BROKERS")
         .ok()
         .filter(|b| !b.is_empty())
-    else {
+}
+
+#[test]
+fn throughput_runs_against_an_external_broker() {
+    let Some(brokers) = external_broker() else {
+        return;
+    };
+    let out = run(
+        env!("CARGO_BIN_EXE_throughput"),
+        &[
+            "--brokers",
+            &brokers,
+            "--phases",
+            "abd",
+            "--events",
+            "2000",
+            "--entities",
+            "200",
+            "--timeout",
+            "60",
+        ],
+    );
+    assert!(
+        out.contains(&format!("broker: external at {brokers}")),
+        "{out}"
+    );
+    for phase in ["(a) bare", "(b) salve runner", "(d) BaseConsumer"] {
+        assert!(out.contains(phase), "{phase} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn latency_runs_against_an_external_broker() {
+    let Some(brokers) = external_broker() else {
         return;
     };
     let out = run(
