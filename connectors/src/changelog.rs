@@ -7,6 +7,7 @@
 
 use crate::config::{client_config, KafkaConfig, TopicsConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use salve_engine::{Engine, PartitionId};
 use std::collections::HashMap;
@@ -140,13 +141,17 @@ pub fn restore(
             match reader.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
                     next = message.offset() + 1;
-                    if let Some(key) = message.key() {
-                        latest.insert(key.to_vec(), message.payload().map(<[u8]>::to_vec));
-                    }
+                    keep_latest(&mut latest, &message);
                 }
                 Some(Err(error)) => return Err(kafka_error(error)),
                 None => {}
             }
+        }
+        // Tansu 0.6 reports a partition's high watermark as its last batch's base offset + 1,
+        // so the rest of that batch is past the watermark, though already fetched: take what
+        // is queued without waiting. Behind a Kafka broker's watermark there is nothing yet.
+        while let Some(polled) = reader.poll(Duration::ZERO) {
+            keep_latest(&mut latest, &polled.map_err(kafka_error)?);
         }
         for (key, value) in latest {
             let Some(value) = value else { continue };
@@ -177,4 +182,11 @@ pub fn restore(
         );
     }
     Ok(())
+}
+
+/// Notes a changelog record: the latest value per key wins, as compaction would keep it.
+fn keep_latest(latest: &mut HashMap<Vec<u8>, Option<Vec<u8>>>, message: &BorrowedMessage<'_>) {
+    if let Some(key) = message.key() {
+        latest.insert(key.to_vec(), message.payload().map(<[u8]>::to_vec));
+    }
 }

@@ -141,6 +141,52 @@ fn a_restart_before_the_commit_restores_the_incident_from_the_changelog_and_send
 }
 
 #[test]
+fn a_changelog_batch_of_many_records_is_restored_in_full() {
+    let broker = TestBroker::new("batch-restore");
+    let mut config = broker.config();
+    config.kafka.commit_interval_ms = 3_600_000;
+    // Every changelog record of the first run in one batch per partition. Tansu 0.6 reports a
+    // partition's high watermark as its last batch's base offset + 1, so a restore that read
+    // only up to the watermark kept the first record of that batch and lost the rest.
+    config
+        .kafka
+        .record_producer
+        .insert("linger.ms".into(), "1000".into());
+    let salve = RunningSalve::start(config.clone());
+    let entities: Vec<String> = (0..6).map(|i| format!("checkout/pod-{i}")).collect();
+    let t = now_ms();
+    let producer = broker.producer();
+    for i in 0..3 {
+        for entity in &entities {
+            let payload = exit_event(entity, t + i * 1_000);
+            let record = rdkafka::producer::BaseRecord::to(&broker.topics.telemetry[0])
+                .key(entity.as_str())
+                .payload(payload.as_bytes());
+            producer.send(record).map_err(|(e, _)| e).expect("send");
+        }
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).expect("flush");
+    // One record per incident opened, all in the changelog before the crash.
+    let changelog = broker.read_until(&broker.topics.changelog, |r| r.len() >= entities.len());
+    assert!(changelog.len() >= entities.len(), "{changelog:?}");
+    salve.kill();
+
+    let salve = RunningSalve::start_operated(config);
+    let events = 3 * entities.len() as u64;
+    salve.wait_for("the events to be delivered again", move |engine| {
+        engine.stats().events_in >= events
+    });
+    let report = salve.stop();
+    assert_eq!(
+        report.engine.incidents_restored,
+        entities.len() as u64,
+        "every open incident comes back: {:?}",
+        report.engine
+    );
+    assert_eq!(report.engine.commands, 0, "none is sent twice");
+}
+
+#[test]
 fn bad_input_goes_to_the_dead_letter_topic_and_salve_keeps_running() {
     let broker = TestBroker::new("dlq");
     let salve = RunningSalve::start(broker.config());
