@@ -38,6 +38,6 @@ SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test "${features[@]}" \
   --test broker --test interop --test actuators --test kill \
   --test operate --test reload --test hangup "$@"
 
-echo "== the latency benchmark, briefly, on Tansu at 127.0.0.1:$port"
+echo "== the throughput and latency benchmarks, briefly, on Tansu at 127.0.0.1:$port"
 SALVE_TEST_BROKERS="127.0.0.1:$port" cargo test "${features[@]}" \
   --test smoke "$@" -- external_broker
