@@ -10,6 +10,7 @@ mod service;
 
 use crate::proto::salve_server::SalveServer;
 use crate::{ApiConfig, TlsConfig};
+use salve_connectors::control::ControlError;
 use salve_connectors::ControlHandle;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -254,25 +255,38 @@ async fn watch_the_engine(
             _ = tokio::time::sleep(ENGINE_PROBE_EVERY) => {}
             _ = stopping.wait_for(|stop| *stop) => return,
         }
-        let answers = control.call(ENGINE_PROBE_TIMEOUT, |_, _| ()).await.is_ok();
-        if answers == answering {
+        let probe = control.call(ENGINE_PROBE_TIMEOUT, |_, _| ()).await;
+        if probe.is_ok() == answering {
             continue;
         }
-        answering = answers;
-        let status = if answers {
-            tracing::info!("the engine answers again: health is SERVING");
-            ServingStatus::Serving
-        } else {
-            tracing::warn!(
-                "the engine did not answer within {ENGINE_PROBE_TIMEOUT:?}: health is NOT_SERVING"
-            );
-            ServingStatus::NotServing
+        answering = probe.is_ok();
+        let status = match probe {
+            Ok(()) => {
+                tracing::info!("the engine answers again: health is SERVING");
+                ServingStatus::Serving
+            }
+            Err(error) => {
+                let message = format!("{error}: health is NOT_SERVING");
+                if stalled(&error) {
+                    tracing::warn!("{message}");
+                } else {
+                    tracing::info!("{message}");
+                }
+                ServingStatus::NotServing
+            }
         };
         health.set_service_status("", status).await;
         health
             .set_service_status(crate::proto::SERVICE_NAME, status)
             .await;
     }
+}
+
+/// Whether a probe that failed with `error` shows a stall, which an operator should hear of
+/// as a warning. An engine that has stopped is what every shutdown looks like: the runner
+/// returns before the API does, and the probe in between found it gone.
+fn stalled(error: &ControlError) -> bool {
+    !matches!(error, ControlError::Stopped)
 }
 
 #[cfg(test)]

@@ -1123,3 +1123,12 @@ async fn health_is_not_serving_while_the_engine_does_not_answer() {
     assert_eq!(salve.status, i32::from(ServingStatus::NotServing));
     harness.stop().await;
 }
+
+#[test]
+fn health_warns_of_an_engine_that_stalls_not_of_one_that_stopped() {
+    use salve_connectors::control::ControlError;
+    assert!(super::stalled(&ControlError::Timeout(Duration::from_secs(
+        2
+    ))));
+    assert!(!super::stalled(&ControlError::Stopped));
+}
