@@ -207,16 +207,6 @@ impl RunningSalve {
     }
 }
 
-/// The runner's Kafka settings as `salve run` sets them on the embedded broker, in group
-/// `group`, plus `consumer` and `producer` properties on top.
-pub fn embedded_kafka_config<'a>(
-    group: &str,
-    consumer: impl IntoIterator<Item = (&'a str, &'a str)>,
-    producer: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> KafkaConfig {
-    runner_kafka_config(group, true, consumer, producer)
-}
-
 /// The runner's Kafka settings as `salve run` sets them, tuned for the embedded broker only
 /// when `embedded`, in group `group`, plus `consumer` and `producer` properties on top.
 pub fn runner_kafka_config<'a>(

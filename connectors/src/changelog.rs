@@ -109,6 +109,8 @@ pub fn restore(
     );
     // assign() needs a group id; this reader never joins the group, nor commits.
     config.set("group.id", format!("{}.changelog-reader", kafka.group_id));
+    // An end-of-partition event, if `[kafka.consumer]` asked for them, would read as an error.
+    config.set("enable.partition.eof", "false");
     let reader: BaseConsumer = config.create().map_err(kafka_error)?;
     let mut partitions: Vec<i32> = assigned.iter().map(|p| p.partition).collect();
     partitions.sort_unstable();
@@ -149,8 +151,13 @@ pub fn restore(
         }
         // Tansu 0.6 reports a partition's high watermark as its last batch's base offset + 1,
         // so the rest of that batch is past the watermark, though already fetched: take what
-        // is queued without waiting. Behind a Kafka broker's watermark there is nothing yet.
-        while let Some(polled) = reader.poll(Duration::ZERO) {
+        // is queued without waiting. On a Kafka broker this takes only records written since
+        // the watermark was read (a changelog partition serves that partition of every
+        // telemetry topic, which other members may own): newer values, as a later read would.
+        while Instant::now() <= deadline {
+            let Some(polled) = reader.poll(Duration::ZERO) else {
+                break;
+            };
             keep_latest(&mut latest, &polled.map_err(kafka_error)?);
         }
         for (key, value) in latest {

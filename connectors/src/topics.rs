@@ -49,8 +49,9 @@ pub fn ensure_topics(
     create(bootstrap, client, &new_topics)
 }
 
-/// Creates one topic with its own partition count unless it exists: a telemetry topic sized
-/// for its load, say, or a changelog partitioned like the widest telemetry topic.
+/// Creates one topic with its own partition count, with the broker's default cleanup policy,
+/// unless a topic of that name exists (whatever its partitions): a telemetry topic sized for
+/// its load, say.
 pub fn ensure_topic(
     bootstrap: &str,
     client: &std::collections::BTreeMap<String, String>,

@@ -9,8 +9,8 @@ use salve_rules::{RuleSet, Selector};
 #[derive(Debug, Default)]
 pub struct Router {
     /// hashbrown's default hasher (foldhash), not std's SipHash: every event looks its name
-    /// up here, and SipHash was 2% of the runner's time. Only rule files insert keys, so
-    /// event names cannot flood it.
+    /// up here, and SipHash, here and in the interner, was 2.3% of the runner's samples. Only
+    /// rule files insert keys, so event names cannot flood it.
     by_name: HashMap<String, Vec<(usize, Selector)>>,
     any_name: Vec<(usize, Selector)>,
 }

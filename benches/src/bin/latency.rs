@@ -133,8 +133,9 @@ struct Args {
     #[arg(long, default_value_t = 120)]
     timeout: u64,
     /// Run against this Kafka-protocol broker (`host:port,...`) instead of the embedded mock
-    /// cluster: a Kafka cluster, or Tansu. The run creates topics of its own, named
-    /// `bench-<wall ms>.*`, and leaves them there. The runner is not tuned for the mock.
+    /// cluster: a Kafka cluster, or Tansu. The run creates topics and groups of its own, named
+    /// `bench-<wall ms>.*`, and leaves them there. No detector gets the settings for the mock:
+    /// `salve` keeps only `linger.ms=0`, `salve-defaults` runs on salve's defaults.
     #[arg(long)]
     brokers: Option<String>,
 }
@@ -252,13 +253,14 @@ fn main() -> Result<(), Failure> {
         )?;
         let observer = tail_consumer(
             &bootstrap,
-            &format!("bench.observer.{name}"),
+            &format!("{prefix}bench.observer.{name}"),
             &service_topics.commands,
         )?;
         let detector = Detector::start(
             name,
             &args,
             &broker,
+            &prefix,
             [backlog_topic.as_str(), live.as_str()],
             &service_topics,
         )?;
@@ -655,6 +657,7 @@ impl Detector {
         name: &str,
         args: &Args,
         broker: &BenchBroker,
+        prefix: &str,
         [backlog, live]: [&str; 2],
         service_topics: &TopicsConfig,
     ) -> Result<Self, Failure> {
@@ -666,11 +669,22 @@ impl Detector {
             changelog: format!("{}.{live}", service_topics.changelog),
             ..service_topics.clone()
         };
-        let group = format!("bench.latency.{name}");
+        let group = format!("{prefix}bench.latency.{name}");
         let engine = || shipped_engine_with(EngineConfig::default());
         let extra = |tuned: bool| {
             let mut kafka = if tuned {
-                runner_kafka_config(&group, broker.is_embedded(), TUNED_CONSUMER, TUNED_PRODUCER)
+                // A Kafka broker answers a fetch as soon as data arrives: no short wait needed.
+                let consumer = if broker.is_embedded() {
+                    &TUNED_CONSUMER[..]
+                } else {
+                    &[]
+                };
+                runner_kafka_config(
+                    &group,
+                    broker.is_embedded(),
+                    consumer.iter().copied(),
+                    TUNED_PRODUCER,
+                )
             } else {
                 runner_kafka_config(&group, broker.is_embedded(), [], [])
             };

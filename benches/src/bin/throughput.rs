@@ -315,10 +315,15 @@ fn main() -> Result<(), Failure> {
             check_retained(&target, partitions, total)?;
         }
         println!(
-            "produced {} events in {:.1?} ({:.0} events/s), every one delivered",
+            "produced {} events in {:.1?} ({:.0} events/s), every one delivered{}",
             thousands(total),
             produce_time,
-            total as f64 / produce_time.as_secs_f64()
+            total as f64 / produce_time.as_secs_f64(),
+            if target.embedded {
+                "; every partition holds all its events"
+            } else {
+                ""
+            }
         );
         let run_topics = TopicsConfig {
             telemetry: vec![target.telemetry.clone()],
