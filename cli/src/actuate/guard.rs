@@ -11,6 +11,9 @@
 //! everything after it. Options of programs that parse code are refused placeholders
 //! altogether (`perl -M{x}` loads a module of the command's choosing).
 //!
+//! `make` reads code from makefiles, and from any operand: a value may make it `NAME=VALUE`,
+//! and make expands the value, `$(shell ...)` included, where the variable is used.
+//!
 //! Some programs take their operands as data but run the value of an option (`rsync -e`,
 //! `git -c core.sshCommand=`, `git clone --upload-pack`) or run commands from a subcommand's
 //! arguments (`git submodule foreach`), and `find` reads an expression in which a value could
@@ -199,6 +202,10 @@ enum Kind {
     /// commands from their arguments (`submodule foreach`, `rebase --exec`), and some options
     /// name the program to run on the remote (`--upload-pack`).
     Git,
+    /// `make`: a makefile is code, and so is an operand, which may be `NAME=VALUE`: make
+    /// expands the value where the variable is used, and `$(shell ...)` there runs. A
+    /// placeholder may only be the value of an option that names a plain file.
+    Make,
 }
 
 struct Spec {
@@ -546,6 +553,22 @@ const SPECS: &[Spec] = &[
         long: &[],
     },
     Spec {
+        names: &["make", "gmake"],
+        kind: Kind::Make,
+        // `-C` and `-I` choose where makefiles are read from, so they are code too.
+        short: "bBdeikLnpqrRsStvwC!f!I!E!o:W:j?l?O?",
+        long: &[
+            "always-make", "directory!", "debug?", "environment-overrides", "eval!", "file!",
+            "makefile!", "help", "ignore-errors", "include-dir!", "jobs?", "keep-going",
+            "load-average?", "max-load?", "check-symlink-times", "just-print", "dry-run", "recon",
+            "old-file:", "assume-old:", "output-sync?", "print-data-base", "question",
+            "no-builtin-rules", "no-builtin-variables", "silent", "quiet", "no-silent",
+            "no-keep-going", "stop", "touch", "trace", "version", "print-directory",
+            "no-print-directory", "what-if:", "new-file:", "assume-new:",
+            "warn-undefined-variables", "shuffle?",
+        ],
+    },
+    Spec {
         names: &["git"],
         kind: Kind::Git,
         short: "",
@@ -666,6 +689,9 @@ fn code_variable(name: &str) -> bool {
 }
 
 /// How to pass a value to code instead of splicing it in.
+/// How to hand a value to what a makefile does instead.
+const MAKE_ADVICE: &str = "keep make's arguments fixed, and pass the value to a script as an argument (`/opt/deploy.sh {entity}`), where no makefile expands it";
+
 const SCRIPT_ADVICE: &str = "keep it fixed and pass values as arguments after the script (a shell script reads them as \"$1\", \"$2\"...)";
 
 /// An option's name, without an attached `=value`.
@@ -886,6 +912,24 @@ impl Guard<'_, '_> {
             }
             Kind::Find => self.find(position),
             Kind::Git => self.git(position),
+            Kind::Make => {
+                // GNU make takes options after operands too.
+                let parsed = self.parse(spec, position + 1, true, false);
+                if let Some((at, option)) = &parsed.unknown {
+                    self.refuse_unknown_option(name, *at, option, position + 1)?;
+                }
+                self.refuse_in_options(name, &parsed, |role| role == Role::Value)?;
+                match parsed.operands.iter().find(|&&i| self.argv[i].placeholder) {
+                    Some(&operand) => Err(GuardError::Code {
+                        position: operand,
+                        text: self.text(operand),
+                        program: name.to_owned(),
+                        what: "an operand (a target, or `NAME=VALUE`: a value may hold `=`, and make expands a variable's value where it is used)",
+                        fix: MAKE_ADVICE,
+                    }),
+                    None => Ok(()),
+                }
+            }
             Kind::AfterDoubleDash { subcommand } => {
                 let args = &self.argv[position + 1..];
                 let dashes = args.iter().position(|e| e.text == "--");

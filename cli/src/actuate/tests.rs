@@ -437,6 +437,32 @@ fn placeholders_that_would_reach_code_are_refused_at_load() {
             &["rsync", "-az", "/srv/data/", "/mnt/{entity}"],
             "unless `-s`/`--protect-args` is given",
         ),
+        // make expands an operand that is `NAME=VALUE`, and reads makefiles where told.
+        (
+            &["make", "-C", "/srv/app", "deploy", "SERVICE={entity}"],
+            "make expands a variable's value",
+        ),
+        (
+            &["make", "restart-{entity}"],
+            "make expands a variable's value",
+        ),
+        (
+            &["make", "-k", "{entity}", "-j4"],
+            "make expands a variable's value",
+        ),
+        (&["make", "-f", "/srv/{entity}/Makefile", "deploy"], code),
+        (&["make", "-C", "/srv/{entity}", "deploy"], code),
+        (&["gmake", "--eval={entity}", "deploy"], code),
+        (
+            &[
+                "make",
+                "--frobnicate",
+                "-o",
+                "/srv/{entity}.stamp",
+                "deploy",
+            ],
+            "does not know option `--frobnicate`",
+        ),
         // git: configuration that names programs, subcommands that run their arguments.
         (
             &["git", "-c", "core.sshCommand={entity}", "fetch"],
@@ -578,6 +604,15 @@ fn placeholders_as_data_still_load() {
         &["flock", "/run/lock/{entity}", "/opt/restart", "{entity}"],
         &["xargs", "-0", "/opt/restart", "{entity}"],
         &["ssh", "{entity}", "sudo", "systemctl", "restart", "app"],
+        // A file make only looks at the time of, as the value of its option.
+        &[
+            "make",
+            "-C",
+            "/srv/app",
+            "-o",
+            "/srv/{entity}.stamp",
+            "deploy",
+        ],
         &["ssh", "-p", "2222", "admin@{entity}", "uptime"],
         &["sh", "-c", "systemctl restart \"app@$1\"", "sh", "{entity}"],
         &[
