@@ -886,13 +886,8 @@ impl Guard<'_, '_> {
                 self.wrapper(name, spec.kind, &parsed)
             }
             Kind::Rsync => {
-                let parsed = self.parse(spec, position + 1, true, false);
-                // Options may follow operands, so one salve does not know (`--no-s`,
-                // `--old-args`) may undo what came before it: refuse any placeholder at all.
-                if let Some((at, option)) = &parsed.unknown {
-                    self.refuse_unknown_option(name, *at, option, position + 1)?;
-                }
-                self.refuse_in_options(name, &parsed, |role| role == Role::Value)?;
+                // An unknown option may undo what came before it (`--no-s`, `--old-args`).
+                let parsed = self.permuted_options(spec, name, position)?;
                 self.not_run
                     .extend(parsed.options.iter().map(|&(position, _)| position));
                 // Any operand can become `HOST:PATH`, since a value may hold a colon.
@@ -913,12 +908,7 @@ impl Guard<'_, '_> {
             Kind::Find => self.find(position),
             Kind::Git => self.git(position),
             Kind::Make => {
-                // GNU make takes options after operands too.
-                let parsed = self.parse(spec, position + 1, true, false);
-                if let Some((at, option)) = &parsed.unknown {
-                    self.refuse_unknown_option(name, *at, option, position + 1)?;
-                }
-                self.refuse_in_options(name, &parsed, |role| role == Role::Value)?;
+                let parsed = self.permuted_options(spec, name, position)?;
                 match parsed.operands.iter().find(|&&i| self.argv[i].placeholder) {
                     Some(&operand) => Err(GuardError::Code {
                         position: operand,
@@ -1312,6 +1302,24 @@ impl Guard<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// Parses the arguments of `name`, at `position`, which takes options after operands too
+    /// (rsync, GNU make), and refuses a placeholder in an option that is not a plain value.
+    /// An option salve does not know refuses every placeholder, wherever it stands: it may
+    /// take the next argument as its value, and it may come after them.
+    fn permuted_options(
+        &self,
+        spec: &Spec,
+        name: &str,
+        position: usize,
+    ) -> Result<Parsed, GuardError> {
+        let parsed = self.parse(spec, position + 1, true, false);
+        if let Some((at, option)) = &parsed.unknown {
+            self.refuse_unknown_option(name, *at, option, position + 1)?;
+        }
+        self.refuse_in_options(name, &parsed, |role| role == Role::Value)?;
+        Ok(parsed)
     }
 
     fn refuse_shell_line(
