@@ -236,29 +236,64 @@ pub fn runner_kafka_config<'a>(
 pub enum BenchBroker {
     /// librdkafka's mock cluster, started by the benchmark.
     Embedded(EmbeddedBroker),
-    /// A broker at this `host:port` list. Its topics stay after the run, so the benchmark
-    /// names its own with [`BenchBroker::topic_prefix`].
-    External(String),
+    /// A broker at `bootstrap`, a `host:port` list. Its topics and groups stay after the run,
+    /// so this run's names start with `prefix`, `bench-<wall ms>.`: an earlier run's data
+    /// cannot be read as this one's.
+    External {
+        /// Where clients bootstrap from.
+        bootstrap: String,
+        /// The start of this run's topic and group names.
+        prefix: String,
+    },
 }
 
 impl BenchBroker {
-    /// Starts the embedded broker with `topics`, or creates `topics` on `external`.
-    pub fn start(external: Option<&str>, topics: &TopicsConfig) -> Result<Self, Failure> {
-        match external {
-            None => Ok(Self::Embedded(EmbeddedBroker::start(topics)?)),
-            Some(bootstrap) => {
-                salve_connectors::topics::ensure_topics(bootstrap, &Default::default(), topics)?;
-                Ok(Self::External(bootstrap.to_owned()))
+    /// Starts the embedded broker, or names this run on `external`, and creates salve's
+    /// service topics ([`BenchBroker::service_topics`]) there.
+    pub fn start(external: Option<&str>) -> Result<Self, Failure> {
+        let broker = match external {
+            None => {
+                let topics = Self::topics_named("");
+                Self::Embedded(EmbeddedBroker::start(&topics)?)
             }
+            Some(bootstrap) => Self::External {
+                bootstrap: bootstrap.to_owned(),
+                prefix: format!("bench-{}.", crate::wall_ms()),
+            },
+        };
+        if let Self::External { bootstrap, .. } = &broker {
+            salve_connectors::topics::ensure_topics(
+                bootstrap,
+                &Default::default(),
+                &broker.service_topics(),
+            )?;
+        }
+        Ok(broker)
+    }
+
+    /// The start of this run's topic and group names: empty on the embedded broker, which
+    /// starts empty.
+    pub fn prefix(&self) -> &str {
+        match self {
+            Self::Embedded(_) => "",
+            Self::External { prefix, .. } => prefix,
         }
     }
 
-    /// A prefix for this run's topic names: none on the embedded broker, which starts empty;
-    /// `bench-<wall ms>.` on an external one, whose topics may hold an earlier run's data.
-    pub fn topic_prefix(external: Option<&str>) -> String {
-        match external {
-            None => String::new(),
-            Some(_) => format!("bench-{}.", crate::wall_ms()),
+    /// salve's own topics (commands, acks, decisions...) for this run, and no telemetry.
+    pub fn service_topics(&self) -> TopicsConfig {
+        Self::topics_named(self.prefix())
+    }
+
+    fn topics_named(prefix: &str) -> TopicsConfig {
+        let named = if prefix.is_empty() {
+            TopicsConfig::default()
+        } else {
+            TopicsConfig::with_prefix(prefix.trim_end_matches('.'))
+        };
+        TopicsConfig {
+            telemetry: Vec::new(),
+            ..named
         }
     }
 
@@ -266,7 +301,7 @@ impl BenchBroker {
     pub fn bootstrap_servers(&self) -> String {
         match self {
             Self::Embedded(broker) => broker.bootstrap_servers(),
-            Self::External(bootstrap) => bootstrap.clone(),
+            Self::External { bootstrap, .. } => bootstrap.clone(),
         }
     }
 
@@ -275,11 +310,24 @@ impl BenchBroker {
         matches!(self, Self::Embedded(_))
     }
 
+    /// What the run is on, for its first lines of output.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Embedded(broker) => format!(
+                "embedded (librdkafka's mock cluster) at {}",
+                broker.bootstrap_servers()
+            ),
+            Self::External { bootstrap, prefix } => {
+                format!("external at {bootstrap}, topics and groups {prefix}*")
+            }
+        }
+    }
+
     /// Creates `topic` with `partitions` (replication 1 on an external broker).
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), Failure> {
         match self {
             Self::Embedded(broker) => Ok(broker.create_topic(topic, partitions)?),
-            Self::External(bootstrap) => Ok(salve_connectors::topics::ensure_topic(
+            Self::External { bootstrap, .. } => Ok(salve_connectors::topics::ensure_topic(
                 bootstrap,
                 &Default::default(),
                 topic,

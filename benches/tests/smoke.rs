@@ -76,24 +76,26 @@ fn latency_measures_salve_and_the_python_detector() {
     assert!(out.contains("max throughput"), "{out}");
 }
 
-/// The broker in `SALVE_TEST_BROKERS` (Tansu, in scripts/test.sh's second pass); `None` on the
-/// mock-only pass, where the external-broker tests have nothing to run against and return.
-fn external_broker() -> Option<String> {
-    std::env::var("SALVE_TEST_BROKERS")
+/// Runs `exe` with `args` on the broker in `SALVE_TEST_BROKERS` (Tansu, in scripts/test.sh's
+/// second pass), checks that it says so, and returns its output. `None` on the mock-only
+/// pass, where there is nothing to run against.
+fn run_on_external_broker(exe: &str, args: &[&str]) -> Option<String> {
+    let brokers = std::env::var("SALVE_TEST_BROKERS")
         .ok()
-        .filter(|b| !b.is_empty())
+        .filter(|b| !b.is_empty())?;
+    let out = run(exe, &[&["--brokers", brokers.as_str()], args].concat());
+    assert!(
+        out.contains(&format!("broker: external at {brokers}")),
+        "{out}"
+    );
+    Some(out)
 }
 
 #[test]
 fn throughput_runs_against_an_external_broker() {
-    let Some(brokers) = external_broker() else {
-        return;
-    };
-    let out = run(
+    let Some(out) = run_on_external_broker(
         env!("CARGO_BIN_EXE_throughput"),
         &[
-            "--brokers",
-            &brokers,
             "--phases",
             "abd",
             "--events",
@@ -103,11 +105,9 @@ fn throughput_runs_against_an_external_broker() {
             "--timeout",
             "60",
         ],
-    );
-    assert!(
-        out.contains(&format!("broker: external at {brokers}")),
-        "{out}"
-    );
+    ) else {
+        return;
+    };
     for phase in ["(a) bare", "(b) salve runner", "(d) BaseConsumer"] {
         assert!(out.contains(phase), "{phase} missing from:\n{out}");
     }
@@ -115,14 +115,9 @@ fn throughput_runs_against_an_external_broker() {
 
 #[test]
 fn latency_runs_against_an_external_broker() {
-    let Some(brokers) = external_broker() else {
-        return;
-    };
-    let out = run(
+    let Some(out) = run_on_external_broker(
         env!("CARGO_BIN_EXE_latency"),
         &[
-            "--brokers",
-            &brokers,
             "--detector",
             "relay,salve",
             "--backlog",
@@ -140,11 +135,9 @@ fn latency_runs_against_an_external_broker() {
             "--timeout",
             "60",
         ],
-    );
-    assert!(
-        out.contains(&format!("broker: external at {brokers}")),
-        "{out}"
-    );
+    ) else {
+        return;
+    };
     for detector in ["relay ", "salve "] {
         assert!(
             out.lines()

@@ -181,25 +181,11 @@ fn main() -> Result<(), Failure> {
     println!("machine: {}", machine());
     println!("load average at start: {}", load_average());
 
-    let prefix = BenchBroker::topic_prefix(args.brokers.as_deref());
-    let service_topics = TopicsConfig {
-        telemetry: Vec::new(),
-        ..if prefix.is_empty() {
-            TopicsConfig::default()
-        } else {
-            TopicsConfig::with_prefix(prefix.trim_end_matches('.'))
-        }
-    };
-    let broker = BenchBroker::start(args.brokers.as_deref(), &service_topics)?;
+    let broker = BenchBroker::start(args.brokers.as_deref())?;
     let bootstrap = broker.bootstrap_servers();
-    println!(
-        "broker: {}",
-        match &broker {
-            BenchBroker::Embedded(_) =>
-                format!("embedded (librdkafka's mock cluster) at {bootstrap}"),
-            BenchBroker::External(_) => format!("external at {bootstrap}, topics {prefix}*"),
-        }
-    );
+    let prefix = broker.prefix();
+    let service_topics = broker.service_topics();
+    println!("broker: {}", broker.describe());
     let backlog_topic = format!("{prefix}{BACKLOG}");
     if let Some(times) = args.flush_probe {
         return flush_probe(&bootstrap, &service_topics.decisions, times);
@@ -260,7 +246,6 @@ fn main() -> Result<(), Failure> {
             name,
             &args,
             &broker,
-            &prefix,
             [backlog_topic.as_str(), live.as_str()],
             &service_topics,
         )?;
@@ -657,7 +642,6 @@ impl Detector {
         name: &str,
         args: &Args,
         broker: &BenchBroker,
-        prefix: &str,
         [backlog, live]: [&str; 2],
         service_topics: &TopicsConfig,
     ) -> Result<Self, Failure> {
@@ -669,7 +653,7 @@ impl Detector {
             changelog: format!("{}.{live}", service_topics.changelog),
             ..service_topics.clone()
         };
-        let group = format!("{prefix}bench.latency.{name}");
+        let group = format!("{}bench.latency.{name}", broker.prefix());
         let engine = || shipped_engine_with(EngineConfig::default());
         let extra = |tuned: bool| {
             let mut kafka = if tuned {

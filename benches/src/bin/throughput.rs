@@ -91,14 +91,11 @@ struct Args {
     brokers: Option<String>,
 }
 
-/// Where (a), (b) and (d) read: the broker, the run's names on it, and whether it is the
-/// mock cluster, whose consumer settings the bare consumer and the runner then share.
-struct Target {
-    bootstrap: String,
-    /// Prefixes this run's topics and consumer groups; empty on the embedded broker.
-    prefix: String,
+/// Where (a), (b) and (d) read: the broker, with this run's names on it, and its telemetry
+/// topic.
+struct Target<'a> {
+    broker: &'a BenchBroker,
     telemetry: String,
-    embedded: bool,
 }
 
 fn property(text: &str) -> Result<(String, String), String> {
@@ -278,40 +275,19 @@ fn main() -> Result<(), Failure> {
     let mut polled = Vec::new();
     if run('a') || run('b') || run('d') {
         // The broker, and the topic filled before anything is timed.
-        let prefix = BenchBroker::topic_prefix(args.brokers.as_deref());
-        let service_topics = TopicsConfig {
-            telemetry: Vec::new(),
-            ..if prefix.is_empty() {
-                TopicsConfig::default()
-            } else {
-                TopicsConfig::with_prefix(prefix.trim_end_matches('.'))
-            }
-        };
-        let broker = BenchBroker::start(args.brokers.as_deref(), &service_topics)?;
+        let broker = BenchBroker::start(args.brokers.as_deref())?;
         let target = Target {
-            bootstrap: broker.bootstrap_servers(),
-            telemetry: format!("{prefix}{TELEMETRY}"),
-            embedded: broker.is_embedded(),
-            prefix,
+            broker: &broker,
+            telemetry: format!("{}{TELEMETRY}", broker.prefix()),
         };
-        if target.embedded {
-            println!(
-                "broker: embedded (librdkafka's mock cluster) at {}",
-                target.bootstrap
-            );
-        } else {
-            println!(
-                "broker: external at {}, topics and groups {}*",
-                target.bootstrap, target.prefix
-            );
-        }
+        println!("broker: {}", broker.describe());
         broker.create_topic(&target.telemetry, partitions)?;
         let produced = Instant::now();
-        produce_all(&target.bootstrap, &target.telemetry, &messages)?;
+        produce_all(&broker.bootstrap_servers(), &target.telemetry, &messages)?;
         let produce_time = produced.elapsed();
         // Only the mock cluster evicts. On an external broker (a) reads every event or
         // times out, and Tansu 0.6 under-reports high watermarks after large batches.
-        if target.embedded {
+        if broker.is_embedded() {
             check_retained(&target, partitions, total)?;
         }
         println!(
@@ -319,7 +295,7 @@ fn main() -> Result<(), Failure> {
             thousands(total),
             produce_time,
             total as f64 / produce_time.as_secs_f64(),
-            if target.embedded {
+            if broker.is_embedded() {
                 "; every partition holds all its events"
             } else {
                 ""
@@ -328,7 +304,7 @@ fn main() -> Result<(), Failure> {
         let run_topics = TopicsConfig {
             telemetry: vec![target.telemetry.clone()],
             create: false,
-            ..service_topics.clone()
+            ..broker.service_topics()
         };
         for round in 1..=repeat {
             if run('a') {
@@ -521,13 +497,13 @@ fn plain_consumer(
 ) -> Result<BaseConsumer, KafkaError> {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", &target.bootstrap)
-        .set("group.id", format!("{}{group}", target.prefix));
+        .set("bootstrap.servers", target.broker.bootstrap_servers())
+        .set("group.id", format!("{}{group}", target.broker.prefix()));
     // What salve's runner sets on this broker, so that only the work differs.
     for (key, value) in consumer_defaults() {
         config.set(key, value);
     }
-    if target.embedded {
+    if target.broker.is_embedded() {
         for (key, value) in EmbeddedBroker::CONSUMER_SETTINGS {
             config.set(key, value);
         }
@@ -644,20 +620,21 @@ fn salve_runner(
     timeout: Duration,
 ) -> Result<(Phase, RunReport), Failure> {
     // Watches the commands topic for the sentinels' commands.
-    let bootstrap = target.bootstrap.as_str();
+    let broker = target.broker;
+    let bootstrap = broker.bootstrap_servers();
     let observer = tail_consumer(
-        bootstrap,
-        &format!("{}bench.observer", target.prefix),
+        &bootstrap,
+        &format!("{}bench.observer", broker.prefix()),
         &topics.commands,
     )?;
     let mut kafka = runner_kafka_config(
-        &format!("{}bench.salve.{round}", target.prefix),
-        target.embedded,
+        &format!("{}bench.salve.{round}", broker.prefix()),
+        broker.is_embedded(),
         extra.consumer.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         extra.producer.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     );
     kafka.record_producer.extend(extra.record_producer.clone());
-    let runner = RunningSalve::start(bootstrap, topics, kafka, shipped_engine)?;
+    let runner = RunningSalve::start(&bootstrap, topics, kafka, shipped_engine)?;
     let tid = runner.tid;
     let deadline = Instant::now() + timeout;
     let mut first = None;
