@@ -475,6 +475,7 @@ fn actuator_exit(
                 rejected = report.rejected,
                 expired = report.expired,
                 duplicates = report.duplicates,
+                restored = report.restored,
                 commits = report.commits,
                 "actuator stopped"
             );

@@ -414,6 +414,61 @@ fn the_dedup_record_survives_a_restart_of_an_sdk_actuator() {
     );
 }
 
+/// Finished commands written to the dedup topic in one batch are all known when an actuator
+/// starts. Tansu 0.6 reports a partition's high watermark as its last batch's base offset + 1;
+/// a restore that stopped there knew one record per partition, and would have run the others
+/// again had their commands come before the follower read the rest of the batch.
+#[test]
+fn every_record_of_a_dedup_batch_is_restored_at_start() {
+    let broker = TestBroker::new("sdk-dedup-batch");
+    let settings = settings(&broker, "sdk");
+    // A first run makes the dedup topic where it is the runner's to make.
+    let report = RunningActuator::sdk(&broker, Recorder::open(), settings.clone()).stop();
+    assert_eq!(report.restored, 0);
+
+    let expires = now_ms() + 600_000;
+    let ids: Vec<String> = (0..40).map(|i| format!("r/e-{i}@0:0:1#1")).collect();
+    // One batch per partition.
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("linger.ms", "1000")
+        .create()
+        .expect("producer");
+    let records: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({
+                "v": 1, "expires_at": expires,
+                "ack": {"command_id": id, "status": "succeeded", "detail": "restarted e"},
+            })
+            .to_string()
+        })
+        .collect();
+    for (id, record) in ids.iter().zip(&records) {
+        let message = rdkafka::producer::BaseRecord::to(&settings.dedup_topic)
+            .key(id.as_str())
+            .payload(record.as_str());
+        producer.send(message).map_err(|(e, _)| e).expect("send");
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).expect("flush");
+
+    let recorder = Recorder::open();
+    let actuator = RunningActuator::sdk(&broker, Arc::clone(&recorder), settings);
+    assert_eq!(
+        actuator.stats.restored.load(Ordering::SeqCst),
+        ids.len() as u64,
+        "every finished command is known before any command is read"
+    );
+    let last = ids.last().expect("ids");
+    produce_command(&broker, last, "e", expires);
+    actuator.wait_for("the command to be answered", |s| {
+        s.duplicates.load(Ordering::SeqCst) == 1
+    });
+    let report = actuator.stop();
+    assert_eq!(report.started, 0, "nothing ran again: {report:?}");
+    assert!(recorder.handled_ids().is_empty());
+}
+
 #[test]
 fn an_expired_command_is_rejected_and_not_run() {
     let broker = TestBroker::new("expired");

@@ -68,6 +68,8 @@ pub struct ActuatorStats {
     pub expired: AtomicU64,
     /// Commands already finished, answered with their first ack and not run again.
     pub duplicates: AtomicU64,
+    /// Finished commands read from the dedup topic at start, and still remembered.
+    pub restored: AtomicU64,
     /// Messages that are not a command this build can read.
     pub invalid: AtomicU64,
     /// Offset commits made.
@@ -95,6 +97,8 @@ pub struct ActuatorReport {
     pub expired: u64,
     /// Commands answered from the dedup record.
     pub duplicates: u64,
+    /// Finished commands restored from the dedup topic at start.
+    pub restored: u64,
     /// Unreadable messages.
     pub invalid: u64,
     /// Offset commits made.
@@ -115,6 +119,7 @@ impl ActuatorStats {
             rejected: read(&self.rejected),
             expired: read(&self.expired),
             duplicates: read(&self.duplicates),
+            restored: read(&self.restored),
             invalid: read(&self.invalid),
             commits: read(&self.commits),
             aborted: false,
@@ -594,6 +599,7 @@ pub fn run_actuator<A: Actuator>(
         settings.dedup_retention_ms,
     )?;
     dedup.catch_up(wall_ms())?;
+    stats.restored.store(dedup.len() as u64, Ordering::SeqCst);
     tracing::info!(
         actuator = settings.name,
         remembered = dedup.len(),
