@@ -15,7 +15,7 @@
 //! and make expands the value, `$(shell ...)` included, where the variable is used.
 //!
 //! Some programs take their operands as data but run the value of an option (`rsync -e`,
-//! `git -c core.sshCommand=`, `git clone --upload-pack`) or run commands from a subcommand's
+//! `git -c core.sshCommand=`, `git clone --upload-pack`, `tar --to-command`) or run commands from a subcommand's
 //! arguments (`git submodule foreach`), and `find` reads an expression in which a value could
 //! add `-exec`: the guard knows those, and where a value is only data (`find -name {entity}`,
 //! `git -C /srv/{entity}`).
@@ -206,6 +206,11 @@ enum Kind {
     /// expands the value where the variable is used, and `$(shell ...)` there runs. A
     /// placeholder may only be the value of an option that names a plain file.
     Make,
+    /// GNU `tar`: some options run their value (`--to-command`, `-I`, `--checkpoint-action`),
+    /// a first argument without `-` is a cluster of option letters, and an archive name with a
+    /// colon before its first `/` is `HOST:FILE`, reached through a remote shell. Options may
+    /// follow operands.
+    Tar,
 }
 
 struct Spec {
@@ -569,6 +574,50 @@ const SPECS: &[Spec] = &[
         ],
     },
     Spec {
+        names: &["tar", "gtar"],
+        kind: Kind::Tar,
+        // `-I` is the compression program and `-F` the end-of-volume script: both run.
+        short: "AcdrtuxajJzZvpsknUmOPhlSWwBiGMRoI!F!b:C:f:g:H:K:L:N:T:V:X:",
+        long: &[
+            "catenate", "concatenate", "create", "diff", "compare", "delete", "append", "list",
+            "test-label", "update", "extract", "get", "show-defaults", "help", "usage",
+            "version", "auto-compress", "no-auto-compress", "bzip2", "xz", "lzip", "lzma",
+            "lzop", "zstd", "gzip", "gunzip", "ungzip", "compress", "uncompress", "verbose",
+            "preserve-permissions", "same-permissions", "no-same-permissions",
+            "preserve-order", "same-order", "keep-old-files", "keep-newer-files",
+            "skip-old-files", "keep-directory-symlink", "unlink-first", "recursive-unlink",
+            "overwrite", "overwrite-dir", "no-overwrite-dir", "touch", "to-stdout",
+            "numeric-owner", "same-owner", "no-same-owner", "absolute-names", "dereference",
+            "hard-dereference", "check-links", "sparse", "verify", "interactive",
+            "confirmation", "read-full-records", "ignore-zeros", "incremental",
+            "multi-volume", "block-number", "remove-files", "ignore-failed-read",
+            "ignore-command-error", "no-ignore-command-error", "recursion", "no-recursion",
+            "anchored", "no-anchored", "ignore-case", "no-ignore-case", "wildcards",
+            "no-wildcards", "wildcards-match-slash", "no-wildcards-match-slash",
+            "exclude-backups", "exclude-caches", "exclude-caches-all", "exclude-caches-under",
+            "exclude-vcs", "exclude-vcs-ignores", "null", "no-null", "unquote", "no-unquote",
+            "verbatim-files-from", "no-verbatim-files-from", "force-local", "seek", "no-seek",
+            "check-device", "no-check-device", "delay-directory-restore",
+            "no-delay-directory-restore", "restrict", "utc", "full-time",
+            "show-omitted-dirs", "show-transformed-names", "show-stored-names",
+            "show-snapshot-field-ranges", "posix",
+            "old-archive", "portability", "acls", "no-acls", "selinux", "no-selinux",
+            "xattrs", "no-xattrs", "one-file-system", "one-top-level?", "totals?",
+            "checkpoint?", "backup?", "occurrence?", "atime-preserve?",
+            "blocking-factor:", "record-size:", "directory:", "file:", "listed-incremental:",
+            "level:", "format:", "starting-file:", "tape-length:", "newer:", "after-date:",
+            "newer-mtime:", "files-from:", "label:", "exclude-from:", "exclude:",
+            "exclude-tag:", "exclude-tag-all:", "exclude-tag-under:", "exclude-ignore:",
+            "exclude-ignore-recursive:", "add-file:", "transform:", "xform:",
+            "strip-components:", "owner:", "group:", "owner-map:", "group-map:", "mode:",
+            "mtime:", "clamp-mtime", "sort:", "suffix:", "index-file:", "volno-file:",
+            "sparse-version:", "hole-detection:", "quoting-style:", "quote-chars:",
+            "no-quote-chars:", "warning:", "pax-option:", "xattrs-include:", "xattrs-exclude:",
+            "use-compress-program!", "to-command!", "info-script!", "new-volume-script!",
+            "rsh-command!", "rmt-command!", "checkpoint-action!",
+        ],
+    },
+    Spec {
         names: &["git"],
         kind: Kind::Git,
         short: "",
@@ -683,6 +732,9 @@ fn code_variable(name: &str) -> bool {
         "DOCKER_CONFIG",
         "DOCKER_HOST",
         "SSH_AUTH_SOCK",
+        // tar reads options from the one (`--to-command`), and its archive from the other.
+        "TAR_OPTIONS",
+        "TAPE",
     ];
     const PREFIXES: &[&str] = &["LD_", "DYLD_", "GIT_", "BASH_FUNC_", "RSYNC_", "GCONV_"];
     NAMES.contains(&name) || PREFIXES.iter().any(|prefix| name.starts_with(prefix))
@@ -693,6 +745,26 @@ fn code_variable(name: &str) -> bool {
 const MAKE_ADVICE: &str = "keep make's arguments fixed, and pass the value to a script as an argument (`/opt/deploy.sh {entity}`), where no makefile expands it";
 
 const SCRIPT_ADVICE: &str = "keep it fixed and pass values as arguments after the script (a shell script reads them as \"$1\", \"$2\"...)";
+
+/// How to hand a value to tar instead.
+const TAR_ADVICE: &str = "keep it fixed; a value may be a member name, or the value of an option that names a file or directory (`-C /srv/{entity}`)";
+
+/// The text of a template element before its first placeholder (`{{` is a literal brace).
+fn fixed_prefix(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'{' {
+            if bytes.get(i + 1) == Some(&b'{') {
+                i += 2;
+                continue;
+            }
+            return &text[..i];
+        }
+        i += 1;
+    }
+    text
+}
 
 /// An option's name, without an attached `=value`.
 fn option_name(text: &str) -> &str {
@@ -787,6 +859,9 @@ struct Parsed {
     shell_mode: bool,
     /// Long names and letters used, for `runuser -u`.
     used: Vec<String>,
+    /// Where each option value is (attached to its option, or the next argument), and the
+    /// option's long name or letter.
+    values: Vec<(usize, String)>,
     /// The first option the spec does not know, and its text.
     unknown: Option<(usize, String)>,
 }
@@ -906,6 +981,7 @@ impl Guard<'_, '_> {
                 }
             }
             Kind::Find => self.find(position),
+            Kind::Tar => self.tar(spec, position),
             Kind::Git => self.git(position),
             Kind::Make => {
                 let parsed = self.permuted_options(spec, name, position)?;
@@ -988,6 +1064,86 @@ impl Guard<'_, '_> {
             let values = find_values(element.text);
             self.not_run.extend(i + 1..=i + values);
             i += 1 + values;
+        }
+        Ok(())
+    }
+
+    /// `tar [LETTERS] [OPTIONS] [FILES]`: options that run their value are code, and so is
+    /// a first argument without `-`, which GNU tar reads as option letters whose values are
+    /// the next arguments, in order (`tar czf ARCHIVE DIR`). An archive name may hold a
+    /// placeholder only after a fixed `/`, or with `--force-local`: with a colon before its
+    /// first `/` it is `[USER@]HOST:FILE`, which tar reaches through a remote shell.
+    fn tar(&mut self, spec: &Spec, position: usize) -> Result<(), GuardError> {
+        let name = self.argv[position].text;
+        let mut archives = Vec::new();
+        let mut from = position + 1;
+        if let Some(first) = self.argv.get(from).copied() {
+            if !first.text.starts_with('-') {
+                if first.placeholder {
+                    return Err(GuardError::Code {
+                        position: from,
+                        text: first.text.to_owned(),
+                        program: name.to_owned(),
+                        what: "the first argument, which tar reads as option letters when it does not start with `-`",
+                        fix: TAR_ADVICE,
+                    });
+                }
+                let mut value = from + 1;
+                for letter in first.text.chars() {
+                    match spec.short_marker(letter) {
+                        Some(Marker::Flag) => {}
+                        Some(marker) => {
+                            let placeholder = self.argv.get(value).is_some_and(|e| e.placeholder);
+                            if marker == Marker::Code && placeholder {
+                                return Err(GuardError::Code {
+                                    position: value,
+                                    text: self.text(value),
+                                    program: name.to_owned(),
+                                    what: "the value of an option that runs it",
+                                    fix: TAR_ADVICE,
+                                });
+                            }
+                            if letter == 'f' {
+                                archives.push(value);
+                            }
+                            value += 1;
+                        }
+                        None => {
+                            return self.refuse_unknown_option(
+                                name,
+                                from,
+                                &letter.to_string(),
+                                from,
+                            )
+                        }
+                    }
+                }
+                from = value;
+            }
+        }
+        let parsed = self.permuted_options_from(spec, name, from)?;
+        archives.extend(
+            parsed
+                .values
+                .iter()
+                .filter(|(_, option)| matches!(option.as_str(), "f" | "file"))
+                .map(|&(at, _)| at),
+        );
+        if parsed.used.iter().any(|u| u == "force-local") {
+            return Ok(());
+        }
+        for at in archives {
+            let Some(element) = self.argv.get(at) else {
+                continue;
+            };
+            if element.placeholder && !fixed_prefix(element.text).contains('/') {
+                return Err(GuardError::ShellLine {
+                    position: at,
+                    text: self.text(at),
+                    program: name.to_owned(),
+                    how: "reaches an archive named `[USER@]HOST:FILE` through a remote shell, and a value could put a colon before the first `/`; begin the name with a fixed directory (`/srv/backups/{entity}.tar`) or add `--force-local`",
+                });
+            }
         }
         Ok(())
     }
@@ -1314,9 +1470,19 @@ impl Guard<'_, '_> {
         name: &str,
         position: usize,
     ) -> Result<Parsed, GuardError> {
-        let parsed = self.parse(spec, position + 1, true, false);
+        self.permuted_options_from(spec, name, position + 1)
+    }
+
+    /// [`Self::permuted_options`] for the arguments from `from` on.
+    fn permuted_options_from(
+        &self,
+        spec: &Spec,
+        name: &str,
+        from: usize,
+    ) -> Result<Parsed, GuardError> {
+        let parsed = self.parse(spec, from, true, false);
         if let Some((at, option)) = &parsed.unknown {
-            self.refuse_unknown_option(name, *at, option, position + 1)?;
+            self.refuse_unknown_option(name, *at, option, from)?;
         }
         self.refuse_in_options(name, &parsed, |role| role == Role::Value)?;
         Ok(parsed)
@@ -1380,7 +1546,6 @@ impl Guard<'_, '_> {
                 parsed.unknown = Some((i, text.to_owned()));
                 return parsed;
             };
-            parsed.used.push(used);
             let role = match found {
                 Marker::Code => Role::Code,
                 Marker::Value | Marker::Attached => Role::Value,
@@ -1399,6 +1564,10 @@ impl Guard<'_, '_> {
                 i += 1;
                 parsed.options.push((i, role));
             }
+            if role != Role::Flag && (takes_next || attached) {
+                parsed.values.push((i, used.clone()));
+            }
+            parsed.used.push(used);
             if found == Marker::Code {
                 parsed.code_option = true;
                 options_done |= code_ends_options;

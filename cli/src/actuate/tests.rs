@@ -463,6 +463,55 @@ fn placeholders_that_would_reach_code_are_refused_at_load() {
             ],
             "does not know option `--frobnicate`",
         ),
+        // tar: options that run their value, old-style letters, remote archive names.
+        (&["tar", "--to-command={entity}", "-xf", "/srv/a.tar"], code),
+        (
+            &["tar", "-xf", "/srv/a.tar", "--to-command", "{entity}"],
+            code,
+        ),
+        (
+            &[
+                "tar",
+                "-I",
+                "{params.compressor}",
+                "-cf",
+                "/srv/a.tar",
+                "/srv/data",
+            ],
+            code,
+        ),
+        (
+            &[
+                "tar",
+                "--checkpoint-action=exec={entity}",
+                "-cf",
+                "/srv/a.tar",
+                "/srv/data",
+            ],
+            code,
+        ),
+        (&["tar", "xIf", "{entity}", "/srv/a.tar"], code),
+        (
+            &["tar", "{params.mode}", "/srv/a.tar"],
+            "tar reads as option letters",
+        ),
+        (
+            &["tar", "czf", "{entity}.tgz", "/srv/data"],
+            "through a remote shell",
+        ),
+        (
+            &["tar", "-czf", "backups-{entity}.tgz", "/srv/data"],
+            "through a remote shell",
+        ),
+        (&["tar", "-x", "--file={entity}"], "through a remote shell"),
+        (
+            &["tar", "-xf", "/srv/a.tar", "{entity}", "--frobnicate"],
+            "does not know option `--frobnicate`",
+        ),
+        (
+            &["tar", "cqf", "/srv/a.tar", "{entity}"],
+            "does not know option `q`",
+        ),
         // git: configuration that names programs, subcommands that run their arguments.
         (
             &["git", "-c", "core.sshCommand={entity}", "fetch"],
@@ -569,6 +618,17 @@ fn placeholders_that_would_reach_code_are_refused_at_load() {
             &["env", "LD_PRELOAD=/tmp/{entity}.so", "/opt/restart"],
             "environment variable that programs load or run code from",
         ),
+        (
+            &[
+                "env",
+                "TAR_OPTIONS={entity}",
+                "tar",
+                "-cf",
+                "/srv/a.tar",
+                "/srv/data",
+            ],
+            "environment variable that programs load or run code from",
+        ),
     ];
     for (argv, expected) in cases {
         let items: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
@@ -604,6 +664,30 @@ fn placeholders_as_data_still_load() {
         &["flock", "/run/lock/{entity}", "/opt/restart", "{entity}"],
         &["xargs", "-0", "/opt/restart", "{entity}"],
         &["ssh", "{entity}", "sudo", "systemctl", "restart", "app"],
+        // tar: member names, directories, and archives under a fixed directory.
+        &[
+            "tar",
+            "-czf",
+            "/srv/backups/{entity}.tgz",
+            "-C",
+            "/srv/data",
+            "{entity}",
+        ],
+        &[
+            "tar",
+            "czf",
+            "/srv/backups/{entity}.tgz",
+            "/srv/data/{entity}",
+        ],
+        &["tar", "--force-local", "-cf", "{entity}.tar", "/srv/data"],
+        &[
+            "tar",
+            "-xf",
+            "/srv/a.tar",
+            "-C",
+            "/srv/restore/{entity}",
+            "--strip-components=1",
+        ],
         // A file make only looks at the time of, as the value of its option.
         &[
             "make",
