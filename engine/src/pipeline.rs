@@ -10,6 +10,7 @@ use control::{Modes, ReloadOutcome};
 
 mod canary;
 pub mod control;
+mod early_acks;
 pub mod inspect;
 pub(crate) mod storm;
 
@@ -201,6 +202,11 @@ pub struct Engine {
     unconfirmed: Vec<(PartitionId, String)>,
     /// Restored subjects with an escalation not known delivered, to publish again.
     republish: Vec<(PartitionId, String)>,
+    /// Acks whose command was unknown when they came, for incidents a restore brings in.
+    early_acks: early_acks::EarlyAcks,
+    /// A restore brought in incidents that wait for an ack: the next tick looks through
+    /// `early_acks` for theirs.
+    replay_early_acks: bool,
     /// Effectiveness and incident histories, read off the outputs.
     ledger: Ledger,
     /// The global mode and per-rule overrides, as set at start-up or since.
@@ -277,6 +283,8 @@ impl Engine {
             dirty: Vec::new(),
             unconfirmed: Vec::new(),
             republish: Vec::new(),
+            early_acks: early_acks::EarlyAcks::default(),
+            replay_early_acks: false,
             ledger: Ledger::default(),
             modes: Modes::new(mode),
             paused: Vec::new(),
@@ -767,6 +775,8 @@ impl Engine {
         let Some((partition, state, subject_key)) = found else {
             self.stats.acks_unmatched += 1;
             tracing::debug!(command_id = %ack.command_id, "ack matches no open attempt here");
+            // Its incident may be on its way here, in a partition being moved.
+            self.early_acks.keep(now_ms, ack);
             return;
         };
         // A failed attempt may climb the ladder at once: whether a storm holds that back is
@@ -868,6 +878,8 @@ impl Engine {
         // Before `start`: the ledger counted these escalations in the process that made them.
         self.publish_again(out);
         let start = out.len();
+        // Before the deadlines: an ack that came in time wins over its ack deadline.
+        self.apply_early_acks(now_ms, out);
         self.fire_deadlines(now_ms, out);
         self.ledger.observe(&out[start..]);
     }
@@ -1179,6 +1191,12 @@ impl Engine {
             }
         }
         self.stats.incidents_restored += durable.subject.incidents.len() as u64;
+        self.replay_early_acks |= durable.subject.incidents.iter().any(|incident| {
+            matches!(
+                incident.state,
+                IncidentState::Remediating | IncidentState::Reverting
+            )
+        });
         if durable.subject.has_unconfirmed_escalation() {
             self.republish.push((partition, subject_key.to_owned()));
         }
@@ -1250,6 +1268,23 @@ impl Engine {
 
     /// Publishes again the escalations of restored incidents that were not known delivered:
     /// the same records, which consumers dedup by `incident`.
+    /// Applies the kept acks of commands that restored incidents wait for.
+    fn apply_early_acks(&mut self, now_ms: i64, out: &mut Vec<Output>) {
+        if !std::mem::take(&mut self.replay_early_acks) {
+            return;
+        }
+        let partitions = &self.partitions;
+        let known = |command_id: &str| {
+            partitions
+                .values()
+                .any(|state| state.commands.subjects.contains_key(command_id))
+        };
+        for ack in self.early_acks.take_known(now_ms, known) {
+            self.stats.acks_replayed += 1;
+            self.apply_ack(&ack, now_ms, out);
+        }
+    }
+
     fn publish_again(&mut self, out: &mut Vec<Output>) {
         if self.republish.is_empty() {
             return;

@@ -60,6 +60,9 @@ pub struct Stats {
     pub acks: u64,
     /// Acks that matched no open attempt here (unknown, late, or another process's).
     pub acks_unmatched: u64,
+    /// Of those, acks applied later, when a restore brought in the incident that waited for
+    /// them (they came while its partition was moving).
+    pub acks_replayed: u64,
     /// Acks that could not be decoded.
     pub ack_decode_errors: u64,
     /// Attempts whose actuator reported success.

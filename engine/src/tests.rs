@@ -1288,6 +1288,51 @@ fn changelog(out: &[Output]) -> Vec<&crate::wire::ChangelogRecord> {
         .collect()
 }
 
+/// An ack that comes while the partition moves reaches the new owner before the restore does:
+/// it is kept, and applied once the incident is restored, instead of the attempt timing out.
+#[test]
+fn an_ack_that_comes_before_its_incident_is_restored_is_applied_after() {
+    let mut first = engine_with(&[]);
+    let out = feed(
+        &mut first,
+        &[exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)],
+    );
+    let id = commands(&out)[0].id.clone();
+    let records = changelog(&out);
+    let value = records[0].value.clone().expect("an open incident");
+
+    let mut second = engine_with(&[]);
+    let mut acked = Vec::new();
+    second.on_ack(&ack(&id, AckStatus::Received), 4_000, &mut acked);
+    second.on_ack(&ack(&id, AckStatus::Succeeded), 4_500, &mut acked);
+    second.on_ack(
+        &ack("other/b@0:0:1#1", AckStatus::Succeeded),
+        4_600,
+        &mut acked,
+    );
+    assert_eq!(second.stats().acks_unmatched, 3, "nothing is here yet");
+    second
+        .restore(records[0].partition, "a", value.as_bytes())
+        .expect("restores");
+    second.tick(5_000, &mut acked);
+    assert_eq!(last_transition(&acked), Some(IncidentState::Verifying));
+    assert_eq!(second.stats().acks_replayed, 2, "received, then succeeded");
+    assert_eq!(second.stats().attempts_succeeded, 1);
+    second.tick(29_999, &mut acked);
+    assert_eq!(
+        second.stats().attempts_timed_out,
+        0,
+        "the ack deadline is gone"
+    );
+    let mut again = Vec::new();
+    second.tick(30_000, &mut again);
+    assert_eq!(
+        second.stats().acks_replayed,
+        2,
+        "each kept ack is applied once"
+    );
+}
+
 #[test]
 fn open_incidents_go_to_the_changelog_and_come_back_with_their_deadlines() {
     let mut first = engine_with(&[]);

@@ -196,6 +196,56 @@ fn a_changelog_batch_of_many_records_is_restored_in_full() {
     assert_eq!(report.engine.commands, 0, "none is sent twice");
 }
 
+/// Two members share the partitions. The one whose incident waits for an ack stops, and the
+/// ack comes while the partition moves to the other, before that one has restored the
+/// incident: the other's follower read it all the same, and applies it once the incident is
+/// restored, so the attempt succeeds instead of timing out and restarting the pod again.
+#[test]
+fn an_ack_that_comes_while_its_partition_moves_is_applied_by_the_new_owner() {
+    let broker = TestBroker::new("ack-move");
+    let mut config = broker.config();
+    config.api.listen = "127.0.0.1:0".into();
+    config.metrics.listen = "127.0.0.1:0".into();
+    let members = [
+        RunningSalve::start_operated(config.clone()),
+        RunningSalve::start_operated(config),
+    ];
+    let entity = "checkout/pod-1";
+    let t = now_ms();
+    for i in 0..3 {
+        broker.produce(
+            &broker.topics.telemetry[0],
+            Some(entity),
+            exit_event(entity, t + i * 1_000).as_bytes(),
+        );
+    }
+    let commands = broker.read_until(&broker.topics.commands, |r| !r.is_empty());
+    let command: serde_json::Value =
+        serde_json::from_slice(&commands[0].payload).expect("a command");
+    let id = command["id"].as_str().expect("an id").to_owned();
+    let issued_by = |member: &RunningSalve| member.ask(|engine, _| engine.stats().commands) > 0;
+    let [a, b] = members;
+    let (owner, other) = if issued_by(&a) { (a, b) } else { (b, a) };
+    let handed_over = owner.stop();
+    assert_eq!(handed_over.engine.commands, 1);
+
+    let ack = serde_json::json!({
+        "v": 1, "command_id": id, "status": "succeeded", "detail": "restarted", "actuator": "test",
+    });
+    broker.produce(
+        &broker.topics.acks,
+        Some(entity),
+        ack.to_string().as_bytes(),
+    );
+    other.wait_for("the moved incident to take its ack", |engine| {
+        engine.stats().attempts_succeeded == 1
+    });
+    let report = other.stop();
+    assert_eq!(report.engine.incidents_restored, 1, "{:?}", report.engine);
+    assert_eq!(report.engine.attempts_timed_out, 0);
+    assert_eq!(report.engine.commands, 0, "the pod is not restarted again");
+}
+
 #[test]
 fn bad_input_goes_to_the_dead_letter_topic_and_salve_keeps_running() {
     let broker = TestBroker::new("dlq");

@@ -470,6 +470,11 @@ fn registry(engine: &EngineSnapshot, runner: &RunnerSnapshot) -> Registry {
         counter(stats.acks_unmatched),
     );
     r.register(
+        "salve_acks_replayed",
+        "Unmatched acks applied later, when a restore brought in the incident that waited for them",
+        counter(stats.acks_replayed),
+    );
+    r.register(
         "salve_ack_decode_errors",
         "Acks that could not be decoded",
         counter(stats.ack_decode_errors),
