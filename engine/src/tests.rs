@@ -1292,13 +1292,7 @@ fn changelog(out: &[Output]) -> Vec<&crate::wire::ChangelogRecord> {
 /// it is kept, and applied once the incident is restored, instead of the attempt timing out.
 #[test]
 fn an_ack_that_comes_before_its_incident_is_restored_is_applied_after() {
-    let mut first = engine_with(&[]);
-    let out = feed(
-        &mut first,
-        &[exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)],
-    );
-    let id = commands(&out)[0].id.clone();
-    let records = changelog(&out);
+    let (id, records) = incident_in_changelog();
     let value = records[0].value.clone().expect("an open incident");
 
     let mut second = engine_with(&[]);
@@ -1333,15 +1327,21 @@ fn an_ack_that_comes_before_its_incident_is_restored_is_applied_after() {
     );
 }
 
-#[test]
-fn open_incidents_go_to_the_changelog_and_come_back_with_their_deadlines() {
+/// crash_loop's incident on `a`, opened in an engine of its own: its command's id, and the
+/// changelog records that came out.
+fn incident_in_changelog() -> (String, Vec<crate::wire::ChangelogRecord>) {
     let mut first = engine_with(&[]);
     let out = feed(
         &mut first,
         &[exit("a", 1_000), exit("a", 2_000), exit("a", 3_000)],
     );
     let id = commands(&out)[0].id.clone();
-    let records = changelog(&out);
+    (id, changelog(&out).into_iter().cloned().collect())
+}
+
+#[test]
+fn open_incidents_go_to_the_changelog_and_come_back_with_their_deadlines() {
+    let (id, records) = incident_in_changelog();
     assert_eq!(records.len(), 1, "one subject changed");
     assert_eq!(records[0].key(), "0:0|a");
     let value = records[0].value.clone().expect("an open incident");

@@ -211,14 +211,7 @@ fn an_ack_that_comes_while_its_partition_moves_is_applied_by_the_new_owner() {
         RunningSalve::start_operated(config),
     ];
     let entity = "checkout/pod-1";
-    let t = now_ms();
-    for i in 0..3 {
-        broker.produce(
-            &broker.topics.telemetry[0],
-            Some(entity),
-            exit_event(entity, t + i * 1_000).as_bytes(),
-        );
-    }
+    produce_exits(&broker, entity, now_ms(), 3, 1_000);
     let commands = broker.read_until(&broker.topics.commands, |r| !r.is_empty());
     let command: serde_json::Value =
         serde_json::from_slice(&commands[0].payload).expect("a command");
