@@ -1266,25 +1266,40 @@ impl Engine {
         self.emit_changelog(out);
     }
 
-    /// Publishes again the escalations of restored incidents that were not known delivered:
-    /// the same records, which consumers dedup by `incident`.
     /// Applies the kept acks of commands that restored incidents wait for.
     fn apply_early_acks(&mut self, now_ms: i64, out: &mut Vec<Output>) {
         if !std::mem::take(&mut self.replay_early_acks) {
             return;
         }
         let partitions = &self.partitions;
-        let known = |command_id: &str| {
-            partitions
-                .values()
-                .any(|state| state.commands.subjects.contains_key(command_id))
+        // Only an attempt that waits for its ack: a kept ack of an attempt the old owner had
+        // already closed stays kept, as it would have matched nothing there either.
+        let awaited = |command_id: &str| {
+            partitions.values().any(|state| {
+                state
+                    .commands
+                    .subjects
+                    .get(command_id)
+                    .and_then(|key| state.subject(key))
+                    .is_some_and(|(subject, _)| {
+                        subject.incidents.iter().any(|incident| {
+                            incident.command_id == command_id
+                                && matches!(
+                                    incident.state,
+                                    IncidentState::Remediating | IncidentState::Reverting
+                                )
+                        })
+                    })
+            })
         };
-        for ack in self.early_acks.take_known(now_ms, known) {
+        for ack in self.early_acks.take_awaited(now_ms, awaited) {
             self.stats.acks_replayed += 1;
             self.apply_ack(&ack, now_ms, out);
         }
     }
 
+    /// Publishes again the escalations of restored incidents that were not known delivered:
+    /// the same records, which consumers dedup by `incident`.
     fn publish_again(&mut self, out: &mut Vec<Output>) {
         if self.republish.is_empty() {
             return;

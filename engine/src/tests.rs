@@ -1327,6 +1327,44 @@ fn an_ack_that_comes_before_its_incident_is_restored_is_applied_after() {
     );
 }
 
+/// A kept ack is applied only to an attempt that waits for it: one whose attempt the old owner
+/// had closed stays kept, and is not counted as replayed.
+#[test]
+fn a_kept_ack_of_a_closed_attempt_is_not_replayed() {
+    let mut first = engine_with(&[]);
+    let events: Vec<_> = ["a", "b"]
+        .iter()
+        .flat_map(|e| [exit(e, 1_000), exit(e, 2_000), exit(e, 3_000)])
+        .collect();
+    let out = feed(&mut first, &events);
+    let ids: Vec<String> = commands(&out).iter().map(|c| c.id.clone()).collect();
+    assert_eq!(ids.len(), 2);
+    let mut acked = Vec::new();
+    first.on_ack(&ack(&ids[0], AckStatus::Succeeded), 4_000, &mut acked);
+    let latest = |key: &str| {
+        changelog(&out)
+            .into_iter()
+            .chain(changelog(&acked))
+            .rfind(|c| c.key().ends_with(&format!("|{key}")))
+            .cloned()
+            .expect("a record")
+    };
+    let (a, b) = (latest("a"), latest("b"));
+
+    let mut second = engine_with(&[]);
+    let mut out = Vec::new();
+    second.on_ack(&ack(&ids[0], AckStatus::Succeeded), 4_500, &mut out);
+    for (key, record) in [("a", &a), ("b", &b)] {
+        let value = record.value.clone().expect("open");
+        second
+            .restore(record.partition, key, value.as_bytes())
+            .expect("restores");
+    }
+    second.tick(5_000, &mut out);
+    assert_eq!(second.stats().acks_replayed, 0, "a was verifying already");
+    assert_eq!(second.stats().attempts_succeeded, 0);
+}
+
 /// crash_loop's incident on `a`, opened in an engine of its own: its command's id, and the
 /// changelog records that came out.
 fn incident_in_changelog() -> (String, Vec<crate::wire::ChangelogRecord>) {

@@ -33,15 +33,15 @@ impl EarlyAcks {
         self.forget_old(now_ms);
     }
 
-    /// Takes out, in arrival order, the kept acks whose command `known` recognises.
-    pub(crate) fn take_known(&mut self, now_ms: i64, known: impl Fn(&str) -> bool) -> Vec<Ack> {
+    /// Takes out, in arrival order, the kept acks of the commands `awaited` names.
+    pub(crate) fn take_awaited(&mut self, now_ms: i64, awaited: impl Fn(&str) -> bool) -> Vec<Ack> {
         self.forget_old(now_ms);
         if self.kept.is_empty() {
             return Vec::new();
         }
         let mut taken = Vec::new();
         self.kept.retain(|(_, ack)| {
-            let take = known(&ack.command_id);
+            let take = awaited(&ack.command_id);
             if take {
                 taken.push(ack.clone());
             }
