@@ -15,10 +15,10 @@
 //! and make expands the value, `$(shell ...)` included, where the variable is used.
 //!
 //! Some programs take their operands as data but run the value of an option (`rsync -e`,
-//! `git -c core.sshCommand=`, `git clone --upload-pack`, `tar --to-command`) or run commands from a subcommand's
-//! arguments (`git submodule foreach`), and `find` reads an expression in which a value could
-//! add `-exec`: the guard knows those, and where a value is only data (`find -name {entity}`,
-//! `git -C /srv/{entity}`).
+//! `git -c core.sshCommand=`, `git clone --upload-pack`, `tar --to-command`) or run commands
+//! from a subcommand's arguments (`git submodule foreach`), and `find` reads an expression in
+//! which a value could add `-exec`: the guard knows those, and where a value is only data
+//! (`find -name {entity}`, `git -C /srv/{entity}`).
 //!
 //! A program it cannot classify (`systemctl`, a runbook script) gets its arguments as data;
 //! what such a program does with them is beyond the guard. Any later argument that names a
@@ -34,6 +34,9 @@ pub struct Element<'a> {
     pub text: &'a str,
     /// Whether it contains a placeholder.
     pub placeholder: bool,
+    /// The fixed text before its first placeholder, all of it when it has none, with `{{`
+    /// read as `{`.
+    pub lead: &'a str,
 }
 
 /// Why a template is refused. Positions count argv elements, the program being 0.
@@ -740,31 +743,14 @@ fn code_variable(name: &str) -> bool {
     NAMES.contains(&name) || PREFIXES.iter().any(|prefix| name.starts_with(prefix))
 }
 
-/// How to pass a value to code instead of splicing it in.
 /// How to hand a value to what a makefile does instead.
 const MAKE_ADVICE: &str = "keep make's arguments fixed, and pass the value to a script as an argument (`/opt/deploy.sh {entity}`), where no makefile expands it";
 
+/// How to pass a value to code instead of splicing it in.
 const SCRIPT_ADVICE: &str = "keep it fixed and pass values as arguments after the script (a shell script reads them as \"$1\", \"$2\"...)";
 
 /// How to hand a value to tar instead.
 const TAR_ADVICE: &str = "keep it fixed; a value may be a member name, or the value of an option that names a file or directory (`-C /srv/{entity}`)";
-
-/// The text of a template element before its first placeholder (`{{` is a literal brace).
-fn fixed_prefix(text: &str) -> &str {
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'{' {
-            if bytes.get(i + 1) == Some(&b'{') {
-                i += 2;
-                continue;
-            }
-            return &text[..i];
-        }
-        i += 1;
-    }
-    text
-}
 
 /// An option's name, without an attached `=value`.
 fn option_name(text: &str) -> &str {
@@ -962,7 +948,7 @@ impl Guard<'_, '_> {
             }
             Kind::Rsync => {
                 // An unknown option may undo what came before it (`--no-s`, `--old-args`).
-                let parsed = self.permuted_options(spec, name, position)?;
+                let parsed = self.permuted_options(spec, name, position + 1)?;
                 self.not_run
                     .extend(parsed.options.iter().map(|&(position, _)| position));
                 // Any operand can become `HOST:PATH`, since a value may hold a colon.
@@ -984,7 +970,7 @@ impl Guard<'_, '_> {
             Kind::Tar => self.tar(spec, position),
             Kind::Git => self.git(position),
             Kind::Make => {
-                let parsed = self.permuted_options(spec, name, position)?;
+                let parsed = self.permuted_options(spec, name, position + 1)?;
                 match parsed.operands.iter().find(|&&i| self.argv[i].placeholder) {
                     Some(&operand) => Err(GuardError::Code {
                         position: operand,
@@ -1121,7 +1107,7 @@ impl Guard<'_, '_> {
                 from = value;
             }
         }
-        let parsed = self.permuted_options_from(spec, name, from)?;
+        let parsed = self.permuted_options(spec, name, from)?;
         archives.extend(
             parsed
                 .values
@@ -1136,7 +1122,7 @@ impl Guard<'_, '_> {
             let Some(element) = self.argv.get(at) else {
                 continue;
             };
-            if element.placeholder && !fixed_prefix(element.text).contains('/') {
+            if element.placeholder && !element.lead.contains('/') {
                 return Err(GuardError::ShellLine {
                     position: at,
                     text: self.text(at),
@@ -1460,26 +1446,11 @@ impl Guard<'_, '_> {
         Ok(())
     }
 
-    /// Parses the arguments of `name`, at `position`, which takes options after operands too
-    /// (rsync, GNU make), and refuses a placeholder in an option that is not a plain value.
-    /// An option salve does not know refuses every placeholder, wherever it stands: it may
-    /// take the next argument as its value, and it may come after them.
-    fn permuted_options(
-        &self,
-        spec: &Spec,
-        name: &str,
-        position: usize,
-    ) -> Result<Parsed, GuardError> {
-        self.permuted_options_from(spec, name, position + 1)
-    }
-
-    /// [`Self::permuted_options`] for the arguments from `from` on.
-    fn permuted_options_from(
-        &self,
-        spec: &Spec,
-        name: &str,
-        from: usize,
-    ) -> Result<Parsed, GuardError> {
+    /// Parses the arguments of `name` from `from` on, for a program that takes options after
+    /// operands too (rsync, GNU make and tar), and refuses a placeholder in an option that is
+    /// not a plain value. An option salve does not know refuses every placeholder, wherever it
+    /// stands: it may take the next argument as its value, and it may come after them.
+    fn permuted_options(&self, spec: &Spec, name: &str, from: usize) -> Result<Parsed, GuardError> {
         let parsed = self.parse(spec, from, true, false);
         if let Some((at, option)) = &parsed.unknown {
             self.refuse_unknown_option(name, *at, option, from)?;

@@ -315,10 +315,14 @@ fn parse_template(value: &toml::Value) -> Result<Template, String> {
         .collect::<Result<_, _>>()?;
     let elements: Vec<Element<'_>> = argv
         .iter()
-        .zip(std::iter::once(&Vec::new()).chain(&args))
+        .zip(std::iter::once(&program_segments).chain(&args))
         .map(|(text, segments)| Element {
             text,
             placeholder: segments.iter().any(|s| matches!(s, Segment::Field(_))),
+            lead: match segments.first() {
+                Some(Segment::Text(lead)) => lead,
+                _ => "",
+            },
         })
         .collect();
     guard::check(&elements).map_err(|refusal| refusal.to_string())?;
