@@ -805,11 +805,7 @@ impl Engine {
         let incident = &subject.incidents[index];
         // Only an attempt that waits for its ack can take one: a late or repeated ack for an
         // attempt already verifying, or failed, is recorded and changes nothing.
-        let awaiting = matches!(
-            incident.state,
-            IncidentState::Remediating | IncidentState::Reverting
-        );
-        if !awaiting {
+        if !incident.state.awaits_ack() {
             self.stats.acks_unmatched += 1;
             return;
         }
@@ -1191,12 +1187,11 @@ impl Engine {
             }
         }
         self.stats.incidents_restored += durable.subject.incidents.len() as u64;
-        self.replay_early_acks |= durable.subject.incidents.iter().any(|incident| {
-            matches!(
-                incident.state,
-                IncidentState::Remediating | IncidentState::Reverting
-            )
-        });
+        self.replay_early_acks |= durable
+            .subject
+            .incidents
+            .iter()
+            .any(|incident| incident.state.awaits_ack());
         if durable.subject.has_unconfirmed_escalation() {
             self.republish.push((partition, subject_key.to_owned()));
         }
@@ -1281,15 +1276,11 @@ impl Engine {
                     .subjects
                     .get(command_id)
                     .and_then(|key| state.subject(key))
-                    .is_some_and(|(subject, _)| {
-                        subject.incidents.iter().any(|incident| {
-                            incident.command_id == command_id
-                                && matches!(
-                                    incident.state,
-                                    IncidentState::Remediating | IncidentState::Reverting
-                                )
-                        })
+                    .and_then(|(subject, _)| {
+                        let index = subject.incident_by_command(command_id)?;
+                        Some(subject.incidents[index].state.awaits_ack())
                     })
+                    .unwrap_or(false)
             })
         };
         for ack in self.early_acks.take_awaited(now_ms, awaited) {

@@ -150,6 +150,11 @@ impl IncidentState {
             IncidentState::Failed => "failed",
         }
     }
+
+    /// Whether the attempt waits for the actuator's final ack: only then can an ack move it.
+    pub fn awaits_ack(self) -> bool {
+        matches!(self, IncidentState::Remediating | IncidentState::Reverting)
+    }
 }
 
 /// A rule's judgement of an entity.
