@@ -46,7 +46,7 @@ pub fn ensure_topics(
             }
         })
         .collect();
-    create(bootstrap, client, &new_topics)
+    create(bootstrap, client, &new_topics, &options())
 }
 
 /// Creates one topic with its own partition count, with the broker's default cleanup policy,
@@ -60,23 +60,28 @@ pub fn ensure_topic(
     replication: i32,
 ) -> Result<(), TopicError> {
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
-    create(bootstrap, client, &[topic])
+    create(bootstrap, client, &[topic], &options())
+}
+
+/// How long the broker may take to create a topic.
+pub(crate) fn options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))
 }
 
 /// Sends one CreateTopics request; a topic that exists already is not an error.
-fn create(
+pub(crate) fn create(
     bootstrap: &str,
     client: &std::collections::BTreeMap<String, String>,
     new_topics: &[NewTopic<'_>],
+    options: &AdminOptions,
 ) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> =
         crate::config::client_config(bootstrap, &[], client).create()?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| TopicError::Client(KafkaError::AdminOpCreation(e.to_string())))?;
-    let results = runtime.block_on(admin.create_topics(new_topics, &options))?;
+    let results = runtime.block_on(admin.create_topics(new_topics, options))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -11,8 +11,8 @@
 
 use super::done::{DoneRecord, DoneSet};
 use crate::config::{client_config, KafkaConfig};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use crate::topics::{self, TopicError};
+use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -274,32 +274,18 @@ pub(crate) fn ensure_dedup_topic(
     {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap, &[], &kafka.consumer)
-        .create()
-        .map_err(client_error)?;
     let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
         .set("cleanup.policy", "compact");
-    let options = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(10)))
-        .request_timeout(Some(Duration::from_secs(5)));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| client_error(KafkaError::AdminOpCreation(e.to_string())))?;
-    let results = match runtime.block_on(admin.create_topics([&new_topic], &options)) {
-        Ok(results) => results,
-        Err(KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut)) => {
-            return create_by_metadata_request(bootstrap, kafka, topic)
+    // The embedded broker never answers CreateTopics: give up on it sooner.
+    let options = topics::options().request_timeout(Some(Duration::from_secs(5)));
+    match topics::create(bootstrap, &kafka.consumer, &[new_topic], &options) {
+        Ok(()) => Ok(()),
+        Err(TopicError::Client(KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut))) => {
+            create_by_metadata_request(bootstrap, kafka, topic)
         }
-        Err(error) => return Err(client_error(error)),
-    };
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(DedupError::Refused { topic, code }),
-        }
+        Err(TopicError::Client(error)) => Err(client_error(error)),
+        Err(TopicError::Refused { topic, code }) => Err(DedupError::Refused { topic, code }),
     }
-    Ok(())
 }
 
 /// The embedded broker (librdkafka's mock cluster) does not answer CreateTopics; it creates a
