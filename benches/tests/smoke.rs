@@ -66,14 +66,20 @@ fn latency_measures_salve_and_the_python_detector() {
             "60",
         ],
     );
-    for detector in ["salve ", "salve-defaults ", "python "] {
+    assert_latency_lines(&out, &["salve", "salve-defaults", "python"]);
+    assert!(out.contains("max throughput"), "{out}");
+}
+
+/// Asserts that the latency benchmark printed a line of figures for each of `detectors`.
+fn assert_latency_lines(out: &str, detectors: &[&str]) {
+    for detector in detectors {
+        let prefix = format!("{detector} ");
         assert!(
             out.lines()
-                .any(|l| l.starts_with(detector) && l.contains(" ms")),
+                .any(|l| l.starts_with(&prefix) && l.contains(" ms")),
             "no latency line for {detector:?} in:\n{out}"
         );
     }
-    assert!(out.contains("max throughput"), "{out}");
 }
 
 /// Runs `exe` with `args` on the broker in `SALVE_TEST_BROKERS` (Tansu, in scripts/test.sh's
@@ -138,13 +144,7 @@ fn latency_runs_against_an_external_broker() {
     ) else {
         return;
     };
-    for detector in ["relay ", "salve "] {
-        assert!(
-            out.lines()
-                .any(|l| l.starts_with(detector) && l.contains(" ms")),
-            "no latency line for {detector:?} in:\n{out}"
-        );
-    }
+    assert_latency_lines(&out, &["relay", "salve"]);
 }
 
 #[test]
